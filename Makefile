@@ -1,0 +1,164 @@
+# libmodal: a plain Makefile, no configure step.
+#
+#   make            libmodal.a, libmodal.so.MAJOR, modal-runtime, modal.pc
+#   make demo       build, start the embedded runtime, run examples/hello remotely
+#   make test       build and run every unit, integration and example test
+#   make check      the tests under AddressSanitizer+UBSan, then valgrind
+#   make fuzz       build the libFuzzer targets (clang); FUZZ_SECONDS=N runs them
+#   make bench      benchmarks against their floors (never part of `make test`)
+#   make install    PREFIX=/usr/local DESTDIR=
+#
+# Everything is built under $(BUILD) (default build/), so a sanitizer build
+# can live beside the normal one.
+
+VERSION := $(shell sed -n 's/^\#define MODAL_VERSION_STRING "\(.*\)"/\1/p' include/modal.h)
+MAJOR   := $(shell sed -n 's/^\#define MODAL_VERSION_MAJOR \([0-9]*\)/\1/p' include/modal.h)
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+PCDIR   ?= $(LIBDIR)/pkgconfig
+
+BUILD   ?= build
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+SAN     ?=
+ifeq ($(SAN),1)
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+BASEFLAGS := -std=gnu11 -pthread -fPIC $(WARN) $(SANFLAGS) -Iinclude -Ilib -D_GNU_SOURCE
+LIBS    := -lcurl -lcjson -lcrypto -lpthread -ldl -lm
+RTLIBS  := -lmicrohttpd $(LIBS)
+
+LIB_SRC := $(sort $(wildcard lib/*.c))
+RT_SRC  := $(sort $(wildcard runtime/*.c))
+RT_MAIN := runtime/main.c
+RT_LIB_SRC := $(filter-out $(RT_MAIN),$(RT_SRC))
+EX_SRC  := $(sort $(wildcard examples/*.c))
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+INTEG_SRC := $(sort $(wildcard tests/integration/test_*.c))
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+RT_OBJ  := $(RT_LIB_SRC:%.c=$(BUILD)/obj/%.o)
+EX_BIN  := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+INTEG_BIN := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+STATIC  := $(BUILD)/libmodal.a
+SHARED  := $(BUILD)/libmodal.so.$(MAJOR)
+RUNTIME := $(BUILD)/modal-runtime
+PCFILE  := $(BUILD)/modal.pc
+
+.PHONY: all deps demo test check check-asan check-valgrind fuzz bench install \
+        uninstall examples clean
+all: deps $(STATIC) $(SHARED) $(RUNTIME) $(PCFILE)
+
+# ---- dependencies ----------------------------------------------------
+# Installs the Debian packages the build needs when run as root; otherwise
+# names the one command to run. Checking is cheap, so every target uses it.
+DEB_PKGS := build-essential pkg-config libcurl4-openssl-dev libcjson-dev \
+            libssl-dev libmicrohttpd-dev libcmocka-dev clang valgrind
+deps:
+	@./tools/deps.sh $(DEB_PKGS)
+
+# ---- library ---------------------------------------------------------
+$(BUILD)/obj/lib/%.o: lib/%.c include/modal.h lib/internal.h | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -fvisibility=hidden -DMODAL_BUILDING_LIBRARY \
+	    -DMODAL_BINDIR='"$(BINDIR)"' -c $< -o $@
+
+$(BUILD)/obj/runtime/%.o: runtime/%.c include/modal.h lib/internal.h $(wildcard runtime/*.h) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Iruntime -c $< -o $@
+
+$(STATIC): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SHARED): $(LIB_OBJ) lib/libmodal.map
+	$(CC) $(BASEFLAGS) $(CFLAGS) -shared -Wl,-soname,libmodal.so.$(MAJOR) \
+	    -Wl,--version-script=lib/libmodal.map -o $@ $(LIB_OBJ) $(LIBS)
+	ln -sf libmodal.so.$(MAJOR) $(BUILD)/libmodal.so
+
+$(RUNTIME): $(RT_MAIN) $(RT_OBJ) $(STATIC)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Iruntime -o $@ $< $(RT_OBJ) $(STATIC) $(RTLIBS)
+
+$(PCFILE): pkgconfig/modal.pc.in include/modal.h
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# ---- examples, tests, benchmarks --------------------------------------
+# Programs link libmodal statically so the executable a worker runs is the
+# very file the client uploaded, with no libmodal.so to find on the runtime.
+$(BUILD)/examples/%: examples/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(STATIC) tests/unit/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(STATIC) $(LIBS) -lcmocka
+
+$(BUILD)/tests/%: tests/integration/%.c $(STATIC) $(RUNTIME) tests/integration/harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< $(STATIC) $(LIBS) -lcmocka
+
+$(BUILD)/bench/%: bench/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
+
+examples: $(EX_BIN)
+
+test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN)
+	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN)
+
+demo: all $(BUILD)/examples/hello
+	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) $(BUILD)/examples/hello
+
+bench: all $(BENCH_BIN) $(BUILD)/examples/hello
+	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./bench/run.sh $(BUILD)
+
+# ---- sanitizers, valgrind, fuzzing --------------------------------------
+check: check-asan check-valgrind
+
+check-asan:
+	$(MAKE) BUILD=build-asan SAN=1 CFLAGS="-O1 -g" test
+
+check-valgrind: all $(UNIT_BIN)
+	@./tests/valgrind.sh $(UNIT_BIN)
+
+FUZZ_SECONDS ?= 0
+FUZZ_FLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Ilib -D_GNU_SOURCE
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) include/modal.h lib/internal.h | deps
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+
+fuzz: $(FUZZ_BIN)
+	@if [ "$(FUZZ_SECONDS)" != 0 ]; then ./tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN); fi
+
+# ---- install ------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR)
+	install -m 644 include/modal.h $(DESTDIR)$(INCDIR)/modal.h
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/libmodal.a
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/libmodal.so.$(MAJOR)
+	ln -sf libmodal.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libmodal.so
+	install -m 755 $(RUNTIME) $(DESTDIR)$(BINDIR)/modal-runtime
+	install -m 644 $(PCFILE) $(DESTDIR)$(PCDIR)/modal.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCDIR)/modal.h $(DESTDIR)$(LIBDIR)/libmodal.a \
+	      $(DESTDIR)$(LIBDIR)/libmodal.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libmodal.so \
+	      $(DESTDIR)$(BINDIR)/modal-runtime $(DESTDIR)$(PCDIR)/modal.pc
+
+clean:
+	rm -rf build build-asan
+
+.SECONDARY:

@@ -1,0 +1,139 @@
+/*
+ * alloc.c: the library's allocator wrappers (with failure injection for
+ * tests) and reference-counted buffers that decoded values borrow from.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+/*
+ * Failure injection: fail_after < 0 means off. The counters are atomics so
+ * a multi-threaded test does not race, though injection is meant for
+ * single-threaded tests.
+ */
+static atomic_long fail_after = -1;
+static atomic_long alloc_count;
+
+long modal__alloc_fail_after(long n)
+{
+    long made = atomic_exchange(&alloc_count, 0);
+    atomic_store(&fail_after, n);
+    return made;
+}
+
+static int should_fail(void)
+{
+    atomic_fetch_add(&alloc_count, 1);
+    long left = atomic_load(&fail_after);
+    if (left < 0)
+        return 0;
+    if (left == 0)
+        return 1;
+    atomic_fetch_sub(&fail_after, 1);
+    return 0;
+}
+
+void *modal__malloc(size_t n)
+{
+    if (should_fail())
+        return NULL;
+    return malloc(n ? n : 1);
+}
+
+void *modal__calloc(size_t n, size_t size)
+{
+    if (should_fail())
+        return NULL;
+    return calloc(n ? n : 1, size ? size : 1);
+}
+
+void *modal__realloc(void *p, size_t n)
+{
+    if (should_fail())
+        return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+char *modal__strndup(const char *s, size_t n)
+{
+    char *d = modal__malloc(n + 1);
+    if (d == NULL)
+        return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *modal__strdup(const char *s)
+{
+    return modal__strndup(s, strlen(s));
+}
+
+modal__buf *modal__buf_new(size_t len)
+{
+    modal__buf *b = modal__malloc(sizeof *b);
+    if (b == NULL)
+        return NULL;
+    b->base = modal__malloc(len);
+    if (b->base == NULL) {
+        free(b);
+        return NULL;
+    }
+    atomic_init(&b->refs, 1);
+    b->len = len;
+    b->kind = MODAL__BUF_HEAP;
+    b->parent = NULL;
+    return b;
+}
+
+modal__buf *modal__buf_wrap_mmap(void *base, size_t len)
+{
+    modal__buf *b = modal__malloc(sizeof *b);
+    if (b == NULL)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->base = base;
+    b->len = len;
+    b->kind = MODAL__BUF_MMAP;
+    b->parent = NULL;
+    return b;
+}
+
+modal__buf *modal__buf_view(modal__buf *parent, size_t off, size_t len)
+{
+    if (parent == NULL || off > parent->len || len > parent->len - off)
+        return NULL;
+    modal__buf *b = modal__malloc(sizeof *b);
+    if (b == NULL)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->base = parent->base + off;
+    b->len = len;
+    b->kind = MODAL__BUF_VIEW;
+    b->parent = modal__buf_ref(parent);
+    return b;
+}
+
+modal__buf *modal__buf_ref(modal__buf *b)
+{
+    if (b != NULL)
+        atomic_fetch_add(&b->refs, 1);
+    return b;
+}
+
+void modal__buf_unref(modal__buf *b)
+{
+    if (b == NULL || atomic_fetch_sub(&b->refs, 1) != 1)
+        return;
+    if (b->kind == MODAL__BUF_VIEW) {
+        modal__buf_unref(b->parent);
+    } else if (b->kind == MODAL__BUF_MMAP) {
+        if (b->len > 0)
+            munmap(b->base, b->len);
+    } else {
+        free(b->base);
+    }
+    free(b);
+}

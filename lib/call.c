@@ -1,0 +1,308 @@
+/*
+ * call.c: running a function body: the call context, argument accessors,
+ * turning a body's outcome into a status, and modal_fn_local, which runs
+ * the body in-process through the same wire path a remote call takes.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* The call running on this thread, so argument accessors can fail it. */
+static _Thread_local modal_ctx *current_ctx;
+
+modal_value *modal_ctx_fail(modal_ctx *ctx, const char *fmt, ...)
+{
+    if (ctx == NULL || ctx->failed)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->message, sizeof ctx->message, fmt, ap);
+    va_end(ap);
+    ctx->failed = true;
+    ctx->code = MODAL_EFUNC;
+    return NULL;
+}
+
+bool modal_ctx_failed(const modal_ctx *ctx)
+{
+    return ctx != NULL && ctx->failed;
+}
+
+const char *modal_ctx_call_id(const modal_ctx *ctx)
+{
+    return ctx != NULL && ctx->call_id != NULL ? ctx->call_id : "";
+}
+
+int modal_ctx_attempt(const modal_ctx *ctx)
+{
+    return ctx != NULL ? ctx->attempt : 0;
+}
+
+const modal_function *modal_ctx_function(const modal_ctx *ctx)
+{
+    return ctx != NULL ? ctx->fn : NULL;
+}
+
+bool modal_ctx_is_remote(const modal_ctx *ctx)
+{
+    return ctx != NULL && ctx->remote;
+}
+
+/* Record the first argument problem of the running call. */
+static void arg_fail(modal_status code, size_t i, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void arg_fail(modal_status code, size_t i, const char *fmt, ...)
+{
+    modal_ctx *ctx = current_ctx;
+    if (ctx == NULL || ctx->failed)
+        return;
+    char what[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(ctx->message, sizeof ctx->message, "argument %zu: %s", i, what);
+    ctx->failed = true;
+    ctx->code = code;
+}
+
+const modal_value *modal_arg(const modal_value *args, size_t i)
+{
+    const modal_value *v = modal_list_get(args, i);
+    if (v == NULL) {
+        size_t n = modal_value_len(args);
+        arg_fail(MODAL_ERANGE, i, "missing (the call passed %zu argument%s)", n,
+                 n == 1 ? "" : "s");
+    }
+    return v;
+}
+
+/* Fetch argument i and check it with getter; shared by the scalar forms. */
+#define ARG_SCALAR(ctype, getter, zero)                                        \
+    const modal_value *v = modal_arg(args, i);                                 \
+    ctype out = zero;                                                          \
+    modal_error e;                                                             \
+    if (v != NULL && getter(v, &out, &e) != MODAL_OK)                          \
+        arg_fail(e.code, i, "%s", e.message);                                  \
+    return out
+
+int64_t modal_arg_int(const modal_value *args, size_t i)
+{
+    ARG_SCALAR(int64_t, modal_get_int, 0);
+}
+
+double modal_arg_float(const modal_value *args, size_t i)
+{
+    ARG_SCALAR(double, modal_get_float, 0.0);
+}
+
+bool modal_arg_bool(const modal_value *args, size_t i)
+{
+    ARG_SCALAR(bool, modal_get_bool, false);
+}
+
+const char *modal_arg_string(const modal_value *args, size_t i)
+{
+    const modal_value *v = modal_arg(args, i);
+    const char *s = NULL;
+    modal_error e;
+    if (v != NULL && modal_get_string(v, &s, NULL, &e) != MODAL_OK)
+        arg_fail(e.code, i, "%s", e.message);
+    return s;
+}
+
+const void *modal_arg_bytes(const modal_value *args, size_t i, size_t *len)
+{
+    const modal_value *v = modal_arg(args, i);
+    const void *p = NULL;
+    size_t n = 0;
+    modal_error e;
+    if (v != NULL && modal_get_bytes(v, &p, &n, &e) != MODAL_OK)
+        arg_fail(e.code, i, "%s", e.message);
+    if (len != NULL)
+        *len = n;
+    return p;
+}
+
+const void *modal_arg_array(const modal_value *args, size_t i,
+                            modal_dtype dtype, size_t *count)
+{
+    const modal_value *v = modal_arg(args, i);
+    const void *p = NULL;
+    size_t n = 0;
+    modal_error e;
+    if (v != NULL && modal_get_array(v, dtype, &p, &n, &e) != MODAL_OK) {
+        arg_fail(e.code, i, "%s", e.message);
+        p = NULL;
+        n = 0;
+    }
+    if (count != NULL)
+        *count = n;
+    return p;
+}
+
+modal_status modal__invoke(modal_function *fn, modal_ctx *ctx,
+                           const modal_value *args, modal_value **result,
+                           modal_error *err)
+{
+    modal_ctx *saved = current_ctx;
+    current_ctx = ctx;
+    modal_value *r = fn->body(ctx, args);
+    current_ctx = saved;
+    if (ctx->failed) {
+        modal_value_free(r);
+        return modal__fail(err, ctx->code, "%s: %s", fn->name, ctx->message);
+    }
+    if (r == NULL)
+        return modal__fail(err, MODAL_EFUNC,
+                           "%s: returned NULL without calling modal_ctx_fail(); "
+                           "a result constructor probably ran out of memory, or "
+                           "return modal_null() for no result",
+                           fn->name);
+    *result = r;
+    return MODAL_OK;
+}
+
+void modal__random_id(const char *prefix, char *out, size_t outsz)
+{
+    static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+    unsigned char rnd[26];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        /* getrandom only fails before the pool is seeded; ids then fall
+         * back to time and address entropy, which is unique enough. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        unsigned long long x = (unsigned long long)ts.tv_nsec ^
+                               ((unsigned long long)ts.tv_sec << 30) ^
+                               (unsigned long long)(uintptr_t)out;
+        for (size_t i = 0; i < sizeof rnd; i++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            rnd[i] = (unsigned char)(x >> 56);
+        }
+    }
+    char body[27];
+    for (size_t i = 0; i < 26; i++)
+        body[i] = alphabet[rnd[i] & 31];
+    body[26] = '\0';
+    snprintf(out, outsz, "%s%s", prefix, body);
+}
+
+modal_status modal__msg_build(cJSON *env, const char *key,
+                              const modal_value *v, modal__enc *enc,
+                              modal_error *err)
+{
+    memset(enc, 0, sizeof *enc);
+    if (env == NULL)
+        return modal__fail(err, MODAL_ENOMEM, "out of memory building a message");
+    if (v != NULL) {
+        cJSON *j = modal__value_to_json(v, enc, err);
+        if (j == NULL) {
+            cJSON_Delete(env);
+            modal__enc_free(enc);
+            return err != NULL ? err->code : MODAL_ENOMEM;
+        }
+        if (!cJSON_AddItemToObject(env, key, j)) {
+            cJSON_Delete(j);
+            cJSON_Delete(env);
+            modal__enc_free(enc);
+            return modal__fail(err, MODAL_ENOMEM, "out of memory building a message");
+        }
+    }
+    modal_status st = modal__enc_finish(enc, env, err);
+    cJSON_Delete(env);
+    if (st != MODAL_OK)
+        modal__enc_free(enc);
+    return st;
+}
+
+modal_status modal__msg_value(modal__dec *dec, const char *key,
+                              modal_value **out, modal_error *err)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(dec->env, key);
+    char path[64];
+    snprintf(path, sizeof path, "$.%s", key);
+    if (j == NULL)
+        return modal__fail(err, MODAL_ECODEC, "message has no \"%s\" field", key);
+    return modal__value_from_json(dec, j, path, out, err);
+}
+
+/* Encode v under key, then decode it back from the flattened frame, the
+ * way it would cross the wire. Consumes nothing. */
+static modal_status wire_round_trip(const char *key, const modal_value *v,
+                                    modal_value **out, modal_error *err)
+{
+    modal__enc enc;
+    cJSON *env = cJSON_CreateObject();
+    if (env != NULL && cJSON_AddNumberToObject(env, "v", 1) == NULL) {
+        cJSON_Delete(env);
+        env = NULL;
+    }
+    modal_status st = modal__msg_build(env, key, v, &enc, err);
+    if (st != MODAL_OK)
+        return st;
+    modal__buf *buf = NULL;
+    st = modal__enc_flatten(&enc, &buf, err);
+    modal__enc_free(&enc);
+    if (st != MODAL_OK)
+        return st;
+    modal__dec dec;
+    st = modal__dec_open(buf, 1, &dec, err);
+    modal__buf_unref(buf); /* the decoder and borrowing values hold it */
+    if (st != MODAL_OK)
+        return st;
+    st = modal__msg_value(&dec, key, out, err);
+    modal__dec_close(&dec);
+    return st;
+}
+
+modal_status modal_fn_local(modal_function *fn, modal_value *args,
+                            modal_value **result, modal_error *err)
+{
+    modal_status st;
+    modal_value *wire_args = NULL, *ret = NULL;
+    if (result != NULL)
+        *result = NULL;
+    if ((st = modal_function_check(fn, err)) != MODAL_OK)
+        goto out;
+    if (args == NULL) {
+        st = modal__fail(err, MODAL_ENOMEM,
+                         "%s: the argument list is NULL: a value constructor failed "
+                         "(out of memory or an invalid input such as a string with a NUL)",
+                         fn->name);
+        goto out;
+    }
+    if (modal_value_type(args) != MODAL_TYPE_LIST) {
+        st = modal__fail(err, MODAL_EINVAL,
+                         "%s: arguments must be a list (use modal_args(...)), got %s",
+                         fn->name, modal_type_name(modal_value_type(args)));
+        goto out;
+    }
+    if ((st = wire_round_trip("args", args, &wire_args, err)) != MODAL_OK)
+        goto out;
+    modal_value_free(args);
+    args = NULL;
+
+    char id[40];
+    modal__random_id("local-", id, sizeof id);
+    modal_ctx ctx = {.fn = fn, .call_id = id, .attempt = 1, .remote = false};
+    modal_value *raw = NULL;
+    st = modal__invoke(fn, &ctx, wire_args, &raw, err);
+    modal_value_free(wire_args);
+    if (st != MODAL_OK)
+        goto out;
+    st = wire_round_trip("result", raw, &ret, err);
+    modal_value_free(raw);
+    if (st == MODAL_OK) {
+        if (result != NULL)
+            *result = ret;
+        else
+            modal_value_free(ret);
+        modal__ok(err);
+    }
+out:
+    modal_value_free(args);
+    return st;
+}

@@ -1,0 +1,527 @@
+/*
+ * client.c: HTTP transport to the runtime (libcurl), its configuration
+ * from the environment, and the upload of this process's executable.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+
+/*
+ * The connection settings, re-read when the environment changes so a
+ * program (or a test) may point at another runtime between calls.
+ */
+typedef struct conn_config {
+    char url_env[512];      /* MODAL_RUNTIME_URL as read ("" when unset) */
+    char token_env[256];    /* MODAL_TOKEN as read */
+    char token_file[512];   /* MODAL_TOKEN_FILE as read */
+    char base[512];         /* "http://host:port" or "http://localhost" */
+    char unix_path[512];    /* socket path, "" for TCP */
+    char token[256];
+    char embedded_dir[512]; /* non-empty for the embedded runtime */
+    int valid;
+} conn_config;
+
+static pthread_mutex_t cfg_lock = PTHREAD_MUTEX_INITIALIZER;
+static conn_config cfg;
+static char url_shown[600];
+
+/* Handles kept for reuse: each keeps its connection to the runtime open. */
+#define POOL_MAX 16
+static CURL *handle_pool[POOL_MAX];
+static int handle_count;
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static const char *env_or_empty(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL ? v : "";
+}
+
+static modal_status read_token_file(const char *path, char *out, size_t outsz,
+                                    modal_error *err)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return modal__fail(err, MODAL_EAUTH, "cannot read the runtime token file %s: %s",
+                           path, strerror(errno));
+    size_t n = fread(out, 1, outsz - 1, f);
+    fclose(f);
+    out[n] = '\0';
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
+        out[--n] = '\0';
+    if (n == 0)
+        return modal__fail(err, MODAL_EAUTH, "the runtime token file %s is empty", path);
+    return MODAL_OK;
+}
+
+/* Fill cfg from the environment (caller holds cfg_lock). */
+static modal_status load_config(modal_error *err)
+{
+    const char *url = env_or_empty("MODAL_RUNTIME_URL");
+    const char *tok = env_or_empty("MODAL_TOKEN");
+    const char *tokf = env_or_empty("MODAL_TOKEN_FILE");
+    if (cfg.valid && strcmp(url, cfg.url_env) == 0 && strcmp(tok, cfg.token_env) == 0 &&
+        strcmp(tokf, cfg.token_file) == 0)
+        return MODAL_OK;
+    conn_config c;
+    memset(&c, 0, sizeof c);
+    if (strlen(url) >= sizeof c.url_env || strlen(tok) >= sizeof c.token_env ||
+        strlen(tokf) >= sizeof c.token_file)
+        return modal__fail(err, MODAL_EINVAL,
+                           "MODAL_RUNTIME_URL, MODAL_TOKEN or MODAL_TOKEN_FILE is too long");
+    strcpy(c.url_env, url);
+    strcpy(c.token_env, tok);
+    strcpy(c.token_file, tokf);
+    if (url[0] == '\0') {
+        modal_status st = modal__embedded_dir(c.embedded_dir, sizeof c.embedded_dir, err);
+        if (st != MODAL_OK)
+            return st;
+        if ((size_t)snprintf(c.unix_path, sizeof c.unix_path, "%s/runtime.sock",
+                             c.embedded_dir) >= 108)
+            return modal__fail(err, MODAL_EINVAL,
+                               "the runtime socket path %s/runtime.sock is longer than a Unix "
+                               "socket allows (107 bytes); set MODAL_HOME to a shorter directory",
+                               c.embedded_dir);
+        strcpy(c.base, "http://localhost");
+    } else if (strncmp(url, "unix:", 5) == 0) {
+        if (url[5] != '/' || strlen(url + 5) >= 108)
+            return modal__fail(err, MODAL_EINVAL,
+                               "MODAL_RUNTIME_URL=\"%s\": after \"unix:\" give an absolute socket "
+                               "path of at most 107 bytes", url);
+        snprintf(c.unix_path, sizeof c.unix_path, "%s", url + 5);
+        strcpy(c.base, "http://localhost");
+    } else if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
+        snprintf(c.base, sizeof c.base, "%s", url);
+        size_t n = strlen(c.base);
+        while (n > 0 && c.base[n - 1] == '/')
+            c.base[--n] = '\0';
+    } else {
+        return modal__fail(err, MODAL_EINVAL,
+                           "MODAL_RUNTIME_URL=\"%s\" is not understood; use unix:/path/to.sock or "
+                           "http://host:port", url);
+    }
+    c.valid = 1;
+    cfg = c;
+    return MODAL_OK;
+}
+
+/* Token lookup is separate: the embedded runtime creates its token when
+ * it starts, after the configuration is known. */
+static modal_status load_token(modal_error *err)
+{
+    if (cfg.token[0] != '\0')
+        return MODAL_OK;
+    if (cfg.token_env[0] != '\0') {
+        snprintf(cfg.token, sizeof cfg.token, "%s", cfg.token_env);
+        return MODAL_OK;
+    }
+    char path[600];
+    if (cfg.token_file[0] != '\0')
+        snprintf(path, sizeof path, "%s", cfg.token_file);
+    else if (cfg.embedded_dir[0] != '\0')
+        snprintf(path, sizeof path, "%s/token", cfg.embedded_dir);
+    else
+        return modal__fail(err, MODAL_EAUTH,
+                           "no token for the runtime at %s: set MODAL_TOKEN or MODAL_TOKEN_FILE",
+                           cfg.url_env);
+    return read_token_file(path, cfg.token, sizeof cfg.token, err);
+}
+
+const char *modal_runtime_url(void)
+{
+    pthread_mutex_lock(&cfg_lock);
+    modal_error err;
+    if (load_config(&err) != MODAL_OK)
+        snprintf(url_shown, sizeof url_shown, "(invalid: %s)", err.message);
+    else if (cfg.unix_path[0] != '\0')
+        snprintf(url_shown, sizeof url_shown, "unix:%s", cfg.unix_path);
+    else
+        snprintf(url_shown, sizeof url_shown, "%s", cfg.base);
+    pthread_mutex_unlock(&cfg_lock);
+    return url_shown;
+}
+
+modal_status modal__status_from_name(const char *name)
+{
+    if (name == NULL)
+        return MODAL_ERUNTIME;
+    if (strcmp(name, "OK") == 0)
+        return MODAL_OK;
+    for (int c = 1; c < MODAL__STATUS_COUNT; c++)
+        if (strcmp(modal_status_name((modal_status)c), name) == 0)
+            return (modal_status)c;
+    return MODAL_ERUNTIME;
+}
+
+static CURL *handle_get(void)
+{
+    CURL *h = NULL;
+    pthread_mutex_lock(&cfg_lock);
+    if (handle_count > 0)
+        h = handle_pool[--handle_count];
+    pthread_mutex_unlock(&cfg_lock);
+    return h != NULL ? h : curl_easy_init();
+}
+
+static void handle_put(CURL *h)
+{
+    pthread_mutex_lock(&cfg_lock);
+    if (handle_count < POOL_MAX) {
+        handle_pool[handle_count++] = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&cfg_lock);
+    if (h != NULL)
+        curl_easy_cleanup(h);
+}
+
+/* Response accumulation: the buffer is sized from Content-Length when the
+ * runtime sends one, so a large result is received without regrowing. */
+typedef struct recv_state {
+    modal__buf *buf;
+    size_t used;
+    long long log_size, seq;
+    int oom;
+} recv_state;
+
+static size_t on_header(char *line, size_t size, size_t n, void *user)
+{
+    recv_state *rs = user;
+    size_t len = size * n;
+    long long v;
+    if (len > 16 && strncasecmp(line, "Content-Length:", 15) == 0 &&
+        sscanf(line + 15, "%lld", &v) == 1 && v > 0 && rs->buf == NULL) {
+        rs->buf = modal__buf_new((size_t)v);
+        if (rs->buf == NULL)
+            rs->oom = 1;
+        else
+            rs->buf->len = 0; /* capacity is the allocation; len grows */
+        if (rs->buf != NULL)
+            rs->used = (size_t)v; /* remember the capacity */
+    } else if (len > 17 && strncasecmp(line, "X-Modal-Log-Size:", 17) == 0) {
+        sscanf(line + 17, "%lld", &rs->log_size);
+    } else if (len > 12 && strncasecmp(line, "X-Modal-Seq:", 12) == 0) {
+        sscanf(line + 12, "%lld", &rs->seq);
+    }
+    return len;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *user)
+{
+    recv_state *rs = user;
+    size_t len = size * n;
+    if (rs->oom)
+        return 0;
+    if (rs->buf == NULL || rs->buf->len + len > rs->used) {
+        /* No or wrong Content-Length: grow by doubling. */
+        size_t cap = rs->buf != NULL ? rs->used : 0;
+        size_t need = (rs->buf != NULL ? rs->buf->len : 0) + len;
+        size_t ncap = cap ? cap : 4096;
+        while (ncap < need)
+            ncap *= 2;
+        if (rs->buf == NULL) {
+            rs->buf = modal__buf_new(ncap);
+            if (rs->buf == NULL) {
+                rs->oom = 1;
+                return 0;
+            }
+            rs->buf->len = 0;
+        } else {
+            uint8_t *nb = modal__realloc(rs->buf->base, ncap);
+            if (nb == NULL) {
+                rs->oom = 1;
+                return 0;
+            }
+            rs->buf->base = nb;
+        }
+        rs->used = ncap;
+    }
+    memcpy(rs->buf->base + rs->buf->len, data, len);
+    rs->buf->len += len;
+    return len;
+}
+
+typedef struct send_state {
+    const modal__enc *enc;
+    size_t off;
+} send_state;
+
+static size_t on_send(char *dst, size_t size, size_t n, void *user)
+{
+    send_state *ss = user;
+    size_t got = modal__enc_read(ss->enc, ss->off, dst, size * n);
+    ss->off += got;
+    return got;
+}
+
+static int on_seek(void *user, curl_off_t offset, int origin)
+{
+    send_state *ss = user;
+    if (origin != SEEK_SET || offset < 0 || (size_t)offset > ss->enc->total)
+        return CURL_SEEKFUNC_FAIL;
+    ss->off = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+void modal__http_resp_free(modal__http_resp *resp)
+{
+    modal__buf_unref(resp->body);
+    resp->body = NULL;
+}
+
+/* Turn an error response's JSON into a status and message. */
+static modal_status http_error(long status, const modal__buf *body, const char *method,
+                               const char *path, modal_error *err)
+{
+    modal_status code = status == 401 ? MODAL_EAUTH
+                      : status == 404 ? MODAL_ENOTFOUND
+                      : status == 413 ? MODAL_ELIMIT
+                                      : MODAL_ERUNTIME;
+    cJSON *j = body != NULL ? cJSON_ParseWithLength((const char *)body->base, body->len) : NULL;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
+    if (cJSON_IsString(c) && status != 401)
+        code = modal__status_from_name(c->valuestring);
+    if (code == MODAL_OK)
+        code = MODAL_ERUNTIME;
+    if (cJSON_IsString(m))
+        modal__fail(err, code, "%s", m->valuestring);
+    else
+        modal__fail(err, code, "the runtime answered %s %s with HTTP %ld", method, path, status);
+    cJSON_Delete(j);
+    return code;
+}
+
+static int transient(CURLcode rc)
+{
+    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR ||
+           rc == CURLE_GOT_NOTHING || rc == CURLE_PARTIAL_FILE;
+}
+
+modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
+                         modal_error *err)
+{
+    memset(resp, 0, sizeof *resp);
+    resp->log_size = resp->seq = -1;
+    pthread_once(&curl_once, curl_init_once);
+
+    pthread_mutex_lock(&cfg_lock);
+    modal_status st = load_config(err);
+    conn_config c = cfg;
+    pthread_mutex_unlock(&cfg_lock);
+    if (st != MODAL_OK)
+        return st;
+    if (c.embedded_dir[0] != '\0' &&
+        (st = modal__embedded_ensure(c.embedded_dir, c.unix_path, err)) != MODAL_OK)
+        return st;
+    pthread_mutex_lock(&cfg_lock);
+    st = load_token(err);
+    c = cfg;
+    pthread_mutex_unlock(&cfg_lock);
+    if (st != MODAL_OK)
+        return st;
+
+    char url[1200], auth[300];
+    snprintf(url, sizeof url, "%s%s", c.base, req->path);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", c.token);
+    char ctype[128];
+    snprintf(ctype, sizeof ctype, "Content-Type: %s",
+             req->content_type != NULL ? req->content_type : "application/octet-stream");
+    struct curl_slist *hdrs = NULL, *h1;
+    if ((h1 = curl_slist_append(hdrs, auth)) != NULL)
+        hdrs = h1;
+    if ((h1 = curl_slist_append(hdrs, "Expect:")) != NULL)
+        hdrs = h1;
+    if ((h1 = curl_slist_append(hdrs, ctype)) != NULL)
+        hdrs = h1;
+
+    /* Transient failures (runtime restarting, connection reset) are
+     * retried with backoff for about 3 s in all; requests are idempotent
+     * because calls carry client-chosen ids. */
+    CURLcode rc = CURLE_OK;
+    long status = 0;
+    recv_state rs;
+    char curl_err[CURL_ERROR_SIZE];
+    for (int attempt = 0;; attempt++) {
+        CURL *h = handle_get();
+        if (h == NULL) {
+            curl_slist_free_all(hdrs);
+            return modal__fail(err, MODAL_ENOMEM, "out of memory creating an HTTP handle");
+        }
+        memset(&rs, 0, sizeof rs);
+        rs.log_size = rs.seq = -1;
+        send_state ss = {req->enc, 0};
+        FILE *f = NULL;
+        curl_err[0] = '\0';
+        curl_easy_reset(h);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        if (c.unix_path[0] != '\0')
+            curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c.unix_path);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, req->timeout > 0 ? req->timeout : 120L);
+        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, &rs);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &rs);
+        if (strcmp(req->method, "HEAD") == 0) {
+            curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+        } else if (strcmp(req->method, "GET") != 0) {
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
+            if (req->enc != NULL) {
+                curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+                curl_easy_setopt(h, CURLOPT_READFUNCTION, on_send);
+                curl_easy_setopt(h, CURLOPT_READDATA, &ss);
+                curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+                curl_easy_setopt(h, CURLOPT_SEEKDATA, &ss);
+                curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->enc->total);
+            } else if (req->file != NULL) {
+                f = fopen(req->file, "rbe");
+                struct stat sb;
+                if (f == NULL || fstat(fileno(f), &sb) != 0) {
+                    int e = errno;
+                    if (f != NULL)
+                        fclose(f);
+                    handle_put(h);
+                    curl_slist_free_all(hdrs);
+                    return modal__fail(err, MODAL_EIO, "cannot read %s to upload it: %s",
+                                       req->file, strerror(e));
+                }
+                curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+                curl_easy_setopt(h, CURLOPT_READDATA, f);
+                curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)sb.st_size);
+            } else {
+                curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
+                curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+            }
+        }
+        rc = curl_easy_perform(h);
+        if (f != NULL)
+            fclose(f);
+        status = 0;
+        if (rc == CURLE_OK)
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        handle_put(h);
+        if (rs.oom) {
+            modal__buf_unref(rs.buf);
+            curl_slist_free_all(hdrs);
+            return modal__fail(err, MODAL_ENOMEM, "out of memory receiving the answer to %s %s",
+                               req->method, req->path);
+        }
+        int retry_after = 0;
+        if (rc == CURLE_OK && status == 503)
+            retry_after = 1;
+        if ((transient(rc) || retry_after) && attempt < 6) {
+            modal__buf_unref(rs.buf);
+            struct timespec ts = {0, (long)(50000000L << (attempt < 4 ? attempt : 4))};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        break;
+    }
+    curl_slist_free_all(hdrs);
+    if (rc != CURLE_OK) {
+        modal__buf_unref(rs.buf);
+        const char *where = c.unix_path[0] != '\0' ? c.unix_path : c.base;
+        if (rc == CURLE_OPERATION_TIMEDOUT)
+            return modal__fail(err, MODAL_ETRANSPORT,
+                               "the runtime at %s did not answer %s %s within %ld s",
+                               where, req->method, req->path, req->timeout);
+        return modal__fail(err, MODAL_ETRANSPORT,
+                           "cannot reach the runtime at %s for %s %s: %s; is modal-runtime "
+                           "running there?", where, req->method, req->path,
+                           curl_err[0] ? curl_err : curl_easy_strerror(rc));
+    }
+    resp->status = status;
+    resp->body = rs.buf;
+    resp->log_size = rs.log_size;
+    resp->seq = rs.seq;
+    if (status >= 400) {
+        st = http_error(status, rs.buf, req->method, req->path, err);
+        modal__http_resp_free(resp);
+        return st;
+    }
+    return MODAL_OK;
+}
+
+/* ---- the executable as an artifact ------------------------------------ */
+
+static pthread_mutex_t art_lock = PTHREAD_MUTEX_INITIALIZER;
+static char art_sha[65];
+static char art_uploaded_to[600]; /* runtime URL it was last uploaded to */
+
+static modal_status hash_file(const char *path, char out[65], modal_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return modal__fail(err, MODAL_EIO, "cannot open %s to hash it: %s", path, strerror(errno));
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char digest[32];
+    unsigned int dlen = 0;
+    unsigned char buf[1 << 16];
+    ssize_t n;
+    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    while (ok && (n = read(fd, buf, sizeof buf)) > 0)
+        ok = EVP_DigestUpdate(md, buf, (size_t)n) == 1;
+    ok = ok && n == 0 && EVP_DigestFinal_ex(md, digest, &dlen) == 1;
+    EVP_MD_CTX_free(md);
+    close(fd);
+    if (!ok)
+        return modal__fail(err, MODAL_EIO, "hashing %s failed", path);
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 2 * i, "%02x", digest[i]);
+    return MODAL_OK;
+}
+
+modal_status modal__artifact_ensure(const char **sha, modal_error *err)
+{
+    pthread_mutex_lock(&art_lock);
+    modal_status st = MODAL_OK;
+    if (art_sha[0] == '\0')
+        st = hash_file("/proc/self/exe", art_sha, err);
+    const char *url = modal_runtime_url();
+    if (st == MODAL_OK && strcmp(art_uploaded_to, url) != 0) {
+        char path[128];
+        snprintf(path, sizeof path, "/v1/artifacts/%s", art_sha);
+        modal__http_req head = {.method = "HEAD", .path = path, .timeout = 30};
+        modal__http_resp resp;
+        modal_error herr;
+        st = modal__http(&head, &resp, &herr);
+        modal__http_resp_free(&resp);
+        if (st == MODAL_ENOTFOUND) {
+            modal__http_req put = {.method = "PUT", .path = path, .file = "/proc/self/exe",
+                                   .timeout = 600};
+            st = modal__http(&put, &resp, err);
+            modal__http_resp_free(&resp);
+            if (st == MODAL_OK)
+                modal__log(MODAL_LOG_INFO, "uploaded this executable as %s", art_sha);
+        } else if (st != MODAL_OK && err != NULL) {
+            *err = herr;
+        }
+        if (st == MODAL_OK)
+            snprintf(art_uploaded_to, sizeof art_uploaded_to, "%s", url);
+    }
+    pthread_mutex_unlock(&art_lock);
+    *sha = art_sha;
+    return st;
+}

@@ -1,0 +1,362 @@
+/*
+ * internal.h: declarations shared by the library's source files, its unit
+ * tests and the runtime. Nothing here is part of the public API; symbols
+ * named modal__* are hidden from the shared library by the version script.
+ */
+#ifndef MODAL_INTERNAL_H
+#define MODAL_INTERNAL_H
+
+#include "modal.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <cjson/cJSON.h>
+
+/* ---- errors (lib/error.c) ---------------------------------------- */
+
+/*
+ * Fill err (when non-NULL) with code and a formatted message, and return
+ * code, so error paths read `return modal__fail(err, MODAL_EINVAL, ...)`.
+ */
+modal_status modal__fail(modal_error *err, modal_status code, const char *fmt,
+                         ...) __attribute__((format(printf, 3, 4)));
+modal_status modal__vfail(modal_error *err, modal_status code,
+                          const char *fmt, va_list ap);
+/* Set err to MODAL_OK with an empty message. */
+void modal__ok(modal_error *err);
+/* Send a message to the user's log hook, if any. */
+void modal__log(modal_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- allocation (lib/alloc.c) ------------------------------------ */
+
+/*
+ * Every allocation of the library goes through these, so tests can make
+ * the n-th allocation fail and prove each constructor fails cleanly.
+ */
+void *modal__malloc(size_t n);
+void *modal__calloc(size_t n, size_t size);
+void *modal__realloc(void *p, size_t n);
+char *modal__strndup(const char *s, size_t n);
+char *modal__strdup(const char *s);
+/*
+ * Test hook: after `n` more successful allocations, every allocation fails
+ * (n < 0 turns injection off). Returns the number of allocations made since
+ * the last call, so a test can count the allocations of an operation.
+ */
+long modal__alloc_fail_after(long n);
+
+/* ---- shared buffers ---------------------------------------------- */
+
+/*
+ * A reference-counted block of bytes that decoded values may borrow from,
+ * so a 1 GiB array received into a buffer (or mapped from a memfd) reaches
+ * the function without another copy. The last reference releases it.
+ */
+typedef struct modal__buf {
+    atomic_long refs;
+    uint8_t *base;
+    size_t len;
+    int kind; /* MODAL__BUF_HEAP, MODAL__BUF_MMAP, MODAL__BUF_VIEW */
+    struct modal__buf *parent; /* for a view: the buffer it lies in */
+} modal__buf;
+
+enum { MODAL__BUF_HEAP = 0, MODAL__BUF_MMAP = 1, MODAL__BUF_VIEW = 2 };
+
+/* A heap buffer of len bytes (contents uninitialised), refs = 1. */
+modal__buf *modal__buf_new(size_t len);
+/* Wrap memory from mmap(len); munmap'd on release. refs = 1. */
+modal__buf *modal__buf_wrap_mmap(void *base, size_t len);
+/* A view of len bytes at off inside parent (which it keeps alive). */
+modal__buf *modal__buf_view(modal__buf *parent, size_t off, size_t len);
+modal__buf *modal__buf_ref(modal__buf *b);
+void modal__buf_unref(modal__buf *b);
+
+/* ---- values (lib/value.c) ---------------------------------------- */
+
+struct modal_value {
+    modal_type type;
+    union {
+        bool b;
+        int64_t i;
+        double f;
+        struct {
+            char *p; /* owned, NUL-terminated */
+            size_t len;
+        } str;
+        struct {
+            uint8_t *p;          /* owned unless backing != NULL */
+            size_t len;
+            modal__buf *backing; /* holds p's memory when borrowed */
+        } bytes;
+        struct {
+            void *data;          /* owned unless backing != NULL */
+            size_t count;        /* product of shape */
+            modal_dtype dtype;
+            size_t ndim;
+            size_t shape[MODAL_MAX_NDIM];
+            modal__buf *backing;
+        } arr;
+        struct {
+            modal_value **items;
+            size_t len, cap;
+        } list;
+        struct {
+            char **keys;
+            modal_value **vals;
+            size_t len, cap;
+        } map;
+    } u;
+};
+
+/*
+ * A value whose bytes or array data point into backing (a reference is
+ * taken). Used by the decoder so large payloads are not copied.
+ */
+modal_value *modal__bytes_borrow(modal__buf *backing, const void *p,
+                                 size_t len);
+modal_value *modal__array_borrow(modal__buf *backing, modal_dtype dtype,
+                                 const void *data, size_t ndim,
+                                 const size_t *shape);
+/* Element count of shape, or SIZE_MAX when the product or bytes overflow. */
+size_t modal__shape_count(modal_dtype dtype, size_t ndim, const size_t *shape);
+/* Parse "f32" etc.; returns -1 when unknown. */
+int modal__dtype_parse(const char *name);
+
+/* ---- codec (lib/codec.c) ----------------------------------------- */
+
+/*
+ * Wire frame, all integers little-endian:
+ *   0   "MODL"             magic
+ *   4   u16 version = 1
+ *   6   u16 flags   = 0
+ *   8   u32 E              envelope (JSON) length
+ *   12  u32 A              attachment count
+ *   16  u64 len[A]         attachment lengths
+ *   ..  E bytes of JSON
+ *   ..  attachments, each starting at a multiple of 64 from the frame start
+ * Values inside the envelope: null, true/false, a JSON number for an int
+ * within +-2^53, {"i":"<decimal>"} for other ints, {"f":"<hex float>"},
+ * a JSON string, {"b":<attachment>}, {"a":<attachment>,"t":"f32","s":[..]},
+ * a JSON array for a list, {"m":{..}} for a map.
+ */
+#define MODAL__FRAME_MAGIC "MODL"
+#define MODAL__FRAME_VERSION 1
+#define MODAL__FRAME_ALIGN 64
+#define MODAL__FRAME_FIXED 16
+
+/* An encoded message as a scatter list: head (header+JSON+pad) then the
+ * attachments, borrowed from the values encoded (keep them alive). */
+typedef struct modal__enc {
+    uint8_t *head;
+    size_t head_len;
+    struct iovec *att;  /* att[i] borrowed from the encoded values */
+    size_t natt, cap;
+    size_t total;       /* bytes of the whole frame once finished */
+} modal__enc;
+
+/* Encode v as JSON, registering its binary parts as attachments of enc. */
+cJSON *modal__value_to_json(const modal_value *v, modal__enc *enc,
+                            modal_error *err);
+/* Lay out the frame around envelope; after this, total is known. */
+modal_status modal__enc_finish(modal__enc *enc, const cJSON *envelope,
+                               modal_error *err);
+/* Copy frame bytes [off, off+n) to dst; returns bytes copied. */
+size_t modal__enc_read(const modal__enc *enc, size_t off, void *dst, size_t n);
+/* Write the whole frame to fd (handles short writes). */
+modal_status modal__enc_write_fd(const modal__enc *enc, int fd,
+                                 modal_error *err);
+/* The whole frame in one new heap buffer. */
+modal_status modal__enc_flatten(const modal__enc *enc, modal__buf **out,
+                                modal_error *err);
+void modal__enc_free(modal__enc *enc);
+
+/* A parsed frame: the envelope and where each attachment lies. */
+typedef struct modal__dec {
+    cJSON *env;
+    modal__buf *buf;     /* referenced while the decoder is open */
+    size_t natt;
+    size_t *att_off;     /* offsets into buf->base */
+    size_t *att_len;
+    uint8_t *att_used;   /* each attachment may back one value only */
+    size_t items;        /* values decoded so far (MODAL_CODEC_MAX_ITEMS) */
+    int borrow;          /* values borrow from buf instead of copying */
+} modal__dec;
+
+/* Parse the frame in buf (a reference is taken). */
+modal_status modal__dec_open(modal__buf *buf, int borrow, modal__dec *dec,
+                             modal_error *err);
+/* Decode the value at j; path names it in errors ("$.args"). */
+modal_status modal__value_from_json(modal__dec *dec, const cJSON *j,
+                                    const char *path, modal_value **out,
+                                    modal_error *err);
+void modal__dec_close(modal__dec *dec);
+
+/*
+ * Messages (lib/call.c): an envelope object with one value under key.
+ * modal__msg_build consumes env (also on failure); the frame borrows v's
+ * binary parts, so keep v alive while enc is used.
+ */
+modal_status modal__msg_build(cJSON *env, const char *key,
+                              const modal_value *v, modal__enc *enc,
+                              modal_error *err);
+/* Decode the value under key of an open decoder (missing key: ECODEC). */
+modal_status modal__msg_value(modal__dec *dec, const char *key,
+                              modal_value **out, modal_error *err);
+
+/* ---- functions, calls (lib/function.c, lib/call.c) --------------- */
+
+struct modal_ctx {
+    modal_function *fn;
+    const char *call_id;
+    int attempt;
+    bool remote;
+    bool failed;
+    modal_status code;
+    char message[MODAL_ERROR_MESSAGE_SIZE];
+};
+
+/*
+ * Run fn's body on args with ctx set as the thread's current call, and turn
+ * its outcome into a status: MODAL_OK with *result, or the failure (ctx
+ * failed, bad argument, NULL result) with err filled.
+ */
+modal_status modal__invoke(modal_function *fn, modal_ctx *ctx,
+                           const modal_value *args, modal_value **result,
+                           modal_error *err);
+
+/* One alternative of a GPU request: "H100:2!" is {"H100", 2, exact}. */
+typedef struct modal__gpu_choice {
+    char name[16];  /* canonical spelling from the known table, or "any" */
+    int count;      /* 1..8 */
+    bool exact;     /* "!": no upgrade (H100 -> H200) */
+} modal__gpu_choice;
+
+#define MODAL__GPU_MAX_CHOICES 8
+
+/*
+ * Parse a GPU request ("H100", "h100:4", "H100!", "any", or a comma list of
+ * those tried in order) into out[0..*n). An empty or NULL spec gives *n = 0.
+ * Errors name the bad part and list the known names.
+ */
+modal_status modal__gpu_spec_parse(const char *spec, modal__gpu_choice *out,
+                                   size_t *n, modal_error *err);
+
+/* ---- worker IPC (lib/ipc.c) ------------------------------------- */
+
+/*
+ * Runtime <-> worker messages over a SOCK_SEQPACKET socket. Each message:
+ *   u32 type | u32 flags | u32 meta_len | u32 0 | u64 payload_len
+ *   meta (small JSON) | payload (a frame) inline, or in a memfd passed with
+ *   the message when it is over MODAL__IPC_INLINE_MAX (flag FD), so large
+ *   arrays reach the other side without a copy through the socket.
+ */
+enum {
+    MODAL__MSG_HELLO = 1,  /* worker -> runtime: {"pid","version","functions","error"?} */
+    MODAL__MSG_CALL = 2,   /* runtime -> worker: {"call_id","attempt","index"}, call frame */
+    MODAL__MSG_RESULT = 3, /* worker -> runtime: {"call_id","status"}, result frame */
+    MODAL__MSG_EXIT = 4    /* runtime -> worker: run the exit hook and exit */
+};
+#define MODAL__IPC_HEADER 24
+#define MODAL__IPC_INLINE_MAX (64 * 1024)
+#define MODAL__IPC_META_MAX (16 * 1024)
+#define MODAL__IPC_FLAG_FD 1u
+
+/*
+ * Send a message. The payload is either p/len in memory, or, when fd >= 0,
+ * the first len bytes of that file (passed, not copied). A payload over
+ * the inline limit given in memory is written to a new memfd first.
+ */
+modal_status modal__ipc_send(int sock, uint32_t type, const char *meta,
+                             const void *p, size_t len, int fd,
+                             modal_error *err);
+/* Send a message whose payload is an encoded frame. */
+modal_status modal__ipc_send_enc(int sock, uint32_t type, const char *meta,
+                                 const modal__enc *enc, modal_error *err);
+/*
+ * Receive one message. *meta is parsed JSON (caller deletes), *payload a
+ * buffer (NULL when empty): heap for inline payloads, a private mapping of
+ * the memfd otherwise. MODAL_EIO with "closed" on end of file.
+ */
+modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
+                             modal__buf **payload, modal_error *err);
+/* A memfd holding len bytes from p (for the runtime's large bodies). */
+int modal__memfd_new(const char *name, size_t len);
+
+/* ---- bundles (lib/ipc.c) ------------------------------------------ */
+
+/*
+ * A sequence of frames: "MODB" u32 count, u64 len[count], zero padding to
+ * 64, then each frame at a multiple of 64. Bundles carry map inputs and
+ * results so the runtime forwards frames without re-encoding them.
+ */
+typedef struct modal__bundle_part {
+    const void *p;
+    size_t len;
+} modal__bundle_part;
+
+/* Build a bundle of n frames into one heap buffer. */
+modal_status modal__bundle_build(const modal__bundle_part *parts, size_t n,
+                                 modal__buf **out, modal_error *err);
+/* Split a bundle: *parts (heap array, caller frees) point into buf. */
+modal_status modal__bundle_parse(const modal__buf *buf,
+                                 modal__bundle_part **parts, size_t *n,
+                                 modal_error *err);
+
+/* ---- client transport (lib/client.c, lib/embedded.c) ------------- */
+
+typedef struct modal__http_req {
+    const char *method;        /* "GET", "POST", ... */
+    const char *path;          /* "/v1/calls?wait=30" */
+    const modal__enc *enc;     /* frame body, or */
+    const void *body;          /* raw body of body_len bytes, or */
+    size_t body_len;
+    const char *file;          /* a file to upload */
+    const char *content_type;  /* of the body */
+    long timeout;              /* seconds for the whole exchange */
+} modal__http_req;
+
+typedef struct modal__http_resp {
+    long status;               /* HTTP status */
+    modal__buf *body;          /* may be NULL when empty */
+    long long log_size;        /* X-Modal-Log-Size, -1 if absent */
+    long long seq;             /* X-Modal-Seq, -1 if absent */
+} modal__http_resp;
+
+/*
+ * One request to the configured runtime (starting the embedded one when
+ * needed), retrying transient transport failures for a bounded time. A
+ * response with status >= 400 becomes an error from its JSON body.
+ */
+modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
+                         modal_error *err);
+void modal__http_resp_free(modal__http_resp *resp);
+/* The uploaded-executable id of this process (sha256 hex), uploading it
+ * to the runtime first if it is not there yet. */
+modal_status modal__artifact_ensure(const char **sha, modal_error *err);
+/* Status from its name ("ETIMEOUT"); MODAL_ERUNTIME when unknown. */
+modal_status modal__status_from_name(const char *name);
+/* Start the embedded runtime for state_dir unless it answers already. */
+modal_status modal__embedded_ensure(const char *state_dir, const char *sock,
+                                    modal_error *err);
+/* The embedded runtime's state directory (static storage). */
+modal_status modal__embedded_dir(char *out, size_t outsz, modal_error *err);
+
+/* ---- remote calls (lib/remote.c) ---------------------------------- */
+
+/* A call frame's envelope without args: {"v","app","fn","artifact",
+ * "call_id"?, "options"}. */
+cJSON *modal__call_envelope(modal_function *fn, const char *artifact,
+                            const char *call_id);
+/* Check fn and args (a list when want_list) and upload the executable. */
+modal_status modal__remote_prepare(modal_function *fn, const modal_value *args,
+                                   int want_list, const char **artifact,
+                                   modal_error *err);
+
+/* Random id with prefix ("fc-"), base32, 26 random characters. */
+void modal__random_id(const char *prefix, char *out, size_t outsz);
+
+#endif /* MODAL_INTERNAL_H */

@@ -1,0 +1,372 @@
+/*
+ * remote.c: modal_fn_remote, modal_fn_spawn and call handles. A call is a
+ * call frame POSTed to the runtime; its result is a result frame fetched by
+ * long polls, during which the worker's output is streamed to stderr.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct modal_call {
+    char id[48];
+    char fn[128];
+    long long log_offset; /* bytes of output already shown */
+    char partial[512];    /* an unfinished output line */
+    size_t partial_len;
+};
+
+/* Longest single long poll; the runtime answers sooner when done. */
+#define POLL_SECONDS 25
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int quiet_logs(void)
+{
+    const char *q = getenv("MODAL_QUIET_LOGS");
+    return q != NULL && q[0] != '\0' && strcmp(q, "0") != 0;
+}
+
+/* Print output bytes line by line, each prefixed with the function name. */
+static void show_output(modal_call *c, const char *text, size_t len)
+{
+    c->log_offset += (long long)len;
+    if (quiet_logs())
+        return;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (ch != '\n' && c->partial_len < sizeof c->partial - 1) {
+            c->partial[c->partial_len++] = ch;
+            continue;
+        }
+        if (ch != '\n')
+            continue; /* an overlong line is cut */
+        fprintf(stderr, "[%s] %.*s\n", c->fn, (int)c->partial_len, c->partial);
+        c->partial_len = 0;
+    }
+}
+
+static void flush_output(modal_call *c)
+{
+    if (c->partial_len > 0 && !quiet_logs())
+        fprintf(stderr, "[%s] %.*s\n", c->fn, (int)c->partial_len, c->partial);
+    c->partial_len = 0;
+}
+
+static void fetch_logs(modal_call *c, long long total)
+{
+    if (total <= c->log_offset)
+        return;
+    char path[160];
+    snprintf(path, sizeof path, "/v1/calls/%s/logs?offset=%lld", c->id, c->log_offset);
+    modal__http_req req = {.method = "GET", .path = path, .timeout = 30};
+    modal__http_resp resp;
+    if (modal__http(&req, &resp, NULL) == MODAL_OK && resp.body != NULL)
+        show_output(c, (const char *)resp.body->base, resp.body->len);
+    modal__http_resp_free(&resp);
+}
+
+/* Decode a result frame into *result or the error it carries. */
+static modal_status take_result(modal__buf *body, modal_value **result, modal_error *err)
+{
+    modal__dec dec;
+    modal_status st = modal__dec_open(body, 1, &dec, err);
+    if (st != MODAL_OK)
+        return st;
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(dec.env, "status");
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(dec.env, "message");
+    modal_status code = cJSON_IsString(js) ? modal__status_from_name(js->valuestring)
+                                           : MODAL_ECODEC;
+    if (code != MODAL_OK) {
+        st = modal__fail(err, code, "%s",
+                         cJSON_IsString(jm) ? jm->valuestring : "the runtime sent a malformed result");
+    } else {
+        modal_value *v = NULL;
+        st = modal__msg_value(&dec, "result", &v, err);
+        if (st == MODAL_OK && result != NULL)
+            *result = v;
+        else
+            modal_value_free(v);
+        if (st == MODAL_OK)
+            modal__ok(err);
+    }
+    modal__dec_close(&dec);
+    return st;
+}
+
+/* Handle a 202 "still running" answer: show its output. */
+static void take_progress(modal_call *c, const modal__buf *body)
+{
+    cJSON *j = body != NULL ? cJSON_ParseWithLength((const char *)body->base, body->len) : NULL;
+    const cJSON *logs = cJSON_GetObjectItemCaseSensitive(j, "logs");
+    if (cJSON_IsString(logs))
+        show_output(c, logs->valuestring, strlen(logs->valuestring));
+    cJSON_Delete(j);
+}
+
+/*
+ * Wait for the call's result for up to timeout seconds (negative: no
+ * limit). A 200 answer is the final result, 202 means still running.
+ */
+static modal_status wait_result(modal_call *c, modal__http_resp *first, double timeout,
+                                modal_value **result, modal_error *err)
+{
+    double deadline = timeout < 0 ? -1 : now_s() + timeout;
+    modal__http_resp resp = *first;
+    for (;;) {
+        if (resp.status == 200) {
+            fetch_logs(c, resp.log_size);
+            flush_output(c);
+            modal_status st = take_result(resp.body, result, err);
+            modal__http_resp_free(&resp);
+            return st;
+        }
+        take_progress(c, resp.body);
+        modal__http_resp_free(&resp);
+        double left = deadline < 0 ? POLL_SECONDS : deadline - now_s();
+        if (deadline >= 0 && left <= 0)
+            return modal__fail(err, MODAL_EPENDING, "call %s (%s) has not finished yet",
+                               c->id, c->fn);
+        double wait = left < POLL_SECONDS ? left : POLL_SECONDS;
+        char path[160];
+        snprintf(path, sizeof path, "/v1/calls/%s?wait=%.3f&log_offset=%lld", c->id, wait,
+                 c->log_offset);
+        modal__http_req req = {.method = "GET", .path = path, .timeout = (long)wait + 30};
+        modal_status st = modal__http(&req, &resp, err);
+        if (st == MODAL_ENOTFOUND)
+            return modal__fail(err, MODAL_ENOTFOUND,
+                               "no call %s on the runtime at %s (its result may have expired)",
+                               c->id, modal_runtime_url());
+        if (st == MODAL_ETRANSPORT && err != NULL) {
+            char why[MODAL_ERROR_MESSAGE_SIZE];
+            snprintf(why, sizeof why, "%s", err->message);
+            return modal__fail(err, MODAL_ETRANSPORT,
+                               "lost the runtime while waiting for call %s (%s): %s",
+                               c->id, c->fn, why);
+        }
+        if (st != MODAL_OK)
+            return st;
+    }
+}
+
+/* The resolved options of fn, as the runtime reads them. */
+static cJSON *options_json(const modal_function *fn)
+{
+    const modal_function_options *o = &fn->options;
+#define OR(v, d) ((v) == MODAL_OPTION_UNSET ? (d) : (v))
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "timeout", OR(o->timeout, 300));
+    cJSON *r = cJSON_AddObjectToObject(j, "retries");
+    modal_retries pol = {OR(o->retries, 0), 2.0, 1.0, 60.0};
+    if (o->retry_policy != NULL) {
+        pol.max_retries = o->retry_policy->max_retries;
+        if (o->retry_policy->backoff_coefficient != 0)
+            pol.backoff_coefficient = o->retry_policy->backoff_coefficient;
+        if (o->retry_policy->initial_delay != 0)
+            pol.initial_delay = o->retry_policy->initial_delay;
+        if (o->retry_policy->max_delay != 0)
+            pol.max_delay = o->retry_policy->max_delay;
+    }
+    cJSON_AddNumberToObject(r, "max_retries", pol.max_retries);
+    cJSON_AddNumberToObject(r, "backoff_coefficient", pol.backoff_coefficient);
+    cJSON_AddNumberToObject(r, "initial_delay", pol.initial_delay);
+    cJSON_AddNumberToObject(r, "max_delay", pol.max_delay);
+    cJSON_AddStringToObject(j, "gpu", o->gpu != NULL ? o->gpu : "");
+    cJSON_AddNumberToObject(j, "cpu", o->cpu);
+    cJSON_AddNumberToObject(j, "memory", o->memory == MODAL_OPTION_UNSET ? 0 : o->memory);
+    if (o->image != NULL)
+        cJSON_AddStringToObject(j, "image", o->image);
+    cJSON *vols = cJSON_AddObjectToObject(j, "volumes");
+    for (size_t i = 0; o->volumes != NULL && o->volumes[i].path != NULL; i++) {
+        cJSON *v = cJSON_AddObjectToObject(vols, o->volumes[i].path);
+        cJSON_AddStringToObject(v, "name", o->volumes[i].volume->name);
+        cJSON_AddBoolToObject(v, "create_if_missing", o->volumes[i].volume->create_if_missing);
+    }
+    cJSON *secs = cJSON_AddArrayToObject(j, "secrets");
+    for (size_t i = 0; o->secrets != NULL && o->secrets[i] != NULL; i++)
+        cJSON_AddItemToArray(secs, cJSON_CreateString(o->secrets[i]));
+    cJSON_AddNumberToObject(j, "min_containers", OR(o->min_containers, 0));
+    cJSON_AddNumberToObject(j, "max_containers", OR(o->max_containers, 10));
+    cJSON_AddNumberToObject(j, "scaledown_window", OR(o->scaledown_window, 60));
+    cJSON_AddNumberToObject(j, "max_inputs", OR(o->max_inputs, 0));
+#undef OR
+    return j;
+}
+
+cJSON *modal__call_envelope(modal_function *fn, const char *artifact, const char *call_id)
+{
+    cJSON *env = cJSON_CreateObject();
+    cJSON_AddNumberToObject(env, "v", 1);
+    cJSON_AddStringToObject(env, "app", modal_app_name());
+    cJSON_AddStringToObject(env, "fn", fn->name);
+    cJSON_AddStringToObject(env, "artifact", artifact);
+    if (call_id != NULL)
+        cJSON_AddStringToObject(env, "call_id", call_id);
+    cJSON_AddItemToObject(env, "options", options_json(fn));
+    return env;
+}
+
+/* Check fn and args, upload the executable: what every remote use needs. */
+modal_status modal__remote_prepare(modal_function *fn, const modal_value *args,
+                                   int want_list, const char **artifact, modal_error *err)
+{
+    modal_status st = modal_function_check(fn, err);
+    if (st != MODAL_OK)
+        return st;
+    if (args == NULL)
+        return modal__fail(err, MODAL_ENOMEM,
+                           "%s: the argument list is NULL: a value constructor failed (out of "
+                           "memory or an invalid input such as a string with a NUL)", fn->name);
+    if (want_list && modal_value_type(args) != MODAL_TYPE_LIST)
+        return modal__fail(err, MODAL_EINVAL, "%s: arguments must be a list (use modal_args(...)), "
+                           "got %s", fn->name, modal_type_name(modal_value_type(args)));
+    return modal__artifact_ensure(artifact, err);
+}
+
+/* POST the call; wait up to `wait` seconds for it inside the request. */
+static modal_status submit(modal_function *fn, modal_value *args, double wait, modal_call *c,
+                           modal__http_resp *resp, modal_error *err)
+{
+    const char *artifact;
+    modal_status st = modal__remote_prepare(fn, args, 1, &artifact, err);
+    if (st != MODAL_OK)
+        return st;
+    modal__random_id("fc-", c->id, sizeof c->id);
+    snprintf(c->fn, sizeof c->fn, "%s", fn->name);
+    modal__enc enc;
+    st = modal__msg_build(modal__call_envelope(fn, artifact, c->id), "args", args, &enc, err);
+    if (st != MODAL_OK)
+        return st;
+    char path[64];
+    snprintf(path, sizeof path, "/v1/calls?wait=%.3f", wait);
+    modal__http_req req = {.method = "POST", .path = path, .enc = &enc,
+                           .content_type = "application/x-modal-frame",
+                           .timeout = (long)wait + 600};
+    st = modal__http(&req, resp, err);
+    modal__enc_free(&enc);
+    return st;
+}
+
+modal_status modal_fn_remote(modal_function *fn, modal_value *args, modal_value **result,
+                             modal_error *err)
+{
+    if (result != NULL)
+        *result = NULL;
+    modal_call c;
+    memset(&c, 0, sizeof c);
+    modal__http_resp resp;
+    modal_status st = submit(fn, args, POLL_SECONDS, &c, &resp, err);
+    modal_value_free(args);
+    if (st != MODAL_OK)
+        return st;
+    return wait_result(&c, &resp, -1, result, err);
+}
+
+modal_status modal_fn_spawn(modal_function *fn, modal_value *args, modal_call **call,
+                            modal_error *err)
+{
+    *call = NULL;
+    modal_call *c = modal__calloc(1, sizeof *c);
+    if (c == NULL) {
+        modal_value_free(args);
+        return modal__fail(err, MODAL_ENOMEM, "out of memory creating a call handle");
+    }
+    modal__http_resp resp;
+    modal_status st = submit(fn, args, 0, c, &resp, err);
+    modal_value_free(args);
+    if (st != MODAL_OK) {
+        free(c);
+        return st;
+    }
+    modal__http_resp_free(&resp);
+    *call = c;
+    modal__ok(err);
+    return MODAL_OK;
+}
+
+const char *modal_call_id(const modal_call *call)
+{
+    return call != NULL ? call->id : "";
+}
+
+static int valid_call_id(const char *id)
+{
+    if (id == NULL || strncmp(id, "fc-", 3) != 0 || strlen(id) != 29)
+        return 0;
+    for (const char *p = id + 3; *p; p++)
+        if (strchr("0123456789abcdefghjkmnpqrstvwxyz", *p) == NULL)
+            return 0;
+    return 1;
+}
+
+modal_status modal_call_from_id(const char *id, modal_call **call, modal_error *err)
+{
+    *call = NULL;
+    if (!valid_call_id(id))
+        return modal__fail(err, MODAL_EINVAL,
+                           "\"%.64s\" is not a call id: ids look like fc- followed by 26 "
+                           "characters of [0-9a-z]", id != NULL ? id : "(null)");
+    modal_call *c = modal__calloc(1, sizeof *c);
+    if (c == NULL)
+        return modal__fail(err, MODAL_ENOMEM, "out of memory creating a call handle");
+    snprintf(c->id, sizeof c->id, "%s", id);
+    snprintf(c->fn, sizeof c->fn, "%s", id);
+    *call = c;
+    modal__ok(err);
+    return MODAL_OK;
+}
+
+modal_status modal_call_get(modal_call *call, double timeout, modal_value **result,
+                            modal_error *err)
+{
+    if (result != NULL)
+        *result = NULL;
+    if (call == NULL)
+        return modal__fail(err, MODAL_EINVAL, "call handle is NULL");
+    double wait = timeout < 0 ? POLL_SECONDS : (timeout < POLL_SECONDS ? timeout : POLL_SECONDS);
+    char path[160];
+    snprintf(path, sizeof path, "/v1/calls/%s?wait=%.3f&log_offset=%lld", call->id, wait,
+             call->log_offset);
+    modal__http_req req = {.method = "GET", .path = path, .timeout = (long)wait + 30};
+    modal__http_resp resp;
+    double start = now_s();
+    modal_status st = modal__http(&req, &resp, err);
+    if (st == MODAL_ETRANSPORT && err != NULL) {
+        char why[MODAL_ERROR_MESSAGE_SIZE];
+        snprintf(why, sizeof why, "%s", err->message);
+        return modal__fail(err, MODAL_ETRANSPORT, "cannot fetch call %s: %s", call->id, why);
+    }
+    if (st != MODAL_OK)
+        return st;
+    double left = timeout < 0 ? -1 : timeout - (now_s() - start);
+    if (timeout >= 0 && left < 0)
+        left = 0;
+    return wait_result(call, &resp, left, result, err);
+}
+
+modal_status modal_call_cancel(modal_call *call, modal_error *err)
+{
+    if (call == NULL)
+        return modal__fail(err, MODAL_EINVAL, "call handle is NULL");
+    char path[96];
+    snprintf(path, sizeof path, "/v1/calls/%s", call->id);
+    modal__http_req req = {.method = "DELETE", .path = path, .timeout = 30};
+    modal__http_resp resp;
+    modal_status st = modal__http(&req, &resp, err);
+    modal__http_resp_free(&resp);
+    if (st == MODAL_OK)
+        modal__ok(err);
+    return st;
+}
+
+void modal_call_free(modal_call *call)
+{
+    free(call);
+}

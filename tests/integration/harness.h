@@ -15,6 +15,7 @@
 #ifndef MODAL_HARNESS_H
 #define MODAL_HARNESS_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -128,7 +129,9 @@ HARNESS_FN void harness_sibling(const char *rel, char *out, size_t outsz)
     char *slash = strrchr(dir, '/');
     if (slash != NULL)
         *slash = '\0';
-    snprintf(out, outsz, "%s/%s", dir, rel);
+    int n = snprintf(out, outsz, "%s/%s", dir, rel);
+    if (n < 0 || (size_t)n >= outsz)
+        out[0] = '\0';
 }
 
 /* Read a whole (small) file into a new NUL-terminated buffer, or NULL. */
@@ -744,6 +747,61 @@ HARNESS_FN int harness_run_self(const char *const *args, double timeout_s,
         argv[n++] = (char *)args[i];
     argv[n] = NULL;
     return harness_run(argv, timeout_s, output);
+}
+
+/*
+ * Count the live worker processes of the runtime whose state directory is
+ * dir: processes whose /proc/PID/exe lies under dir (the artifact store),
+ * or, for a sandbox that shows another path, whose executable is named
+ * after sha (the artifact's name). Zombies do not count. A concurrent run
+ * of this same test binary elsewhere would be counted too.
+ */
+HARNESS_FN size_t harness_count_workers(const char *dir, const char *sha)
+{
+    size_t n = 0;
+    DIR *d = opendir("/proc");
+    if (d == NULL)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || pid <= 0 || pid == (long)getpid())
+            continue;
+        char link[64], exe[PATH_MAX], stat_path[64];
+        snprintf(link, sizeof link, "/proc/%ld/exe", pid);
+        ssize_t len = readlink(link, exe, sizeof exe - 1);
+        if (len <= 0)
+            continue;
+        exe[len] = '\0';
+        const char *base = strrchr(exe, '/');
+        base = base ? base + 1 : exe;
+        bool ours = (dir[0] != '\0' && strncmp(exe, dir, strlen(dir)) == 0) ||
+                    (sha[0] != '\0' && strncmp(base, sha, 64) == 0);
+        if (!ours)
+            continue;
+        /* Skip zombies: field 3 of /proc/PID/stat is the state. */
+        snprintf(stat_path, sizeof stat_path, "/proc/%ld/stat", pid);
+        char *st = harness_read_file(stat_path, NULL);
+        const char *rp = st ? strrchr(st, ')') : NULL;
+        if (rp == NULL || (rp[1] == ' ' && rp[2] != 'Z'))
+            n++;
+        free(st);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Wait up to seconds for harness_count_workers(dir, sha) to reach 0;
+ * returns the last count. */
+HARNESS_FN size_t harness_wait_no_workers(const char *dir, const char *sha,
+                                          double seconds)
+{
+    double deadline = harness_now() + seconds;
+    size_t n;
+    while ((n = harness_count_workers(dir, sha)) != 0 && harness_now() < deadline)
+        harness_sleep(0.05);
+    return n;
 }
 
 /* ------------------------------------------------------------------ */

@@ -1,0 +1,193 @@
+/*
+ * main.c: modal-runtime's command line, signals and lifetime. Signal
+ * handlers only set a flag; the main thread notices and shuts down.
+ */
+#include "rt.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+rt_runtime rt = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+    got_signal = sig;
+}
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: modal-runtime --state-dir DIR [--listen unix:PATH|tcp:HOST:PORT]...\n"
+            "                     [--token-file FILE] [--idle-exit SECONDS]\n"
+            "                     [--max-body BYTES] [--log-level debug|info|warn|error]\n"
+            "Runs libmodal functions in warm worker processes. See docs/runtime.md.\n");
+}
+
+static int parse_count(const char *opt, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = v ? strtod(v, &end) : 0;
+    if (v == NULL || end == v || *end != '\0' || errno || !(d >= lo && d <= hi)) {
+        fprintf(stderr, "modal-runtime: %s \"%s\": expected a number from %.0f to %.0f\n", opt,
+                v ? v : "", lo, hi);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *state = NULL, *token_file = NULL, *listens[8];
+    int nlisten = 0;
+    double idle = 0, max_body = 8.0 * 1024 * 1024 * 1024;
+    rt.log_level = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--version") == 0) {
+            printf("modal-runtime %s\n", MODAL_VERSION_STRING);
+            return 0;
+        } else if (v == NULL) {
+            fprintf(stderr, "modal-runtime: %s needs a value\n", a);
+            usage(stderr);
+            return 2;
+        } else if (strcmp(a, "--state-dir") == 0) {
+            state = v;
+        } else if (strcmp(a, "--listen") == 0) {
+            if (nlisten == 8) {
+                fprintf(stderr, "modal-runtime: at most 8 --listen addresses\n");
+                return 2;
+            }
+            listens[nlisten++] = v;
+        } else if (strcmp(a, "--token-file") == 0) {
+            token_file = v;
+        } else if (strcmp(a, "--idle-exit") == 0) {
+            if (parse_count(a, v, 0, 86400 * 365, &idle))
+                return 2;
+        } else if (strcmp(a, "--max-body") == 0) {
+            if (parse_count(a, v, 1024, 1e15, &max_body))
+                return 2;
+        } else if (strcmp(a, "--log-level") == 0) {
+            const char *lv[] = {"debug", "info", "warn", "error"};
+            rt.log_level = -1;
+            for (int k = 0; k < 4; k++)
+                if (strcmp(v, lv[k]) == 0)
+                    rt.log_level = k;
+            if (rt.log_level < 0) {
+                fprintf(stderr, "modal-runtime: --log-level \"%s\": use debug, info, warn or error\n", v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "modal-runtime: unknown option \"%s\"\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (state == NULL) {
+        fprintf(stderr, "modal-runtime: --state-dir is required\n");
+        usage(stderr);
+        return 2;
+    }
+    rt.max_body = (size_t)max_body;
+    rt.idle_exit = (int)idle;
+    char err[700];
+    int rc = rt_state_init(state, token_file, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "modal-runtime: %s\n", err);
+        return rc == -2 ? 0 : 1; /* another runtime serves this directory */
+    }
+    char logpath[600];
+    snprintf(logpath, sizeof logpath, "%s/runtime.log", rt.state_dir);
+    rt.log = fopen(logpath, "ae");
+    if (rt.log == NULL)
+        rt.log = stderr;
+
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rt.cv, &ca);
+    rt.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    rt.last_activity = rt_now();
+
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    /* Workers are reaped by the event loop; leave SIGCHLD at default. */
+
+    char defsock[600];
+    if (nlisten == 0) {
+        snprintf(defsock, sizeof defsock, "unix:%s/runtime.sock", rt.state_dir);
+        listens[nlisten++] = defsock;
+    }
+    pthread_t loop;
+    pthread_create(&loop, NULL, rt_loop, NULL);
+    for (int i = 0; i < nlisten; i++)
+        if (rt_http_start(listens[i], err, sizeof err) != 0) {
+            fprintf(stderr, "modal-runtime: %s\n", err);
+            rt_log(3, "%s", err);
+            rt_http_stop();
+            pthread_mutex_lock(&rt.mu);
+            rt.stopping = 1;
+            pthread_mutex_unlock(&rt.mu);
+            rt_wake();
+            pthread_join(loop, NULL);
+            return 1;
+        }
+    rt_log(1, "modal-runtime %s started (pid %d, state %s)", MODAL_VERSION_STRING, (int)getpid(),
+           rt.state_dir);
+
+    while (!got_signal) {
+        usleep(100 * 1000);
+        if (rt.idle_exit > 0) {
+            pthread_mutex_lock(&rt.mu);
+            bool busy = false;
+            for (rt_worker *w = rt.workers; w; w = w->next)
+                if (w->inflight != NULL)
+                    busy = true;
+            bool idle_long = !busy && rt.delayed == NULL &&
+                             rt_now() - rt.last_activity > rt.idle_exit;
+            pthread_mutex_unlock(&rt.mu);
+            if (idle_long) {
+                rt_log(1, "idle for %d s; exiting", rt.idle_exit);
+                break;
+            }
+        }
+    }
+    rt_log(1, "shutting down%s", got_signal ? " on a signal" : "");
+    pthread_mutex_lock(&rt.mu);
+    rt.stopping = 1;
+    rt_workers_shutdown();
+    pthread_cond_broadcast(&rt.cv);
+    pthread_mutex_unlock(&rt.mu);
+    rt_wake();
+    rt_http_stop();
+    /* Give idle workers a moment to run exit hooks, then stop the rest. */
+    for (int i = 0; i < 50; i++) {
+        pthread_mutex_lock(&rt.mu);
+        bool none = rt.workers == NULL;
+        pthread_mutex_unlock(&rt.mu);
+        if (none)
+            break;
+        usleep(100 * 1000);
+    }
+    pthread_mutex_lock(&rt.mu);
+    for (rt_worker *w = rt.workers; w; w = w->next)
+        rt_worker_kill(w, "the runtime is shutting down");
+    pthread_mutex_unlock(&rt.mu);
+    rt_wake();
+    pthread_join(loop, NULL);
+    rt_log(1, "stopped");
+    return 0;
+}

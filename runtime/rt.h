@@ -1,0 +1,167 @@
+/*
+ * rt.h: the runtime's shared types. One mutex (rt.mu) guards every call,
+ * map, pool and worker; HTTP handler threads and the worker event loop take
+ * it briefly and wait on rt.cv for changes.
+ */
+#ifndef RT_H
+#define RT_H
+
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+enum rt_call_state { RT_QUEUED, RT_DELAYED, RT_SENT, RT_DONE };
+
+typedef struct rt_pool rt_pool;
+typedef struct rt_worker rt_worker;
+typedef struct rt_map rt_map;
+
+typedef struct rt_call {
+    char id[48];
+    rt_pool *pool;
+    rt_map *map;             /* set for map inputs */
+    long long index;         /* input index in its map, -1 otherwise */
+    enum rt_call_state state;
+    int attempt;             /* attempts started so far */
+    bool cancelled;
+    bool orphan;             /* its map is gone: free when the worker returns it */
+    int waiters;             /* HTTP handlers waiting on it: not freed meanwhile */
+    modal__buf *args;        /* the call frame, forwarded to the worker as is */
+    int args_fd;             /* or a memfd holding it (large bodies), -1 */
+    size_t args_len;
+    modal__buf *result;      /* result frame once done */
+    modal_status status;
+    char *logs;              /* captured output of every attempt */
+    size_t logs_len, logs_cap;
+    double ready_at;         /* RT_DELAYED: when to queue again */
+    double started_at;       /* when the current attempt started */
+    double done_at;
+    double fetched_at;       /* first time the result was fetched, 0 before */
+    long long seq;           /* completion order within its map */
+    struct rt_call *qnext;   /* pool queue, delayed list, or worker inflight list */
+    struct rt_call *hnext;   /* hash chain */
+    struct rt_call *dnext;   /* map done list */
+} rt_call;
+
+typedef struct rt_policy {
+    int timeout;
+    int max_retries;
+    double backoff, initial_delay, max_delay;
+    int min_containers, max_containers, scaledown_window, max_inputs;
+} rt_policy;
+
+struct rt_pool {
+    char key[512];           /* artifact/fn/options */
+    char artifact[65];
+    char fn[128];
+    char app[128];
+    rt_policy pol;
+    rt_call *qhead, *qtail;  /* queued calls */
+    size_t queued;
+    int nworkers, nstarting;
+    bool broken;             /* the executable cannot be a worker */
+    struct rt_pool *next;
+};
+
+enum rt_worker_state { RT_W_STARTING, RT_W_READY, RT_W_EXITING, RT_W_DEAD };
+
+struct rt_worker {
+    rt_pool *pool;
+    pid_t pid;
+    int sock, out_fd, err_fd;
+    enum rt_worker_state state;
+    rt_call *inflight;       /* sent calls in order; the head is running */
+    rt_call *inflight_tail;
+    int ninflight;
+    int served;
+    double started_at, idle_since;
+    char outbuf[2][1024];    /* partial lines of stdout, stderr */
+    size_t outlen[2];
+    char tail[2048];         /* last output, for crash reports */
+    size_t tail_len;
+    struct rt_worker *next;
+};
+
+struct rt_map {
+    char id[48];
+    rt_pool *pool;
+    rt_call **calls;         /* by input index */
+    size_t ncalls, cap;
+    rt_call *done_head, *done_tail; /* finished, in completion order */
+    long long next_seq;
+    double touched;
+    struct rt_map *next;
+};
+
+typedef struct rt_runtime {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char state_dir[512];
+    char token[256];
+    size_t max_body;
+    int idle_exit;
+    int log_level;
+    FILE *log;
+    rt_pool *pools;
+    rt_worker *workers;
+    rt_map *maps;
+    rt_call **table;         /* hash of calls by id */
+    size_t table_size, ncalls;
+    rt_call *delayed;        /* calls waiting to retry */
+    int wake_fd;             /* eventfd that wakes the event loop */
+    volatile int stopping;
+    double last_activity;
+    int running_workers;
+} rt_runtime;
+
+extern rt_runtime rt;
+
+/* main.c / state.c */
+void rt_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+double rt_now(void);
+int rt_state_init(const char *dir, const char *token_file, char *err, size_t errsz);
+int rt_write_atomic(const char *path, const void *p, size_t len, mode_t mode);
+void rt_app_log(const char *app, const char *call_id, const char *fn, int stream,
+                const char *line, size_t len);
+
+/* artifacts.c */
+int rt_artifact_path(const char *sha, char *out, size_t outsz);
+bool rt_artifact_exists(const char *sha);
+/* Checks the file can run here; fills why on failure. */
+bool rt_artifact_runnable(const char *sha, char *why, size_t whysz);
+int rt_valid_sha(const char *s);
+
+/* sched.c (all with rt.mu held unless noted) */
+rt_call *rt_call_find(const char *id);
+modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len,
+                            rt_call **out, modal_error *err);
+rt_map *rt_map_find(const char *id);
+modal_status rt_map_create(modal__buf *frame, rt_map **out, modal_error *err);
+modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
+                               modal_error *err);
+void rt_map_free(rt_map *m);
+void rt_call_cancel(rt_call *c);
+/* Finish the running or queued attempt of c with st; retries if allowed. */
+void rt_call_attempt_failed(rt_call *c, modal_status st, const char *msg);
+void rt_call_complete(rt_call *c, modal_status st, modal__buf *result);
+void rt_dispatch(rt_pool *p);
+void rt_tick(double now);       /* retries due, expiry of old results */
+double rt_next_timer(double now);
+modal__buf *rt_error_frame(const rt_call *c, modal_status st, const char *msg);
+void rt_call_append_log(rt_call *c, const char *p, size_t len);
+
+/* worker.c */
+int rt_worker_spawn(rt_pool *p);
+void rt_worker_send(rt_worker *w, rt_call *c);
+void *rt_loop(void *arg);       /* the event loop thread; takes rt.mu itself */
+void rt_wake(void);
+void rt_worker_kill(rt_worker *w, const char *why);
+void rt_workers_shutdown(void);
+
+/* http.c */
+int rt_http_start(const char *listen, char *err, size_t errsz);
+void rt_http_stop(void);
+
+#endif

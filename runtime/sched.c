@@ -1,0 +1,704 @@
+/*
+ * sched.c: calls, maps and pools. A call is queued on the pool of its
+ * (artifact, function, options), sent to a warm worker, retried by its
+ * policy when an attempt fails, and kept until its result is fetched.
+ * Every function here runs with rt.mu held.
+ */
+#include "rt.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define RESULT_TTL 600.0       /* unfetched results are kept this long */
+#define FETCHED_TTL 30.0       /* fetched ones, for a retried fetch */
+#define MAP_TTL 600.0          /* maps nobody asked about */
+#define PIPELINE 8             /* calls sent ahead to a busy worker */
+
+static size_t hash_id(const char *s)
+{
+    size_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+rt_call *rt_call_find(const char *id)
+{
+    if (rt.table_size == 0)
+        return NULL;
+    for (rt_call *c = rt.table[hash_id(id) % rt.table_size]; c != NULL; c = c->hnext)
+        if (strcmp(c->id, id) == 0)
+            return c;
+    return NULL;
+}
+
+static int table_insert(rt_call *c)
+{
+    if (rt.ncalls + 1 > rt.table_size) {
+        size_t nsize = rt.table_size ? rt.table_size * 2 : 1024;
+        rt_call **nt = calloc(nsize, sizeof *nt);
+        if (nt == NULL)
+            return -1;
+        for (size_t i = 0; i < rt.table_size; i++)
+            for (rt_call *x = rt.table[i], *nx; x != NULL; x = nx) {
+                nx = x->hnext;
+                size_t b = hash_id(x->id) % nsize;
+                x->hnext = nt[b];
+                nt[b] = x;
+            }
+        free(rt.table);
+        rt.table = nt;
+        rt.table_size = nsize;
+    }
+    size_t b = hash_id(c->id) % rt.table_size;
+    c->hnext = rt.table[b];
+    rt.table[b] = c;
+    rt.ncalls++;
+    return 0;
+}
+
+static void call_free(rt_call *c)
+{
+    modal__buf_unref(c->args);
+    modal__buf_unref(c->result);
+    if (c->args_fd >= 0)
+        close(c->args_fd);
+    free(c->logs);
+    free(c);
+}
+
+void rt_call_append_log(rt_call *c, const char *p, size_t len)
+{
+    /* Output is capped per call so a chatty function cannot exhaust the
+     * runtime; the app log file keeps everything. */
+    const size_t cap = 4u << 20;
+    if (c->logs_len >= cap)
+        return;
+    if (len > cap - c->logs_len)
+        len = cap - c->logs_len;
+    if (c->logs_len + len + 1 > c->logs_cap) {
+        size_t ncap = c->logs_cap ? c->logs_cap * 2 : 1024;
+        while (ncap < c->logs_len + len + 1)
+            ncap *= 2;
+        char *nl = realloc(c->logs, ncap);
+        if (nl == NULL)
+            return;
+        c->logs = nl;
+        c->logs_cap = ncap;
+    }
+    memcpy(c->logs + c->logs_len, p, len);
+    c->logs_len += len;
+    c->logs[c->logs_len] = '\0';
+    pthread_cond_broadcast(&rt.cv);
+}
+
+modal__buf *rt_error_frame(const rt_call *c, modal_status st, const char *msg)
+{
+    cJSON *env = cJSON_CreateObject();
+    cJSON_AddNumberToObject(env, "v", 1);
+    cJSON_AddStringToObject(env, "call_id", c->id);
+    if (c->index >= 0)
+        cJSON_AddNumberToObject(env, "index", (double)c->index);
+    cJSON_AddStringToObject(env, "status", modal_status_name(st));
+    cJSON_AddStringToObject(env, "message", msg);
+    modal__enc enc;
+    modal__buf *b = NULL;
+    if (modal__msg_build(env, "result", NULL, &enc, NULL) == MODAL_OK) {
+        modal__enc_flatten(&enc, &b, NULL);
+        modal__enc_free(&enc);
+    }
+    return b;
+}
+
+void rt_call_complete(rt_call *c, modal_status st, modal__buf *result)
+{
+    c->state = RT_DONE;
+    c->status = st;
+    c->result = result;
+    c->done_at = rt_now();
+    if (c->map != NULL) {
+        c->seq = ++c->map->next_seq;
+        c->dnext = NULL;
+        if (c->map->done_tail)
+            c->map->done_tail->dnext = c;
+        else
+            c->map->done_head = c;
+        c->map->done_tail = c;
+    }
+    rt_log(st == MODAL_OK ? 0 : 1, "call %s (%s) finished: %s after %d attempt%s", c->id,
+           c->pool->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
+    pthread_cond_broadcast(&rt.cv);
+}
+
+static int retryable(modal_status st)
+{
+    return st == MODAL_EFUNC || st == MODAL_ECRASH || st == MODAL_ETIMEOUT;
+}
+
+static void delayed_remove(rt_call *c)
+{
+    for (rt_call **pp = &rt.delayed; *pp; pp = &(*pp)->qnext)
+        if (*pp == c) {
+            *pp = c->qnext;
+            return;
+        }
+}
+
+static void queue_push(rt_pool *p, rt_call *c, int front)
+{
+    c->state = RT_QUEUED;
+    c->qnext = NULL;
+    if (front) {
+        c->qnext = p->qhead;
+        p->qhead = c;
+        if (p->qtail == NULL)
+            p->qtail = c;
+    } else {
+        if (p->qtail)
+            p->qtail->qnext = c;
+        else
+            p->qhead = c;
+        p->qtail = c;
+    }
+    p->queued++;
+}
+
+static void queue_remove(rt_pool *p, rt_call *c)
+{
+    rt_call *prev = NULL;
+    for (rt_call *x = p->qhead; x; prev = x, x = x->qnext)
+        if (x == c) {
+            if (prev)
+                prev->qnext = x->qnext;
+            else
+                p->qhead = x->qnext;
+            if (p->qtail == x)
+                p->qtail = prev;
+            p->queued--;
+            return;
+        }
+}
+
+/*
+ * An attempt ended with st. result is the worker's result frame when it
+ * sent one (ownership passes here), else an error frame is made from msg.
+ */
+static void attempt_ended(rt_call *c, modal_status st, const char *msg, modal__buf *result)
+{
+    const rt_policy *pol = &c->pool->pol;
+    if (c->cancelled) {
+        modal__buf_unref(result);
+        return;
+    }
+    if (retryable(st) && c->attempt <= pol->max_retries) {
+        double delay = pol->initial_delay * pow(pol->backoff, c->attempt - 1);
+        if (delay > pol->max_delay)
+            delay = pol->max_delay;
+        rt_log(1, "call %s (%s) attempt %d failed (%s); retrying in %.3f s", c->id,
+               c->pool->fn, c->attempt, modal_status_name(st), delay);
+        modal__buf_unref(result);
+        c->state = RT_DELAYED;
+        c->ready_at = rt_now() + delay;
+        c->qnext = rt.delayed;
+        rt.delayed = c;
+        rt_wake();
+        return;
+    }
+    if (result == NULL)
+        result = rt_error_frame(c, st, msg);
+    rt_call_complete(c, st, result);
+}
+
+void rt_call_attempt_failed(rt_call *c, modal_status st, const char *msg)
+{
+    attempt_ended(c, st, msg, NULL);
+}
+
+/* Called by the worker code when a RESULT arrives for c. */
+void rt_call_result(rt_call *c, modal_status st, modal__buf *frame);
+void rt_call_result(rt_call *c, modal_status st, modal__buf *frame)
+{
+    attempt_ended(c, st, NULL, frame);
+}
+
+/* Put back calls a dead worker was sent but never started. */
+void rt_requeue_unstarted(rt_pool *p, rt_call *list);
+void rt_requeue_unstarted(rt_pool *p, rt_call *list)
+{
+    /* Keep their order: push the list's reverse at the front. */
+    rt_call *rev = NULL;
+    while (list) {
+        rt_call *n = list->qnext;
+        list->qnext = rev;
+        rev = list;
+        list = n;
+    }
+    while (rev) {
+        rt_call *n = rev->qnext;
+        if (rev->orphan)
+            call_free(rev);
+        else if (!rev->cancelled)
+            queue_push(p, rev, 1);
+        rev = n;
+    }
+}
+
+void rt_dispatch(rt_pool *p)
+{
+    while (p->qhead != NULL) {
+        if (p->broken)
+            return;
+        rt_worker *idle = NULL, *least = NULL;
+        int all = 0;
+        for (rt_worker *w = rt.workers; w; w = w->next) {
+            if (w->pool != p)
+                continue;
+            all++;
+            if (w->state != RT_W_READY)
+                continue;
+            if (w->ninflight == 0) {
+                idle = w;
+                break;
+            }
+            if (w->ninflight < PIPELINE && (least == NULL || w->ninflight < least->ninflight))
+                least = w;
+        }
+        rt_worker *target = idle;
+        if (target == NULL) {
+            if (all < p->pol.max_containers) {
+                if ((size_t)p->nstarting < p->queued && rt_worker_spawn(p) == 0)
+                    continue;
+                if (p->nstarting > 0)
+                    return; /* starting workers will take the queue */
+            }
+            target = least;
+        }
+        if (target == NULL)
+            return;
+        rt_call *c = p->qhead;
+        queue_remove(p, c);
+        rt_worker_send(target, c);
+    }
+}
+
+static int parse_policy(const cJSON *o, rt_policy *pol, modal_error *err)
+{
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "retries");
+#define NUM(obj, key, dst, lo, hi)                                                   \
+    do {                                                                             \
+        const cJSON *j_ = cJSON_GetObjectItemCaseSensitive(obj, key);                \
+        if (!cJSON_IsNumber(j_) || !(j_->valuedouble >= (lo) && j_->valuedouble <= (hi))) \
+            return modal__fail(err, MODAL_ECODEC,                                    \
+                               "call options: \"%s\" must be a number from %g to %g", \
+                               key, (double)(lo), (double)(hi));                     \
+        dst = j_->valuedouble;                                                       \
+    } while (0)
+    NUM(o, "timeout", pol->timeout, 1, 86400);
+    NUM(r, "max_retries", pol->max_retries, 0, 10);
+    NUM(r, "backoff_coefficient", pol->backoff, 1, 10);
+    NUM(r, "initial_delay", pol->initial_delay, 0, 60);
+    NUM(r, "max_delay", pol->max_delay, 0, 60);
+    NUM(o, "min_containers", pol->min_containers, 0, 100);
+    NUM(o, "max_containers", pol->max_containers, 1, 1000);
+    NUM(o, "scaledown_window", pol->scaledown_window, 1, 86400);
+    NUM(o, "max_inputs", pol->max_inputs, 0, 2147483647.0);
+#undef NUM
+    return MODAL_OK;
+}
+
+static int valid_ident(const char *s, size_t max)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+              (s[n] >= '0' && s[n] <= '9') || s[n] == '_' || s[n] == '-' || s[n] == '.'))
+            return 0;
+    return n > 0 && n <= max;
+}
+
+/* Read the common part of call and map frames and find their pool. */
+static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(env, "v");
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(env, "fn");
+    const cJSON *app = cJSON_GetObjectItemCaseSensitive(env, "app");
+    const cJSON *art = cJSON_GetObjectItemCaseSensitive(env, "artifact");
+    const cJSON *opt = cJSON_GetObjectItemCaseSensitive(env, "options");
+    if (!cJSON_IsNumber(v) || v->valuedouble != 1)
+        return modal__fail(err, MODAL_ECODEC, "call frame: \"v\" must be 1");
+    if (!cJSON_IsString(fn) || !valid_ident(fn->valuestring, 127))
+        return modal__fail(err, MODAL_ECODEC,
+                           "call frame: \"fn\" must be a function name ([A-Za-z0-9_.-], 1..127)");
+    if (!cJSON_IsString(app) || !valid_ident(app->valuestring, 127))
+        return modal__fail(err, MODAL_ECODEC,
+                           "call frame: \"app\" must be an app name ([A-Za-z0-9_.-], 1..127)");
+    if (!cJSON_IsString(art) || !rt_valid_sha(art->valuestring))
+        return modal__fail(err, MODAL_ECODEC, "call frame: \"artifact\" must be 64 hex digits");
+    if (!cJSON_IsObject(opt))
+        return modal__fail(err, MODAL_ECODEC, "call frame: \"options\" must be an object");
+    rt_policy pol;
+    modal_status st = parse_policy(opt, &pol, err);
+    if (st != MODAL_OK)
+        return st;
+    const cJSON *gpu = cJSON_GetObjectItemCaseSensitive(opt, "gpu");
+    if (cJSON_IsString(gpu) && gpu->valuestring[0] != '\0') {
+        modal__gpu_choice ch[MODAL__GPU_MAX_CHOICES];
+        size_t nch;
+        modal_error gerr;
+        if (modal__gpu_spec_parse(gpu->valuestring, ch, &nch, &gerr) != MODAL_OK)
+            return modal__fail(err, MODAL_EOPTION, "%s: %s", fn->valuestring, gerr.message);
+        return modal__fail(err, MODAL_EGPU,
+                           "%s requests gpu \"%s\", but this runtime has no GPU placement yet; "
+                           "run it on a runtime with GPUs or drop the .gpu option",
+                           fn->valuestring, gpu->valuestring);
+    }
+    const cJSON *vols = cJSON_GetObjectItemCaseSensitive(opt, "volumes");
+    const cJSON *secs = cJSON_GetObjectItemCaseSensitive(opt, "secrets");
+    const cJSON *img = cJSON_GetObjectItemCaseSensitive(opt, "image");
+    if ((cJSON_IsObject(vols) && vols->child) || (cJSON_IsArray(secs) && secs->child) ||
+        cJSON_IsString(img))
+        return modal__fail(err, MODAL_EOPTION,
+                           "%s uses volumes, secrets or an image, which this runtime version "
+                           "does not provide yet", fn->valuestring);
+    if (!rt_artifact_exists(art->valuestring))
+        return modal__fail(err, MODAL_ENOTFOUND,
+                           "artifact %s is not on this runtime; upload it first with PUT "
+                           "/v1/artifacts/%s", art->valuestring, art->valuestring);
+    char key[512];
+    snprintf(key, sizeof key, "%s/%s/%d/%d/%g/%g/%g/%d/%d/%d/%d", art->valuestring,
+             fn->valuestring, pol.timeout, pol.max_retries, pol.backoff, pol.initial_delay,
+             pol.max_delay, pol.min_containers, pol.max_containers, pol.scaledown_window,
+             pol.max_inputs);
+    for (rt_pool *p = rt.pools; p; p = p->next)
+        if (strcmp(p->key, key) == 0) {
+            if (p->broken)
+                return modal__fail(err, MODAL_EWORKER, "%s", "artifact cannot serve as a worker: "
+                                   "see the first call's error (upload a fixed executable)");
+            *out = p;
+            return MODAL_OK;
+        }
+    char why[256];
+    if (!rt_artifact_runnable(art->valuestring, why, sizeof why))
+        return modal__fail(err, MODAL_EWORKER, "executable %.12s cannot serve as a worker: %s",
+                           art->valuestring, why);
+    rt_pool *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
+    snprintf(p->key, sizeof p->key, "%s", key);
+    snprintf(p->artifact, sizeof p->artifact, "%s", art->valuestring);
+    snprintf(p->fn, sizeof p->fn, "%s", fn->valuestring);
+    snprintf(p->app, sizeof p->app, "%s", app->valuestring);
+    p->pol = pol;
+    p->next = rt.pools;
+    rt.pools = p;
+    *out = p;
+    return MODAL_OK;
+}
+
+static int valid_call_id(const char *s)
+{
+    if (strncmp(s, "fc-", 3) != 0 || strlen(s) != 29)
+        return 0;
+    for (s += 3; *s; s++)
+        if (strchr("0123456789abcdefghjkmnpqrstvwxyz", *s) == NULL)
+            return 0;
+    return 1;
+}
+
+static rt_call *call_new(rt_pool *p, const char *id, long long index)
+{
+    rt_call *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    snprintf(c->id, sizeof c->id, "%.47s", id);
+    c->pool = p;
+    c->index = index;
+    c->args_fd = -1;
+    return c;
+}
+
+modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, rt_call **out,
+                            modal_error *err)
+{
+    modal__dec dec;
+    modal_status st = modal__dec_open(frame, 1, &dec, err);
+    if (st != MODAL_OK)
+        return st;
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(dec.env, "call_id");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(dec.env, "args");
+    rt_pool *p = NULL;
+    if (!cJSON_IsString(id) || !valid_call_id(id->valuestring))
+        st = modal__fail(err, MODAL_ECODEC,
+                         "call frame: \"call_id\" must be fc- followed by 26 characters of [0-9a-z]");
+    else if (!cJSON_IsArray(args))
+        st = modal__fail(err, MODAL_ECODEC, "call frame: \"args\" must be a list");
+    else if ((*out = rt_call_find(id->valuestring)) != NULL) {
+        /* A retried submission: the call exists, it is not run again. */
+        modal__dec_close(&dec);
+        return MODAL_OK;
+    } else
+        st = frame_pool(dec.env, &p, err);
+    if (st != MODAL_OK) {
+        modal__dec_close(&dec);
+        return st;
+    }
+    rt_call *c = call_new(p, id->valuestring, -1);
+    modal__dec_close(&dec);
+    if (c == NULL || table_insert(c) != 0) {
+        free(c);
+        return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
+    }
+    c->args = modal__buf_ref(frame);
+    c->args_fd = frame_fd >= 0 ? dup(frame_fd) : -1;
+    c->args_len = frame_len;
+    queue_push(p, c, 0);
+    rt.last_activity = rt_now();
+    rt_dispatch(p);
+    *out = c;
+    return MODAL_OK;
+}
+
+void rt_call_cancel(rt_call *c)
+{
+    if (c->state == RT_DONE)
+        return;
+    if (c->state == RT_QUEUED)
+        queue_remove(c->pool, c);
+    else if (c->state == RT_DELAYED)
+        delayed_remove(c);
+    bool running = false;
+    rt_worker *owner = NULL;
+    if (c->state == RT_SENT)
+        for (rt_worker *w = rt.workers; w; w = w->next)
+            if (w->inflight == c) {
+                owner = w;
+                running = true;
+            }
+    c->cancelled = c->state == RT_SENT; /* still in a worker's list */
+    rt_call_complete(c, MODAL_ECANCELLED,
+                     rt_error_frame(c, MODAL_ECANCELLED, "the call was cancelled"));
+    if (running)
+        rt_worker_kill(owner, "its call was cancelled");
+}
+
+rt_map *rt_map_find(const char *id)
+{
+    for (rt_map *m = rt.maps; m; m = m->next)
+        if (strcmp(m->id, id) == 0)
+            return m;
+    return NULL;
+}
+
+modal_status rt_map_create(modal__buf *frame, rt_map **out, modal_error *err)
+{
+    modal__dec dec;
+    modal_status st = modal__dec_open(frame, 1, &dec, err);
+    if (st != MODAL_OK)
+        return st;
+    rt_pool *p;
+    st = frame_pool(dec.env, &p, err);
+    modal__dec_close(&dec);
+    if (st != MODAL_OK)
+        return st;
+    rt_map *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
+    modal__random_id("fm-", m->id, sizeof m->id);
+    m->pool = p;
+    m->touched = rt_now();
+    m->next = rt.maps;
+    rt.maps = m;
+    *out = m;
+    return MODAL_OK;
+}
+
+modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
+                               modal_error *err)
+{
+    modal__bundle_part *parts;
+    size_t n;
+    *accepted = 0;
+    modal_status st = modal__bundle_parse(bundle, &parts, &n, err);
+    if (st != MODAL_OK)
+        return st;
+    m->touched = rt.last_activity = rt_now();
+    for (size_t k = 0; k < n; k++) {
+        modal__buf *view = modal__buf_view(bundle, (size_t)((const uint8_t *)parts[k].p - bundle->base),
+                                           parts[k].len);
+        modal__dec dec;
+        if (view == NULL || (st = modal__dec_open(view, 1, &dec, err)) != MODAL_OK) {
+            if (view == NULL)
+                st = modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
+            modal__buf_unref(view);
+            break;
+        }
+        const cJSON *ji = cJSON_GetObjectItemCaseSensitive(dec.env, "index");
+        const cJSON *ja = cJSON_GetObjectItemCaseSensitive(dec.env, "args");
+        double di = cJSON_IsNumber(ji) ? ji->valuedouble : -1;
+        modal__dec_close(&dec);
+        if (di < 0 || di > 1e8 || di != floor(di) || !cJSON_IsArray(ja)) {
+            modal__buf_unref(view);
+            st = modal__fail(err, MODAL_ECODEC,
+                             "map input frame %zu: needs an integer \"index\" (0..1e8) and an "
+                             "\"args\" list", k);
+            break;
+        }
+        size_t idx = (size_t)di;
+        if (idx >= m->cap) {
+            size_t ncap = m->cap ? m->cap : 1024;
+            while (ncap <= idx)
+                ncap *= 2;
+            rt_call **nc = realloc(m->calls, ncap * sizeof *nc);
+            if (nc == NULL) {
+                modal__buf_unref(view);
+                st = modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
+                break;
+            }
+            memset(nc + m->cap, 0, (ncap - m->cap) * sizeof *nc);
+            m->calls = nc;
+            m->cap = ncap;
+        }
+        if (m->calls[idx] != NULL) { /* resent after a transport retry */
+            modal__buf_unref(view);
+            continue;
+        }
+        char id[64];
+        snprintf(id, sizeof id, "%s-%zu", m->id, idx);
+        rt_call *c = call_new(m->pool, id, (long long)idx);
+        if (c == NULL) {
+            modal__buf_unref(view);
+            st = modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
+            break;
+        }
+        c->map = m;
+        c->args = view;
+        c->args_len = view->len;
+        m->calls[idx] = c;
+        if (idx + 1 > m->ncalls)
+            m->ncalls = idx + 1;
+        queue_push(m->pool, c, 0);
+        (*accepted)++;
+    }
+    free(parts);
+    rt_dispatch(m->pool);
+    return st;
+}
+
+/* Drop a map's finished calls up to seq (the client has them). */
+void rt_map_ack(rt_map *m, long long seq);
+void rt_map_ack(rt_map *m, long long seq)
+{
+    while (m->done_head && m->done_head->seq <= seq) {
+        rt_call *c = m->done_head;
+        m->done_head = c->dnext;
+        if (m->done_head == NULL)
+            m->done_tail = NULL;
+        m->calls[c->index] = NULL;
+        if (c->waiters == 0)
+            call_free(c);
+        else
+            c->orphan = true;
+    }
+}
+
+void rt_map_free(rt_map *m)
+{
+    for (rt_map **pp = &rt.maps; *pp; pp = &(*pp)->next)
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    for (size_t i = 0; i < m->ncalls; i++) {
+        rt_call *c = m->calls[i];
+        if (c == NULL)
+            continue;
+        c->map = NULL;
+        if (c->state == RT_QUEUED) {
+            queue_remove(c->pool, c);
+            call_free(c);
+        } else if (c->state == RT_DELAYED) {
+            delayed_remove(c);
+            call_free(c);
+        } else if (c->state == RT_SENT) {
+            /* The worker has it: free it when it comes back; if it is
+             * running, stop it. */
+            c->cancelled = true;
+            c->orphan = true;
+            for (rt_worker *w = rt.workers; w; w = w->next)
+                if (w->inflight == c)
+                    rt_worker_kill(w, "its map was cancelled");
+        } else {
+            call_free(c);
+        }
+    }
+    free(m->calls);
+    free(m);
+}
+
+void rt_tick(double now)
+{
+    /* Retries that are due go back to their queue. */
+    for (rt_call **pp = &rt.delayed; *pp;) {
+        rt_call *c = *pp;
+        if (c->ready_at <= now) {
+            *pp = c->qnext;
+            queue_push(c->pool, c, 0);
+            rt_dispatch(c->pool);
+        } else {
+            pp = &c->qnext;
+        }
+    }
+    /* Results nobody will fetch any more. */
+    for (size_t i = 0; i < rt.table_size; i++)
+        for (rt_call **pp = &rt.table[i]; *pp;) {
+            rt_call *c = *pp;
+            if (c->state == RT_DONE && c->waiters == 0 && !c->cancelled &&
+                ((c->fetched_at > 0 && now - c->fetched_at > FETCHED_TTL) ||
+                 now - c->done_at > RESULT_TTL)) {
+                *pp = c->hnext;
+                rt.ncalls--;
+                call_free(c);
+            } else {
+                pp = &c->hnext;
+            }
+        }
+    for (rt_map *m = rt.maps, *next; m; m = next) {
+        next = m->next;
+        if (now - m->touched > MAP_TTL)
+            rt_map_free(m);
+    }
+    /* Keep min_containers warm. */
+    for (rt_pool *p = rt.pools; p; p = p->next)
+        if (!p->broken && p->nworkers < p->pol.min_containers)
+            rt_worker_spawn(p);
+}
+
+double rt_next_timer(double now)
+{
+    double t = now + 0.25;
+    for (rt_call *c = rt.delayed; c; c = c->qnext)
+        if (c->ready_at < t)
+            t = c->ready_at;
+    for (rt_worker *w = rt.workers; w; w = w->next)
+        if (w->inflight && w->state == RT_W_READY) {
+            double d = w->inflight->started_at + w->pool->pol.timeout;
+            if (d < t)
+                t = d;
+        }
+    return t;
+}
+
+/* A call that finished is removed from the hash table by rt_tick; a
+ * cancelled one still in a worker's list is dropped when it returns. */
+void rt_call_release(rt_call *c);
+void rt_call_release(rt_call *c)
+{
+    if (c->orphan) {
+        call_free(c);
+    } else if (c->cancelled) {
+        c->cancelled = false; /* done already; now only the table holds it */
+    }
+}

@@ -1,0 +1,175 @@
+/*
+ * state.c: the state directory: its lock, the token, atomic writes, the
+ * runtime's own log and the per-app logs of worker output.
+ */
+#include "rt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+double rt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void rt_log(int level, const char *fmt, ...)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    if (level + 1 < rt.log_level || rt.log == NULL)
+        return;
+    char stamp[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    va_list ap;
+    va_start(ap, fmt);
+    flockfile(rt.log);
+    fprintf(rt.log, "%s %s ", stamp, names[level + 1 > 3 ? 3 : level + 1]);
+    vfprintf(rt.log, fmt, ap);
+    fputc('\n', rt.log);
+    fflush(rt.log);
+    funlockfile(rt.log);
+    va_end(ap);
+}
+
+int rt_write_atomic(const char *path, const void *p, size_t len, mode_t mode)
+{
+    char tmp[700];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    const char *q = p;
+    while (len > 0) {
+        ssize_t w = write(fd, q, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        q += w;
+        len -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static int mkdir_in(const char *sub, mode_t mode)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", rt.state_dir, sub);
+    return mkdir(path, mode) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+int rt_state_init(const char *dir, const char *token_file, char *err, size_t errsz)
+{
+    if (dir == NULL || dir[0] == '\0' || strlen(dir) > 400) {
+        snprintf(err, errsz, "--state-dir is required and must be at most 400 bytes");
+        return -1;
+    }
+    snprintf(rt.state_dir, sizeof rt.state_dir, "%s", dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errsz, "cannot create state directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (mkdir_in("artifacts", 0700) || mkdir_in("logs", 0700)) {
+        snprintf(err, errsz, "cannot create directories under %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    char path[600];
+    snprintf(path, sizeof path, "%s/runtime.lock", dir);
+    int lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errsz, "another modal-runtime already uses %s (%s is locked)", dir, path);
+        return -2;
+    }
+    /* The lock fd stays open for the life of the process. */
+
+    /* Leftovers of uploads interrupted by a crash are never valid. */
+    char adir[600];
+    snprintf(adir, sizeof adir, "%s/artifacts", dir);
+    DIR *d = opendir(adir);
+    for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;)
+        if (strstr(e->d_name, ".tmp-") != NULL || strncmp(e->d_name, ".up-", 4) == 0) {
+            char victim[900];
+            snprintf(victim, sizeof victim, "%s/%s", adir, e->d_name);
+            unlink(victim);
+        }
+    if (d != NULL)
+        closedir(d);
+
+    char tpath[600];
+    if (token_file != NULL)
+        snprintf(tpath, sizeof tpath, "%s", token_file);
+    else
+        snprintf(tpath, sizeof tpath, "%s/token", dir);
+    FILE *f = fopen(tpath, "re");
+    if (f != NULL) {
+        size_t n = fread(rt.token, 1, sizeof rt.token - 1, f);
+        fclose(f);
+        rt.token[n] = '\0';
+        while (n > 0 && (rt.token[n - 1] == '\n' || rt.token[n - 1] == ' '))
+            rt.token[--n] = '\0';
+        if (n < 16) {
+            snprintf(err, errsz, "token file %s holds fewer than 16 characters", tpath);
+            return -1;
+        }
+        return 0;
+    }
+    unsigned char rnd[24];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        snprintf(err, errsz, "cannot get random bytes for a token: %s", strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof rnd; i++)
+        sprintf(rt.token + 2 * i, "%02x", rnd[i]);
+    char line[80];
+    int len = snprintf(line, sizeof line, "%s\n", rt.token);
+    if (rt_write_atomic(tpath, line, (size_t)len, 0600) != 0) {
+        snprintf(err, errsz, "cannot write token file %s: %s", tpath, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void rt_app_log(const char *app, const char *call_id, const char *fn, int stream,
+                const char *line, size_t len)
+{
+    /* Opened per line: simple and robust to log rotation; output volume
+     * from workers is modest compared with the cost of a call. */
+    char path[700];
+    snprintf(path, sizeof path, "%s/logs/%s.log", rt.state_dir, app);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    char stamp[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char head[256];
+    int hl = snprintf(head, sizeof head, "%s %s %s %s ", stamp, call_id, fn,
+                      stream == 0 ? "stdout" : "stderr");
+    struct iovec iov[3] = {{head, (size_t)hl}, {(void *)line, len}, {"\n", 1}};
+    if (writev(fd, iov, 3) < 0) {
+        /* A full disk loses log lines, never calls. */
+    }
+    close(fd);
+}

@@ -1,0 +1,220 @@
+/*
+ * test_embedded.c: the embedded default. With MODAL_RUNTIME_URL unset and
+ * MODAL_HOME pointing at a fresh directory, the first remote call starts a
+ * local runtime on MODAL_HOME/runtime.sock; later calls, and other
+ * processes, reuse it; a stopped or killed runtime is replaced by the next
+ * call.
+ *
+ * This binary is also the worker the runtime starts.
+ */
+#include "harness.h"
+
+MODAL_APP("itest-embedded");
+
+MODAL_FUNCTION(mark, .timeout = 60)
+{
+    printf("embedded-marker %s\n", modal_arg_string(args, 0));
+    fflush(stdout);
+    return modal_int((int64_t)getpid());
+}
+
+static char home[PATH_MAX];
+static char sock_path[PATH_MAX + 32];
+static char token_path[PATH_MAX + 32];
+static char sock_url[PATH_MAX + 40];
+static long first_pid = -1;
+
+/* The token the runtime wrote, or "" if none. */
+static const char *home_token(void)
+{
+    static char tok[256];
+    char *t = harness_read_file(token_path, NULL);
+    tok[0] = '\0';
+    if (t != NULL) {
+        t[strcspn(t, "\r\n \t")] = '\0';
+        snprintf(tok, sizeof tok, "%s", t);
+        free(t);
+    }
+    return tok;
+}
+
+static long runtime_pid(void)
+{
+    return harness_health_pid(sock_url, home_token());
+}
+
+/* SIGTERM (or sig) the runtime and wait until it is gone. */
+static bool stop_runtime(long pid, int sig)
+{
+    if (pid <= 0)
+        return false;
+    kill((pid_t)pid, sig);
+    double t0 = harness_now();
+    while (harness_pid_alive((pid_t)pid)) {
+        if (harness_now() - t0 > 15) {
+            print_error("runtime %ld still alive 15 s after signal %d\n", pid, sig);
+            return false;
+        }
+        harness_sleep(0.02);
+    }
+    return true;
+}
+
+static modal_status call_mark(const char *tag, modal_error *err)
+{
+    modal_value *out = NULL;
+    modal_status st = modal_fn_remote(&mark, modal_args(modal_string(tag)), &out, err);
+    modal_value_free(out);
+    return st;
+}
+
+/* Child mode: one remote call; exits with its status. */
+static int child_call(const char *tag)
+{
+    modal_error err;
+    modal_status st = call_mark(tag, &err);
+    printf("child: url %s: %s %s\n", modal_runtime_url(), modal_status_name(st),
+           st ? err.message : "");
+    return (int)st;
+}
+
+static int setup(void **state)
+{
+    snprintf(home, sizeof home, "/tmp/modal-emb-XXXXXX");
+    if (mkdtemp(home) == NULL)
+        return -1;
+    snprintf(sock_path, sizeof sock_path, "%s/runtime.sock", home);
+    snprintf(token_path, sizeof token_path, "%s/token", home);
+    snprintf(sock_url, sizeof sock_url, "unix:%s", sock_path);
+    unsetenv("MODAL_RUNTIME_URL");
+    unsetenv("MODAL_TOKEN");
+    unsetenv("MODAL_TOKEN_FILE");
+    setenv("MODAL_HOME", home, 1);
+    /* Run directly (not from make), use the runtime built beside us. */
+    setenv("MODAL_RUNTIME_BIN", harness_runtime_bin(), 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    long pid = runtime_pid();
+    if (pid > 0)
+        stop_runtime(pid, SIGTERM);
+    if (getenv("MODAL_TEST_KEEP_STATE") == NULL)
+        harness_rmtree(home);
+    return 0;
+}
+
+static void test_url_names_the_socket(void **state)
+{
+    assert_string_equal(modal_runtime_url(), sock_url);
+}
+
+static void test_first_call_starts_runtime(void **state)
+{
+    struct stat st;
+    modal_error err;
+    assert_int_equal(stat(sock_path, &st), -1);
+
+    assert_ok(call_mark("first", &err), err);
+
+    assert_int_equal(stat(sock_path, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(stat(token_path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_true(strlen(home_token()) >= 16);
+
+    first_pid = runtime_pid();
+    assert_true(first_pid > 0);
+    assert_true(first_pid != (long)getpid());
+
+    /* The runtime keeps its own log in the state directory. */
+    char log_path[PATH_MAX + 32];
+    snprintf(log_path, sizeof log_path, "%s/runtime.log", home);
+    assert_int_equal(stat(log_path, &st), 0);
+}
+
+static void test_second_call_reuses(void **state)
+{
+    modal_error err;
+    assert_ok(call_mark("second", &err), err);
+    assert_int_equal(runtime_pid(), first_pid);
+}
+
+static void test_second_process_reuses(void **state)
+{
+    static const char *const args[] = {"--child-call", "from-child", NULL};
+    char *output = NULL;
+    int ws = harness_run_self(args, 120, &output);
+    if (!(WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
+        print_error("child wait status 0x%x, output:\n%s\n", ws, output);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    assert_contains(output, sock_url);
+    free(output);
+
+    /* Same runtime, which ran the child's call: it is in that runtime's
+     * log of the app. */
+    assert_int_equal(runtime_pid(), first_pid);
+    long status = 0;
+    char *body = NULL;
+    harness_http_url(sock_url, "GET", "/v1/apps/itest-embedded/logs", home_token(), NULL, 0,
+                     NULL, &status, &body, NULL);
+    assert_int_equal(status, 200);
+    assert_contains(body, "embedded-marker from-child");
+    assert_contains(body, "embedded-marker first");
+    free(body);
+}
+
+static void test_stop_then_restart(void **state)
+{
+    modal_error err;
+    assert_true(first_pid > 0);
+    assert_true(stop_runtime(first_pid, SIGTERM));
+    /* A clean stop removes the socket. */
+    struct stat st;
+    assert_int_equal(stat(sock_path, &st), -1);
+
+    /* The next call starts a new runtime. */
+    assert_ok(call_mark("after-stop", &err), err);
+    long pid = runtime_pid();
+    assert_true(pid > 0);
+    assert_true(pid != first_pid);
+    first_pid = pid;
+}
+
+static void test_stale_socket_after_kill(void **state)
+{
+    modal_error err;
+    struct stat st;
+    assert_true(first_pid > 0);
+    /* SIGKILL leaves the socket file behind, with nobody listening. */
+    assert_true(stop_runtime(first_pid, SIGKILL));
+    assert_int_equal(stat(sock_path, &st), 0);
+
+    double t0 = harness_now();
+    assert_ok(call_mark("after-kill", &err), err);
+    print_message("call after a killed runtime took %.2f s\n", harness_now() - t0);
+    long pid = runtime_pid();
+    assert_true(pid > 0);
+    assert_true(pid != first_pid);
+    first_pid = pid;
+}
+
+int main(int argc, char **argv)
+{
+    modal_worker_serve_if_worker(argc, argv);
+    if (argc > 2 && strcmp(argv[1], "--child-call") == 0)
+        return child_call(argv[2]);
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_url_names_the_socket),
+        cmocka_unit_test(test_first_call_starts_runtime),
+        cmocka_unit_test(test_second_call_reuses),
+        cmocka_unit_test(test_second_process_reuses),
+        cmocka_unit_test(test_stop_then_restart),
+        cmocka_unit_test(test_stale_socket_after_kill),
+    };
+    return cmocka_run_group_tests_name("embedded", tests, setup, teardown) != 0;
+}

@@ -116,6 +116,9 @@ $(BUILD)/bench/%: bench/%.c $(STATIC)
 
 examples: $(EX_BIN)
 
+# The examples test runs every built example.
+$(BUILD)/tests/test_examples: | $(EX_BIN)
+
 test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN)
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN)
 

@@ -73,6 +73,18 @@ char *modal__strdup(const char *s)
 
 modal__buf *modal__buf_new(size_t len)
 {
+    if (len >= MODAL__BIG_ALLOC) {
+        if (should_fail())
+            return NULL;
+        void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        madvise(m, len, MADV_HUGEPAGE); /* advice only: fine if refused */
+        modal__buf *b = modal__buf_wrap_mmap(m, len);
+        if (b == NULL)
+            munmap(m, len);
+        return b;
+    }
     modal__buf *b = modal__malloc(sizeof *b);
     if (b == NULL)
         return NULL;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -193,12 +194,22 @@ static void handle_put(CURL *h)
 
 /* Response accumulation: the buffer is sized from Content-Length when the
  * runtime sends one, so a large result is received without regrowing. */
+/*
+ * Response accumulation. Small bodies grow a heap buffer; a large one
+ * (Content-Length >= 1 MiB) is written to a memfd and mapped once complete,
+ * because on many machines faulting in fresh pages one by one costs more
+ * than moving the bytes.
+ */
 typedef struct recv_state {
     modal__buf *buf;
-    size_t used;
+    size_t cap;
+    int fd;
+    size_t fd_len;
     long long log_size, seq;
     int oom;
 } recv_state;
+
+#define MEMFD_RECV_MIN (1u << 20)
 
 static size_t on_header(char *line, size_t size, size_t n, void *user)
 {
@@ -206,14 +217,19 @@ static size_t on_header(char *line, size_t size, size_t n, void *user)
     size_t len = size * n;
     long long v;
     if (len > 16 && strncasecmp(line, "Content-Length:", 15) == 0 &&
-        sscanf(line + 15, "%lld", &v) == 1 && v > 0 && rs->buf == NULL) {
-        rs->buf = modal__buf_new((size_t)v);
-        if (rs->buf == NULL)
-            rs->oom = 1;
-        else
-            rs->buf->len = 0; /* capacity is the allocation; len grows */
-        if (rs->buf != NULL)
-            rs->used = (size_t)v; /* remember the capacity */
+        sscanf(line + 15, "%lld", &v) == 1 && v > 0 && rs->buf == NULL && rs->fd < 0) {
+        if ((unsigned long long)v >= MEMFD_RECV_MIN) {
+            rs->fd = modal__memfd_new("modal-result", 0);
+            if (rs->fd < 0)
+                rs->oom = 1;
+        } else {
+            rs->buf = modal__buf_new((size_t)v);
+            if (rs->buf == NULL)
+                rs->oom = 1;
+            else
+                rs->buf->len = 0; /* capacity is the allocation; len grows */
+            rs->cap = (size_t)v;
+        }
     } else if (len > 17 && strncasecmp(line, "X-Modal-Log-Size:", 17) == 0) {
         sscanf(line + 17, "%lld", &rs->log_size);
     } else if (len > 12 && strncasecmp(line, "X-Modal-Seq:", 12) == 0) {
@@ -228,9 +244,23 @@ static size_t on_body(char *data, size_t size, size_t n, void *user)
     size_t len = size * n;
     if (rs->oom)
         return 0;
-    if (rs->buf == NULL || rs->buf->len + len > rs->used) {
+    if (rs->fd >= 0) {
+        for (size_t done = 0; done < len;) {
+            ssize_t w = write(rs->fd, data + done, len - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                rs->oom = 1;
+                return 0;
+            }
+            done += (size_t)w;
+        }
+        rs->fd_len += len;
+        return len;
+    }
+    if (rs->buf == NULL || rs->buf->len + len > rs->cap) {
         /* No or wrong Content-Length: grow by doubling. */
-        size_t cap = rs->buf != NULL ? rs->used : 0;
+        size_t cap = rs->buf != NULL ? rs->cap : 0;
         size_t need = (rs->buf != NULL ? rs->buf->len : 0) + len;
         size_t ncap = cap ? cap : 4096;
         while (ncap < need)
@@ -250,7 +280,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *user)
             }
             rs->buf->base = nb;
         }
-        rs->used = ncap;
+        rs->cap = ncap;
     }
     memcpy(rs->buf->base + rs->buf->len, data, len);
     rs->buf->len += len;
@@ -301,7 +331,12 @@ static modal_status http_error(long status, const modal__buf *body, const char *
         code = modal__status_from_name(c->valuestring);
     if (code == MODAL_OK)
         code = MODAL_ERUNTIME;
-    if (cJSON_IsString(m))
+    if (status == 401)
+        modal__fail(err, code,
+                    "the runtime at %s refused the token (HTTP 401 on %s %s); make MODAL_TOKEN "
+                    "or MODAL_TOKEN_FILE match the runtime's token file", modal_runtime_url(),
+                    method, path);
+    else if (cJSON_IsString(m))
         modal__fail(err, code, "%s", m->valuestring);
     else
         modal__fail(err, code, "the runtime answered %s %s with HTTP %ld", method, path, status);
@@ -367,6 +402,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         }
         memset(&rs, 0, sizeof rs);
         rs.log_size = rs.seq = -1;
+        rs.fd = -1;
         send_state ss = {req->enc, 0};
         FILE *f = NULL;
         curl_err[0] = '\0';
@@ -380,6 +416,9 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
         curl_easy_setopt(h, CURLOPT_TIMEOUT, req->timeout > 0 ? req->timeout : 120L);
         curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
+        /* Large buffers: bulk arrays move in big writes and reads. */
+        curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 2L << 20);
+        curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L << 10);
         curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
         curl_easy_setopt(h, CURLOPT_HEADERDATA, &rs);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -422,6 +461,20 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         if (rc == CURLE_OK)
             curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         handle_put(h);
+        if (rs.fd >= 0) {
+            /* Map the result copy-on-write: values borrow from it and a
+             * caller may still modify a returned array in place. */
+            if (!rs.oom && rs.fd_len > 0) {
+                void *m = mmap(NULL, rs.fd_len, PROT_READ | PROT_WRITE, MAP_PRIVATE, rs.fd, 0);
+                if (m == MAP_FAILED || (rs.buf = modal__buf_wrap_mmap(m, rs.fd_len)) == NULL) {
+                    if (m != MAP_FAILED)
+                        munmap(m, rs.fd_len);
+                    rs.oom = 1;
+                }
+            }
+            close(rs.fd);
+            rs.fd = -1;
+        }
         if (rs.oom) {
             modal__buf_unref(rs.buf);
             curl_slist_free_all(hdrs);
@@ -433,6 +486,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
             retry_after = 1;
         if ((transient(rc) || retry_after) && attempt < 6) {
             modal__buf_unref(rs.buf);
+            rs.buf = NULL;
             struct timespec ts = {0, (long)(50000000L << (attempt < 4 ? attempt : 4))};
             nanosleep(&ts, NULL);
             continue;

@@ -66,7 +66,14 @@ typedef struct modal__buf {
 
 enum { MODAL__BUF_HEAP = 0, MODAL__BUF_MMAP = 1, MODAL__BUF_VIEW = 2 };
 
-/* A heap buffer of len bytes (contents uninitialised), refs = 1. */
+/*
+ * A buffer of len bytes (contents uninitialised), refs = 1. From
+ * MODAL__BIG_ALLOC up it is an anonymous mapping advised to use huge pages,
+ * since faulting in fresh 4 KiB pages dominates the cost of building and
+ * receiving large arrays; below that, heap memory whose base may be
+ * realloc'd by its owner.
+ */
+#define MODAL__BIG_ALLOC (4u << 20)
 modal__buf *modal__buf_new(size_t len);
 /* Wrap memory from mmap(len); munmap'd on release. refs = 1. */
 modal__buf *modal__buf_wrap_mmap(void *base, size_t len);
@@ -278,11 +285,17 @@ modal_status modal__ipc_send_enc(int sock, uint32_t type, const char *meta,
                                  const modal__enc *enc, modal_error *err);
 /*
  * Receive one message. *meta is parsed JSON (caller deletes), *payload a
- * buffer (NULL when empty): heap for inline payloads, a private mapping of
- * the memfd otherwise. MODAL_EIO with "closed" on end of file.
+ * buffer (NULL when empty): heap for inline payloads, else a read-only
+ * mapping of the memfd (prefaulted in one go: page faults are the dominant
+ * cost of moving large arrays). When fd_out is non-NULL and the payload
+ * came in a memfd, the fd is handed over there as well (caller closes).
+ * MODAL_EIO with "closed" on end of file.
  */
 modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
-                             modal__buf **payload, modal_error *err);
+                             modal__buf **payload, int *fd_out,
+                             modal_error *err);
+/* Map len bytes of fd read-only and shared, as a buffer. */
+modal__buf *modal__buf_map_fd(int fd, size_t len, int populate);
 /* A memfd holding len bytes from p (for the runtime's large bodies). */
 int modal__memfd_new(const char *name, size_t len);
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void put32(uint8_t *p, uint32_t v)
@@ -151,11 +152,26 @@ modal_status modal__ipc_send_enc(int sock, uint32_t type, const char *meta,
     return st;
 }
 
+modal__buf *modal__buf_map_fd(int fd, size_t len, int populate)
+{
+    if (len == 0)
+        return modal__buf_new(0);
+    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    modal__buf *b = modal__buf_wrap_mmap(m, len);
+    if (b == NULL)
+        munmap(m, len);
+    return b;
+}
+
 modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
-                             modal__buf **payload, modal_error *err)
+                             modal__buf **payload, int *fd_out, modal_error *err)
 {
     *meta = NULL;
     *payload = NULL;
+    if (fd_out != NULL)
+        *fd_out = -1;
     size_t cap = MODAL__IPC_HEADER + MODAL__IPC_META_MAX + MODAL__IPC_INLINE_MAX;
     uint8_t *buf = modal__malloc(cap);
     if (buf == NULL)
@@ -219,17 +235,23 @@ modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
             goto out;
         }
         if (plen > 0) {
-            void *m = mmap(NULL, plen, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-            if (m == MAP_FAILED) {
+            struct stat sb;
+            if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size < plen) {
+                st = modal__fail(err, MODAL_ECODEC, "the memfd holds fewer than the %llu bytes "
+                                 "announced", (unsigned long long)plen);
+                goto out;
+            }
+            /* The receiver of a handed-over fd maps lazily; others want the
+             * bytes now, so the mapping is prefaulted. */
+            *payload = modal__buf_map_fd(fd, plen, fd_out == NULL);
+            if (*payload == NULL) {
                 st = modal__fail(err, MODAL_EIO, "mapping a %llu-byte payload failed: %s",
                                  (unsigned long long)plen, strerror(errno));
                 goto out;
             }
-            *payload = modal__buf_wrap_mmap(m, plen);
-            if (*payload == NULL) {
-                munmap(m, plen);
-                st = modal__fail(err, MODAL_ENOMEM, "out of memory receiving a payload");
-                goto out;
+            if (fd_out != NULL) {
+                *fd_out = fd;
+                fd = -1;
             }
         }
     } else if (plen != inline_len) {

@@ -251,6 +251,18 @@ modal_value *modal_array_new(modal_dtype dtype, size_t ndim,
     modal_value *v = array_node(dtype, ndim, shape, &bytes);
     if (v == NULL)
         return NULL;
+    if (bytes >= MODAL__BIG_ALLOC) {
+        /* Large arrays live in a huge-page mapping (see modal__buf_new):
+         * filling them costs far fewer page faults. */
+        modal__buf *b = modal__buf_new(bytes);
+        if (b == NULL) {
+            free(v);
+            return NULL;
+        }
+        v->u.arr.data = b->base;
+        v->u.arr.backing = b;
+        return v;
+    }
     v->u.arr.data = modal__malloc(bytes);
     if (v->u.arr.data == NULL) {
         free(v);

@@ -152,7 +152,7 @@ void modal_worker_serve_if_worker(int argc, char **argv)
         uint32_t type;
         cJSON *m;
         modal__buf *payload;
-        if (modal__ipc_recv((int)sock, &type, &m, &payload, &err) != MODAL_OK) {
+        if (modal__ipc_recv((int)sock, &type, &m, &payload, NULL, &err) != MODAL_OK) {
             /* The runtime went away: nothing is left to serve. */
             run_exit_hook(fn);
             exit(0);

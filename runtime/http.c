@@ -35,7 +35,8 @@ static int ndaemons;
 typedef struct conn {
     modal__buf *body;
     size_t cap;
-    int body_fd;
+    int body_fd;            /* large bodies: a memfd of body_len bytes */
+    size_t body_len;
     size_t expect;          /* Content-Length, 0 if absent */
     int over;               /* body larger than allowed or announced */
     int up_fd;              /* artifact upload temp file */
@@ -127,25 +128,31 @@ static int body_append(conn *c, const char *data, size_t n)
 {
     if (c->over)
         return 0;
-    size_t have = c->body ? c->body->len : 0;
+    size_t have = c->body_fd >= 0 ? c->body_len : c->body ? c->body->len : 0;
     if (have + n > rt.max_body || (c->expect && have + n > c->expect)) {
         c->over = 1;
         return 0;
     }
+    if (c->body_fd >= 0 || (c->body == NULL && c->expect >= MEMFD_BODY_MIN)) {
+        /* Large bodies are written to a memfd the worker maps directly:
+         * write() fills fresh pages far faster than faulting them in
+         * through a mapping. */
+        if (c->body_fd < 0 && (c->body_fd = modal__memfd_new("modal-body", 0)) < 0)
+            return -1;
+        while (n > 0) {
+            ssize_t w = write(c->body_fd, data, n);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return -1;
+            data += w;
+            n -= (size_t)w;
+            c->body_len += (size_t)w;
+        }
+        return 0;
+    }
     if (c->body == NULL) {
-        if (c->expect >= MEMFD_BODY_MIN) {
-            /* Large bodies land in a memfd the worker maps directly. */
-            c->body_fd = modal__memfd_new("modal-body", c->expect);
-            void *m = c->body_fd >= 0 ? mmap(NULL, c->expect, PROT_READ | PROT_WRITE, MAP_SHARED,
-                                             c->body_fd, 0)
-                                      : MAP_FAILED;
-            if (m == MAP_FAILED)
-                return -1;
-            c->body = modal__buf_wrap_mmap(m, c->expect);
-            if (c->body == NULL)
-                return -1;
-            c->cap = c->expect;
-        } else {
+        {
             c->cap = c->expect ? c->expect : 4096;
             c->body = modal__buf_new(c->cap);
             if (c->body == NULL)
@@ -231,6 +238,20 @@ static enum MHD_Result answer_call(struct MHD_Connection *con, rt_call *c, doubl
     if (c->state == RT_DONE && c->result != NULL) {
         if (c->fetched_at == 0)
             c->fetched_at = rt_now();
+        if (c->result_fd >= 0) {
+            /* A large result goes out with sendfile from its memfd. */
+            int fd = dup(c->result_fd);
+            struct MHD_Response *r = fd >= 0 ? MHD_create_response_from_fd64(c->result->len, fd)
+                                             : NULL;
+            if (r == NULL && fd >= 0)
+                close(fd);
+            if (r != NULL) {
+                char v[32];
+                snprintf(v, sizeof v, "%zu", c->logs_len);
+                MHD_add_response_header(r, "X-Modal-Log-Size", v);
+            }
+            return send_response(con, 200, r, "application/x-modal-frame");
+        }
         return send_buf(con, 200, c->result, "application/x-modal-frame", "X-Modal-Log-Size",
                         (long long)c->logs_len);
     }
@@ -504,6 +525,14 @@ static enum MHD_Result handle_app_logs(struct MHD_Connection *con, const char *r
 static enum MHD_Result route(struct MHD_Connection *con, const char *url, const char *method,
                              conn *c)
 {
+    if (c->body_fd >= 0 && c->body == NULL && !c->over) {
+        /* Only the envelope at its start is read here; the mapping faults
+         * in just those pages. */
+        c->body = modal__buf_map_fd(c->body_fd, c->body_len, 0);
+        if (c->body == NULL)
+            return send_error(con, 503, MODAL_ENOMEM, "cannot map a %zu-byte body: %s",
+                              c->body_len, strerror(errno));
+    }
     if (c->over)
         return send_error(con, 413, MODAL_ELIMIT,
                           "request body is larger than %zu bytes (the runtime's --max-body) or than "
@@ -627,7 +656,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(buf);
     while (n > 0 && buf[n - 1] == '\n')
         buf[--n] = '\0';
-    rt_log(1, "http: %s", buf);
+    rt_log(2, "http: %s", buf);
 }
 
 int rt_http_start(const char *listen_spec, char *err, size_t errsz)
@@ -700,9 +729,11 @@ int rt_http_start(const char *listen_spec, char *err, size_t errsz)
     }
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG, 0,
-        NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
+        /* A larger per-connection buffer lets bodies arrive in big reads. */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1u << 20),
         MHD_OPTION_END);
     if (d == NULL) {
         snprintf(err, errsz, "--listen %s: the HTTP server did not start", listen_spec);

@@ -32,6 +32,7 @@ typedef struct rt_call {
     int args_fd;             /* or a memfd holding it (large bodies), -1 */
     size_t args_len;
     modal__buf *result;      /* result frame once done */
+    int result_fd;           /* the memfd holding it when large, else -1 */
     modal_status status;
     char *logs;              /* captured output of every attempt */
     size_t logs_len, logs_cap;
@@ -118,7 +119,7 @@ typedef struct rt_runtime {
 
 extern rt_runtime rt;
 
-/* main.c / state.c */
+/* main.c / state.c; log levels 0 debug, 1 info, 2 warn, 3 error */
 void rt_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 double rt_now(void);
 int rt_state_init(const char *dir, const char *token_file, char *err, size_t errsz);

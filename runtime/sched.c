@@ -64,6 +64,8 @@ static void call_free(rt_call *c)
 {
     modal__buf_unref(c->args);
     modal__buf_unref(c->result);
+    if (c->result_fd >= 0)
+        close(c->result_fd);
     if (c->args_fd >= 0)
         close(c->args_fd);
     free(c->logs);
@@ -128,7 +130,7 @@ void rt_call_complete(rt_call *c, modal_status st, modal__buf *result)
             c->map->done_head = c;
         c->map->done_tail = c;
     }
-    rt_log(st == MODAL_OK ? 0 : 1, "call %s (%s) finished: %s after %d attempt%s", c->id,
+    rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s", c->id,
            c->pool->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
     pthread_cond_broadcast(&rt.cv);
 }
@@ -186,9 +188,15 @@ static void queue_remove(rt_pool *p, rt_call *c)
  * An attempt ended with st. result is the worker's result frame when it
  * sent one (ownership passes here), else an error frame is made from msg.
  */
-static void attempt_ended(rt_call *c, modal_status st, const char *msg, modal__buf *result)
+static void attempt_ended(rt_call *c, modal_status st, const char *msg, modal__buf *result,
+                          int result_fd)
 {
     const rt_policy *pol = &c->pool->pol;
+    if (c->cancelled || (retryable(st) && c->attempt <= pol->max_retries)) {
+        if (result_fd >= 0)
+            close(result_fd);
+        result_fd = -1;
+    }
     if (c->cancelled) {
         modal__buf_unref(result);
         return;
@@ -197,7 +205,7 @@ static void attempt_ended(rt_call *c, modal_status st, const char *msg, modal__b
         double delay = pol->initial_delay * pow(pol->backoff, c->attempt - 1);
         if (delay > pol->max_delay)
             delay = pol->max_delay;
-        rt_log(1, "call %s (%s) attempt %d failed (%s); retrying in %.3f s", c->id,
+        rt_log(2, "call %s (%s) attempt %d failed (%s); retrying in %.3f s", c->id,
                c->pool->fn, c->attempt, modal_status_name(st), delay);
         modal__buf_unref(result);
         c->state = RT_DELAYED;
@@ -209,19 +217,21 @@ static void attempt_ended(rt_call *c, modal_status st, const char *msg, modal__b
     }
     if (result == NULL)
         result = rt_error_frame(c, st, msg);
+    c->result_fd = result_fd;
     rt_call_complete(c, st, result);
 }
 
 void rt_call_attempt_failed(rt_call *c, modal_status st, const char *msg)
 {
-    attempt_ended(c, st, msg, NULL);
+    attempt_ended(c, st, msg, NULL, -1);
 }
 
-/* Called by the worker code when a RESULT arrives for c. */
-void rt_call_result(rt_call *c, modal_status st, modal__buf *frame);
-void rt_call_result(rt_call *c, modal_status st, modal__buf *frame)
+/* Called by the worker code when a RESULT arrives for c; fd is the memfd
+ * holding a large frame (or -1), kept so the answer can be sent from it. */
+void rt_call_result(rt_call *c, modal_status st, modal__buf *frame, int fd);
+void rt_call_result(rt_call *c, modal_status st, modal__buf *frame, int fd)
 {
-    attempt_ended(c, st, NULL, frame);
+    attempt_ended(c, st, NULL, frame, fd);
 }
 
 /* Put back calls a dead worker was sent but never started. */
@@ -287,24 +297,30 @@ void rt_dispatch(rt_pool *p)
 static int parse_policy(const cJSON *o, rt_policy *pol, modal_error *err)
 {
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "retries");
-#define NUM(obj, key, dst, lo, hi)                                                   \
+    /* An absent option takes the library's default; a present one must be
+     * valid, so a hand-written request gets the same checks. */
+#define NUM(obj, key, dst, lo, hi, dflt)                                             \
     do {                                                                             \
         const cJSON *j_ = cJSON_GetObjectItemCaseSensitive(obj, key);                \
+        if (j_ == NULL) {                                                            \
+            dst = (dflt);                                                            \
+            break;                                                                   \
+        }                                                                            \
         if (!cJSON_IsNumber(j_) || !(j_->valuedouble >= (lo) && j_->valuedouble <= (hi))) \
             return modal__fail(err, MODAL_ECODEC,                                    \
-                               "call options: \"%s\" must be a number from %g to %g", \
+                               "call options: \"%s\" must be a number from %.0f to %.0f", \
                                key, (double)(lo), (double)(hi));                     \
         dst = j_->valuedouble;                                                       \
     } while (0)
-    NUM(o, "timeout", pol->timeout, 1, 86400);
-    NUM(r, "max_retries", pol->max_retries, 0, 10);
-    NUM(r, "backoff_coefficient", pol->backoff, 1, 10);
-    NUM(r, "initial_delay", pol->initial_delay, 0, 60);
-    NUM(r, "max_delay", pol->max_delay, 0, 60);
-    NUM(o, "min_containers", pol->min_containers, 0, 100);
-    NUM(o, "max_containers", pol->max_containers, 1, 1000);
-    NUM(o, "scaledown_window", pol->scaledown_window, 1, 86400);
-    NUM(o, "max_inputs", pol->max_inputs, 0, 2147483647.0);
+    NUM(o, "timeout", pol->timeout, 1, 86400, 300);
+    NUM(r, "max_retries", pol->max_retries, 0, 10, 0);
+    NUM(r, "backoff_coefficient", pol->backoff, 1, 10, 2);
+    NUM(r, "initial_delay", pol->initial_delay, 0, 60, 1);
+    NUM(r, "max_delay", pol->max_delay, 0, 60, 60);
+    NUM(o, "min_containers", pol->min_containers, 0, 100, 0);
+    NUM(o, "max_containers", pol->max_containers, 1, 1000, 10);
+    NUM(o, "scaledown_window", pol->scaledown_window, 1, 86400, 60);
+    NUM(o, "max_inputs", pol->max_inputs, 0, 2147483647.0, 0);
 #undef NUM
     return MODAL_OK;
 }
@@ -337,7 +353,7 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
                            "call frame: \"app\" must be an app name ([A-Za-z0-9_.-], 1..127)");
     if (!cJSON_IsString(art) || !rt_valid_sha(art->valuestring))
         return modal__fail(err, MODAL_ECODEC, "call frame: \"artifact\" must be 64 hex digits");
-    if (!cJSON_IsObject(opt))
+    if (opt != NULL && !cJSON_IsObject(opt))
         return modal__fail(err, MODAL_ECODEC, "call frame: \"options\" must be an object");
     rt_policy pol;
     modal_status st = parse_policy(opt, &pol, err);
@@ -416,7 +432,7 @@ static rt_call *call_new(rt_pool *p, const char *id, long long index)
     snprintf(c->id, sizeof c->id, "%.47s", id);
     c->pool = p;
     c->index = index;
-    c->args_fd = -1;
+    c->args_fd = c->result_fd = -1;
     return c;
 }
 

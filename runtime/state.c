@@ -26,7 +26,7 @@ double rt_now(void)
 void rt_log(int level, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
-    if (level + 1 < rt.log_level || rt.log == NULL)
+    if (level < rt.log_level || rt.log == NULL)
         return;
     char stamp[32];
     time_t t = time(NULL);
@@ -36,7 +36,7 @@ void rt_log(int level, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     flockfile(rt.log);
-    fprintf(rt.log, "%s %s ", stamp, names[level + 1 > 3 ? 3 : level + 1]);
+    fprintf(rt.log, "%s %s ", stamp, names[level < 0 ? 0 : level > 3 ? 3 : level]);
     vfprintf(rt.log, fmt, ap);
     fputc('\n', rt.log);
     fflush(rt.log);

@@ -21,7 +21,7 @@
 
 extern char **environ;
 
-void rt_call_result(rt_call *c, modal_status st, modal__buf *frame);
+void rt_call_result(rt_call *c, modal_status st, modal__buf *frame, int fd);
 void rt_requeue_unstarted(rt_pool *p, rt_call *list);
 void rt_call_release(rt_call *c);
 
@@ -111,7 +111,7 @@ int rt_worker_spawn(rt_pool *p)
         close(sv[0]);
         close(outp[0]);
         close(errp[0]);
-        rt_log(2, "cannot start a worker from %s: %s", path, strerror(rc));
+        rt_log(3, "cannot start a worker from %s: %s", path, strerror(rc));
         return -1;
     }
     rt_worker *w = calloc(1, sizeof *w);
@@ -137,7 +137,7 @@ int rt_worker_spawn(rt_pool *p)
     p->nworkers++;
     p->nstarting++;
     rt.running_workers++;
-    rt_log(0, "started worker %d for %s (%.12s)", (int)pid, p->fn, p->artifact);
+    rt_log(1, "started worker %d for %s (%.12s)", (int)pid, p->fn, p->artifact);
     rt_wake();
     return 0;
 }
@@ -171,7 +171,7 @@ void rt_worker_send(rt_worker *w, rt_call *c)
     else
         st = modal__ipc_send(w->sock, MODAL__MSG_CALL, meta, c->args->base, c->args->len, -1, &err);
     if (st != MODAL_OK)
-        rt_log(2, "worker %d: %s", (int)w->pid, err.message); /* its death follows */
+        rt_log(3, "worker %d: %s", (int)w->pid, err.message); /* its death follows */
 }
 
 /* Pop the head of w's in-flight list; the next call, if any, starts. */
@@ -198,7 +198,7 @@ void rt_worker_kill(rt_worker *w, const char *why)
 {
     if (w->state == RT_W_DEAD)
         return;
-    rt_log(1, "stopping worker %d (%s): %s", (int)w->pid, w->pool->fn, why);
+    rt_log(2, "stopping worker %d (%s): %s", (int)w->pid, w->pool->fn, why);
     /* The running call was settled by the caller; the rest never started. */
     rt_call *head = w->inflight;
     if (head != NULL) {
@@ -339,20 +339,20 @@ static void worker_died(rt_worker *w)
         kill(w->pid, SIGKILL);
         waitpid(w->pid, &status, 0);
     }
-    char how[160], tail[1200];
+    char how[128], tail[1024];
     describe_exit(status, how, sizeof how);
     last_lines(w, tail, sizeof tail, 6);
     rt_pool *p = w->pool;
     if (w->state == RT_W_STARTING) {
         p->nstarting--;
-        char msg[1600];
+        char msg[2048];
         snprintf(msg, sizeof msg,
                  "executable %.12s cannot serve as a worker for %s: it %s before answering "
                  "as a libmodal worker%s%s", p->artifact, p->fn, how,
                  tail[0] ? ". Its last output:\n" : " (is it linked with libmodal, and does its "
                  "main() use MODAL_LOCAL_ENTRYPOINT or call modal_worker_serve_if_worker()?)",
                  tail);
-        rt_log(2, "%s", msg);
+        rt_log(3, "%s", msg);
         pool_break(p, MODAL_EWORKER, msg);
     } else if (w->state == RT_W_READY && w->inflight != NULL) {
         rt_call *c = w->inflight;
@@ -360,11 +360,11 @@ static void worker_died(rt_worker *w)
         c->qnext = NULL;
         w->inflight = w->inflight_tail = NULL;
         w->ninflight = 0;
-        char msg[1600];
+        char msg[2048];
         snprintf(msg, sizeof msg, "%s: the worker (pid %d) crashed: it %s during attempt %d of "
                  "%d%s%s", p->fn, (int)w->pid, how, c->attempt, 1 + p->pol.max_retries,
                  tail[0] ? ". Its last output:\n" : "", tail);
-        rt_log(2, "%s", msg);
+        rt_log(3, "%s", msg);
         if (c->orphan)
             rt_call_release(c);
         else if (c->cancelled)
@@ -404,18 +404,20 @@ static void handle_hello(rt_worker *w, cJSON *meta)
     }
     w->state = RT_W_READY;
     w->idle_since = rt_now();
-    rt_log(0, "worker %d for %s is ready after %.1f ms", (int)w->pid, p->fn,
+    rt_log(1, "worker %d for %s is ready after %.1f ms", (int)w->pid, p->fn,
            (rt_now() - w->started_at) * 1e3);
     rt_dispatch(p);
 }
 
-static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload)
+static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload, int fd)
 {
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(meta, "status");
     const cJSON *jid = cJSON_GetObjectItemCaseSensitive(meta, "call_id");
     rt_call *c = w->inflight;
     if (c == NULL || !cJSON_IsString(jid) || strcmp(jid->valuestring, c->id) != 0) {
         modal__buf_unref(payload);
+        if (fd >= 0)
+            close(fd);
         rt_worker_kill(w, "it answered a call it was not running");
         return;
     }
@@ -423,6 +425,8 @@ static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload)
     w->served++;
     if (c->orphan || c->cancelled) {
         modal__buf_unref(payload);
+        if (fd >= 0)
+            close(fd);
         rt_call_release(c);
     } else {
         modal_status st = cJSON_IsString(js) ? modal__status_from_name(js->valuestring)
@@ -430,7 +434,7 @@ static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload)
         if (payload == NULL)
             rt_call_attempt_failed(c, MODAL_ERUNTIME, "the worker sent an empty result");
         else
-            rt_call_result(c, st, payload);
+            rt_call_result(c, st, payload, fd);
     }
     rt_pool *p = w->pool;
     if (p->pol.max_inputs > 0 && w->served >= p->pol.max_inputs && w->state == RT_W_READY) {
@@ -447,20 +451,24 @@ static void handle_message(rt_worker *w)
     cJSON *meta;
     modal__buf *payload;
     modal_error err;
-    if (modal__ipc_recv(w->sock, &type, &meta, &payload, &err) != MODAL_OK) {
+    int fd;
+    if (modal__ipc_recv(w->sock, &type, &meta, &payload, &fd, &err) != MODAL_OK) {
         worker_died(w);
         return;
     }
     drain(w); /* output written before the message belongs to its call */
-    if (type == MODAL__MSG_HELLO && w->state == RT_W_STARTING) {
+    if (type == MODAL__MSG_RESULT && w->state != RT_W_STARTING) {
+        handle_result(w, meta, payload, fd);
+        fd = -1;
+    } else if (type == MODAL__MSG_HELLO && w->state == RT_W_STARTING) {
         handle_hello(w, meta);
         modal__buf_unref(payload);
-    } else if (type == MODAL__MSG_RESULT && w->state != RT_W_STARTING) {
-        handle_result(w, meta, payload);
     } else {
         modal__buf_unref(payload);
         rt_worker_kill(w, "it sent an unexpected message");
     }
+    if (fd >= 0)
+        close(fd);
     cJSON_Delete(meta);
 }
 

@@ -6,8 +6,11 @@
  */
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* ---- helpers ------------------------------------------------------- */
@@ -534,6 +537,74 @@ static void test_alignment_and_read(void **state)
     modal_value_free(v);
 }
 
+typedef struct reader {
+    int fd;
+    uint8_t *buf;
+    size_t len, cap;
+} reader;
+
+/* Read fd to EOF in small pieces, so the writer sees short writes. */
+static void *read_all(void *arg)
+{
+    reader *r = arg;
+    for (;;) {
+        if (r->len == r->cap) {
+            r->cap = r->cap ? 2 * r->cap : 4096;
+            r->buf = realloc(r->buf, r->cap);
+        }
+        size_t want = r->cap - r->len < 1000 ? r->cap - r->len : 1000;
+        ssize_t n = read(r->fd, r->buf + r->len, want);
+        if (n <= 0)
+            break;
+        r->len += (size_t)n;
+    }
+    return NULL;
+}
+
+static void test_write_socket(void **state)
+{
+    (void)state;
+    /* Larger than a socket buffer: a non-blocking writer must wait. */
+    modal_value *v = odd_payloads();
+    size_t n = 1u << 20;
+    modal_value *big = modal_array_new(MODAL_U32, 1, &n);
+    fill(modal_array_data_mut(big), n * 4, 99);
+    assert_int_equal(modal_list_append(v, big, NULL), MODAL_OK);
+    modal__enc enc = {0};
+    cJSON *env = cJSON_CreateObject();
+    cJSON_AddItemToObject(env, "value", modal__value_to_json(v, &enc, NULL));
+    assert_int_equal(modal__enc_finish(&enc, env, NULL), MODAL_OK);
+    cJSON_Delete(env);
+    modal__buf *flat;
+    assert_int_equal(modal__enc_flatten(&enc, &flat, NULL), MODAL_OK);
+
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    reader r = {sv[1], NULL, 0, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, read_all, &r), 0);
+    modal_error err;
+    assert_int_equal(modal__enc_write_fd(&enc, sv[0], &err), MODAL_OK);
+    close(sv[0]);
+    pthread_join(t, NULL);
+    close(sv[1]);
+    assert_int_equal(r.len, enc.total);
+    assert_memory_equal(r.buf, flat->base, enc.total);
+    free(r.buf);
+
+    /* A peer that hung up: EIO with the reason, and no SIGPIPE. */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(sv[1]);
+    assert_int_equal(modal__enc_write_fd(&enc, sv[0], &err), MODAL_EIO);
+    assert_message_contains(err, "Broken pipe");
+    close(sv[0]);
+
+    modal__buf_unref(flat);
+    modal__enc_free(&enc);
+    modal_value_free(v);
+}
+
 static void test_borrow(void **state)
 {
     (void)state;
@@ -829,6 +900,11 @@ static void test_bad_json(void **state)
                      MODAL_ECODEC, "more than once");
     expect_json_fail("{\"v\":1,\"value\":[1,[2,{\"m\":{\"k\\n\":{\"q\":0}}}]]}",
                      MODAL_ECODEC, "$.value[1][1].m.k?: unknown tag");
+    /* A long key is cut short in the path. */
+    char json[256];
+    snprintf(json, sizeof json, "{\"v\":1,\"value\":{\"m\":{\"%0100d\":1.5}}}",
+             0);
+    expect_json_fail(json, MODAL_ECODEC, "0000...: number 1.5");
 }
 
 /* A frame whose value is depth levels of JSON arrays around a 0. */
@@ -968,6 +1044,7 @@ int main(void)
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_big_array),
         cmocka_unit_test(test_alignment_and_read),
+        cmocka_unit_test(test_write_socket),
         cmocka_unit_test(test_borrow),
         cmocka_unit_test(test_bad_header),
         cmocka_unit_test(test_bad_attachments),

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The app groups this program's functions, logs and deployments. */
 MODAL_APP("hello");
@@ -33,6 +34,8 @@ MODAL_FUNCTION(sum_of_squares, .timeout = 60)
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += x[i] * x[i];
+    /* Output of a remote call is streamed back, prefixed with the name. */
+    printf("summing %zu squares in process %d\n", n, (int)getpid());
     return modal_float(sum);
 }
 
@@ -60,7 +63,7 @@ MODAL_LOCAL_ENTRYPOINT(argc, argv)
     modal_get_float(result, &sum, NULL);
     printf("sum of squares of 1..10 = %g (%s)\n", sum, local ? "ran locally" : "ran remotely");
     if (!local)
-        printf("runtime: %s\n", modal_runtime_url());
+        printf("caller process %d; runtime at %s\n", (int)getpid(), modal_runtime_url());
     modal_value_free(result);
     return 0;
 }

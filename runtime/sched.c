@@ -278,12 +278,13 @@ void rt_dispatch(rt_pool *p)
         }
         rt_worker *target = idle;
         if (target == NULL) {
-            if (all < p->pol.max_containers) {
-                if ((size_t)p->nstarting < p->queued && rt_worker_spawn(p) == 0)
-                    continue;
-                if (p->nstarting > 0)
-                    return; /* starting workers will take the queue */
-            }
+            if (all < p->pol.max_containers && (size_t)p->nstarting < p->queued &&
+                rt_worker_spawn(p) == 0)
+                continue;
+            if (p->nstarting > 0)
+                return; /* starting workers will take the queue */
+            /* Every worker is busy and no more may start: send ahead to
+             * the least loaded one, so it never waits for a round trip. */
             target = least;
         }
         if (target == NULL)

@@ -59,6 +59,8 @@ static char **worker_env(const char *fn)
 
 int rt_worker_spawn(rt_pool *p)
 {
+    if (rt.stopping)
+        return -1; /* no new workers while shutting down */
     char path[600];
     rt_artifact_path(p->artifact, path, sizeof path);
     int sv[2], outp[2], errp[2];

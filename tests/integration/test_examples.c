@@ -20,7 +20,7 @@ typedef struct expectation {
 } expectation;
 
 static const expectation known[] = {
-    {"hello", {NULL}, {"sum of squares of 1..10 = 385 (ran remotely)", "runtime: http://127.0.0.1:", NULL}},
+    {"hello", {NULL}, {"sum of squares of 1..10 = 385 (ran remotely)", "runtime at http://127.0.0.1:", NULL}},
     {"hello", {"--local", NULL}, {"sum of squares of 1..10 = 385 (ran locally)", NULL}},
     {"map", {NULL}, {"results: [1, 4, 9, 16, 25]", "sum of squares of 0..999 = 332833500", NULL}},
     {"starmap", {NULL}, {"lr=0.001 batch_size=32 accuracy=0.850", "best: lr=0.01 batch_size=64", NULL}},

@@ -78,6 +78,16 @@ $(BUILD)/obj/runtime/%.o: runtime/%.c include/modal.h lib/internal.h $(wildcard 
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Iruntime -c $< -o $@
 
+# The installed bindir is compiled into the library (where to find
+# modal-runtime); this stamp changes only when it does, so `make install
+# PREFIX=...` rebuilds what depends on it.
+$(BUILD)/bindir.stamp: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(BINDIR)' | cmp -s - $@ || echo '$(BINDIR)' > $@
+$(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
+.PHONY: FORCE
+FORCE:
+
 $(STATIC): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -90,7 +100,7 @@ $(SHARED): $(LIB_OBJ) lib/libmodal.map
 $(RUNTIME): $(RT_MAIN) $(RT_OBJ) $(STATIC)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Iruntime -o $@ $< $(RT_OBJ) $(STATIC) $(RTLIBS)
 
-$(PCFILE): pkgconfig/modal.pc.in include/modal.h
+$(PCFILE): pkgconfig/modal.pc.in include/modal.h $(BUILD)/bindir.stamp
 	@mkdir -p $(BUILD)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
@@ -120,7 +130,8 @@ examples: $(EX_BIN)
 $(BUILD)/tests/test_examples: | $(EX_BIN)
 
 test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN)
-	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN)
+	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN) \
+	    "./tests/install_test.sh $(BUILD)"
 
 demo: all $(BUILD)/examples/hello
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) $(BUILD)/examples/hello

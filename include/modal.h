@@ -552,8 +552,9 @@ MODAL_API void modal__set_app(const char *name);
     {                                                                          \
         modal__register(&fname);                                               \
     }                                                                          \
-    static modal_value *modal__body_##fname(modal_ctx *ctx,                    \
-                                            const modal_value *args)
+    static modal_value *modal__body_##fname(                                   \
+        modal_ctx *ctx __attribute__((unused)),                                \
+        const modal_value *args __attribute__((unused)))
 
 /** Declare a function defined with MODAL_FUNCTION in another file. */
 #define MODAL_FUNCTION_DECLARE(fname) extern modal_function fname
@@ -778,7 +779,8 @@ MODAL_API void modal_worker_serve_if_worker(int argc, char **argv);
         modal_worker_serve_if_worker(argc, argv);                              \
         return modal__local_main(argc, argv);                                  \
     }                                                                          \
-    static int modal__local_main(int argc_, char **argv_)
+    static int modal__local_main(int argc_ __attribute__((unused)),            \
+                                 char **argv_ __attribute__((unused)))
 
 /* ------------------------------------------------------------------ */
 /* Runtime connection and logging                                      */

@@ -6,7 +6,8 @@ limit=${MODAL_TEST_TIMEOUT:-600}
 passed=0; failed=0; failures=""
 for t in "$@"; do
     echo "==> $t"
-    if timeout --kill-after=10 "$limit" "$t"; then
+    # Unquoted: an entry may be a command with arguments.
+    if timeout --kill-after=10 "$limit" $t; then
         passed=$((passed + 1))
     else
         rc=$?

@@ -1,0 +1,316 @@
+/*
+ * modal_bench.c: libmodal's own workloads, run against a live runtime.
+ *
+ *   warm     no-op modal_fn_remote round trip, median and p99
+ *   map      modal_fn_map over 100,000 no-op inputs, inputs/s
+ *   array    round trip of a 1 MiB, 64 MiB and 1 GiB u8 array through a
+ *            function that returns a transformed copy of its argument
+ *   cold     first call of a function with no pool yet (a new worker is
+ *            started for it), minus the warm median of the same run
+ *   exec     posix_spawn of this very executable, which exits at once:
+ *            the part of a cold start spent loading the worker binary
+ *
+ * The runtime is the one in MODAL_RUNTIME_URL / MODAL_TOKEN (the TCP
+ * listener bench/run.sh starts). With MODAL_BENCH_HOME set, the "unix"
+ * workloads run a second time through the embedded default: no
+ * MODAL_RUNTIME_URL, MODAL_HOME pointing at the runtime's state directory,
+ * so the client finds its Unix socket and token there.
+ *
+ * Output: "metric<TAB>value<TAB>unit" lines on stdout. Nothing asserts on
+ * time. Usage: modal_bench [warm|map|array|cold|exec|unix]... (default all)
+ *
+ * Workers run this same binary, so main() comes from MODAL_LOCAL_ENTRYPOINT.
+ */
+#include <modal.h>
+
+#include <errno.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+MODAL_APP("modal-bench");
+
+/* ---- the functions ------------------------------------------------- */
+
+MODAL_FUNCTION(noop, .timeout = 60)
+{
+    return modal_null();
+}
+
+/* Returns a copy of its u8 array argument with the first and last bytes
+ * inverted, so the result is new data, not the argument echoed back. */
+MODAL_FUNCTION(echo_array, .timeout = 600)
+{
+    size_t n = 0;
+    const uint8_t *in = modal_arg_u8(args, 0, &n);
+    if (in == NULL || n == 0)
+        return modal_ctx_fail(ctx, "echo_array: expected a non-empty u8 array");
+    modal_value *out = modal_array_new(MODAL_U8, 1, &n);
+    if (out == NULL)
+        return modal_ctx_fail(ctx, "echo_array: out of memory for %zu bytes", n);
+    uint8_t *o = modal_array_data_mut(out);
+    memcpy(o, in, n);
+    o[0] ^= 0xff;
+    o[n - 1] ^= 0xff;
+    return out;
+}
+
+/* Cold-start subjects: pools are per function, so the first call of each
+ * of these finds no worker and starts one. */
+#define COLD_FN(i)                                                             \
+    MODAL_FUNCTION(cold_##i, .timeout = 60)                                    \
+    {                                                                          \
+        return modal_int(i);                                                   \
+    }
+COLD_FN(0)
+COLD_FN(1)
+COLD_FN(2)
+COLD_FN(3)
+COLD_FN(4)
+COLD_FN(5)
+COLD_FN(6)
+COLD_FN(7)
+COLD_FN(8)
+COLD_FN(9)
+COLD_FN(10)
+COLD_FN(11)
+static modal_function *const cold_fns[] = {&cold_0, &cold_1, &cold_2, &cold_3,
+                                           &cold_4, &cold_5, &cold_6, &cold_7,
+                                           &cold_8, &cold_9, &cold_10, &cold_11};
+#define NCOLD (sizeof cold_fns / sizeof cold_fns[0])
+
+/* ---- helpers ------------------------------------------------------- */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts v; the q-quantile (nearest rank). */
+static double quantile(double *v, size_t n, double q)
+{
+    qsort(v, n, sizeof *v, cmp_double);
+    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}
+
+static void emit(const char *prefix, const char *metric, double value, const char *unit)
+{
+    printf("modal.%s.%s\t%.6g\t%s\n", prefix, metric, value, unit);
+    fflush(stdout);
+}
+
+static void fail(const char *what, const modal_error *err)
+{
+    fprintf(stderr, "modal_bench: %s failed: %s: %s\n", what, modal_status_name(err->code),
+            err->message);
+    exit(1);
+}
+
+static void call_noop(void)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    if (modal_fn_remote(&noop, modal_list(), &out, &err) != MODAL_OK)
+        fail("noop call", &err);
+    modal_value_free(out);
+}
+
+/* ---- workloads ----------------------------------------------------- */
+
+/* Warm no-op round trips; returns the median in seconds. */
+static double bench_warm(const char *prefix, size_t iters)
+{
+    for (size_t i = 0; i < 200; i++) /* worker started, connection open */
+        call_noop();
+    double *t = malloc(iters * sizeof *t);
+    if (t == NULL)
+        exit(1);
+    for (size_t i = 0; i < iters; i++) {
+        double t0 = now();
+        call_noop();
+        t[i] = now() - t0;
+    }
+    double med = quantile(t, iters, 0.5);
+    emit(prefix, "warm.median", med * 1e6, "us");
+    emit(prefix, "warm.p99", quantile(t, iters, 0.99) * 1e6, "us");
+    free(t);
+    return med;
+}
+
+static void bench_map(const char *prefix, size_t n)
+{
+    modal_value *inputs = modal_list();
+    modal_error err;
+    for (size_t i = 0; inputs != NULL && i < n; i++)
+        if (modal_list_append(inputs, modal_int((int64_t)i), &err) != MODAL_OK)
+            fail("building map inputs", &err);
+    modal_value *results = NULL;
+    double t0 = now();
+    if (modal_fn_map(&noop, inputs, NULL, &results, &err) != MODAL_OK)
+        fail("modal_fn_map", &err);
+    double dt = now() - t0;
+    if (modal_value_len(results) != n) {
+        fprintf(stderr, "modal_bench: map returned %zu results for %zu inputs\n",
+                modal_value_len(results), n);
+        exit(1);
+    }
+    modal_value_free(results);
+    emit(prefix, "map.inputs", (double)n, "inputs");
+    emit(prefix, "map.rate", (double)n / dt, "inputs/s");
+}
+
+/* One round trip of a len-byte array; returns seconds. */
+static double array_once(size_t len)
+{
+    modal_value *a = modal_array_new(MODAL_U8, 1, &len);
+    if (a == NULL) {
+        fprintf(stderr, "modal_bench: cannot allocate %zu bytes\n", len);
+        exit(1);
+    }
+    uint8_t *p = modal_array_data_mut(a);
+    for (size_t i = 0; i < len; i++) /* touched: no page faults in the timing */
+        p[i] = (uint8_t)(i * 31u);
+    unsigned want_first = (p[0] ^ 0xffu) & 0xffu, want_last = (p[len - 1] ^ 0xffu) & 0xffu;
+    unsigned want_mid = (unsigned)((len / 2) * 31u) & 0xffu;
+    modal_value *out = NULL;
+    modal_error err;
+    double t0 = now();
+    if (modal_fn_remote(&echo_array, modal_args(a), &out, &err) != MODAL_OK)
+        fail("echo_array call", &err);
+    double dt = now() - t0;
+    size_t n = 0;
+    const uint8_t *r = NULL;
+    if (modal_get_array(out, MODAL_U8, (const void **)&r, &n, &err) != MODAL_OK)
+        fail("reading the echo_array result", &err);
+    if (n != len || r[0] != want_first || r[len - 1] != want_last || r[len / 2] != want_mid) {
+        fprintf(stderr, "modal_bench: echo_array returned wrong data for %zu bytes\n", len);
+        exit(1);
+    }
+    modal_value_free(out);
+    return dt;
+}
+
+static void bench_array(const char *prefix, size_t len, int reps, const char *label)
+{
+    double t[8];
+    array_once(len < ((size_t)64 << 20) ? len : ((size_t)64 << 20)); /* warm pool */
+    for (int i = 0; i < reps; i++)
+        t[i] = array_once(len);
+    double med = quantile(t, (size_t)reps, 0.5);
+    char m[64];
+    snprintf(m, sizeof m, "array_%s.ms", label);
+    emit(prefix, m, med * 1e3, "ms");
+    /* Bytes moved: the argument to the worker and the result back. */
+    snprintf(m, sizeof m, "array_%s.bw", label);
+    emit(prefix, m, 2.0 * (double)len / med / 1e9, "GB/s");
+}
+
+static void bench_cold(const char *prefix, double warm_median)
+{
+    double t[NCOLD];
+    for (size_t i = 0; i < NCOLD; i++) {
+        modal_value *out = NULL;
+        modal_error err;
+        double t0 = now();
+        if (modal_fn_remote(cold_fns[i], modal_list(), &out, &err) != MODAL_OK)
+            fail("cold call", &err);
+        t[i] = now() - t0;
+        modal_value_free(out);
+    }
+    double med = quantile(t, NCOLD, 0.5);
+    emit(prefix, "cold.first_call", med * 1e3, "ms");
+    emit(prefix, "cold.median", (med - warm_median) * 1e3, "ms");
+    emit(prefix, "cold.min", (t[0] - warm_median) * 1e3, "ms");
+    emit(prefix, "cold.n", (double)NCOLD, "starts");
+}
+
+/* posix_spawn of this executable with --exit-at-once, waited for. */
+static void bench_exec(const char *prefix)
+{
+    const size_t n = 50, warm = 5;
+    double t[50];
+    char *argv[] = {"modal_bench", "--exit-at-once", NULL};
+    for (size_t i = 0; i < warm + n; i++) {
+        pid_t pid;
+        int ws;
+        double t0 = now();
+        int rc = posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, environ);
+        if (rc != 0) {
+            fprintf(stderr, "modal_bench: posix_spawn: %s\n", strerror(rc));
+            exit(1);
+        }
+        waitpid(pid, &ws, 0);
+        if (i >= warm)
+            t[i - warm] = now() - t0;
+    }
+    emit(prefix, "exec_self.median", quantile(t, n, 0.5) * 1e3, "ms");
+}
+
+static int wanted(int argc, char **argv, const char *name)
+{
+    if (argc < 2)
+        return 1;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "all") == 0 || strcmp(argv[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+MODAL_LOCAL_ENTRYPOINT(argc, argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--exit-at-once") == 0)
+        return 0;
+    setenv("MODAL_QUIET_LOGS", "1", 1);
+    const char *n_env = getenv("MODAL_BENCH_MAP_N");
+    size_t map_n = n_env != NULL && atol(n_env) > 0 ? (size_t)atol(n_env) : 100000;
+    const char *it_env = getenv("MODAL_BENCH_CALLS");
+    size_t calls = it_env != NULL && atol(it_env) > 0 ? (size_t)atol(it_env) : 2000;
+    const char *url = getenv("MODAL_RUNTIME_URL");
+    printf("# libmodal %s, runtime %s\n", modal_version(), url ? url : "(embedded default)");
+
+    double warm = 0;
+    if (wanted(argc, argv, "warm") || wanted(argc, argv, "cold"))
+        warm = bench_warm("tcp", calls);
+    if (wanted(argc, argv, "map"))
+        bench_map("tcp", map_n);
+    if (wanted(argc, argv, "array")) {
+        bench_array("tcp", (size_t)1 << 20, 7, "1MiB");
+        bench_array("tcp", (size_t)64 << 20, 5, "64MiB");
+        bench_array("tcp", (size_t)1 << 30, 3, "1GiB");
+    }
+    if (wanted(argc, argv, "cold"))
+        bench_cold("tcp", warm);
+    if (wanted(argc, argv, "exec"))
+        bench_exec("host");
+
+    /* The same through the embedded default's Unix socket. */
+    const char *home = getenv("MODAL_BENCH_HOME");
+    if (home != NULL && home[0] != '\0' && wanted(argc, argv, "unix")) {
+        unsetenv("MODAL_RUNTIME_URL");
+        unsetenv("MODAL_TOKEN");
+        unsetenv("MODAL_TOKEN_FILE");
+        setenv("MODAL_HOME", home, 1);
+        printf("# then the embedded default: %s\n", modal_runtime_url());
+        bench_warm("unix", calls);
+        if (getenv("MODAL_BENCH_UNIX_MAP") != NULL)
+            bench_map("unix", map_n);
+        bench_array("unix", (size_t)1 << 30, 3, "1GiB");
+    }
+    return 0;
+}

@@ -668,7 +668,16 @@ void rt_tick(double now)
             pp = &c->qnext;
         }
     }
-    /* Results nobody will fetch any more. */
+    /* Keep min_containers warm. */
+    for (rt_pool *p = rt.pools; p; p = p->next)
+        if (!p->broken && p->nworkers < p->pol.min_containers)
+            rt_worker_spawn(p);
+    /* Results nobody will fetch any more: a full sweep, so at most once a
+     * second rather than after every worker message. */
+    static double last_sweep;
+    if (now - last_sweep < 1.0)
+        return;
+    last_sweep = now;
     for (size_t i = 0; i < rt.table_size; i++)
         for (rt_call **pp = &rt.table[i]; *pp;) {
             rt_call *c = *pp;
@@ -687,10 +696,6 @@ void rt_tick(double now)
         if (now - m->touched > MAP_TTL)
             rt_map_free(m);
     }
-    /* Keep min_containers warm. */
-    for (rt_pool *p = rt.pools; p; p = p->next)
-        if (!p->broken && p->nworkers < p->pol.min_containers)
-            rt_worker_spawn(p);
 }
 
 double rt_next_timer(double now)

@@ -294,6 +294,8 @@ MODAL_LOCAL_ENTRYPOINT(argc, argv)
         bench_array("tcp", (size_t)64 << 20, 5, "64MiB");
         bench_array("tcp", (size_t)1 << 30, 3, "1GiB");
     }
+    if (argc > 1 && strcmp(argv[1], "array1g") == 0) /* for profiling only */
+        bench_array("tcp", (size_t)1 << 30, 1, "1GiB");
     if (wanted(argc, argv, "cold"))
         bench_cold("tcp", warm);
     if (wanted(argc, argv, "exec"))

@@ -198,11 +198,14 @@ modal_status modal__msg_build(cJSON *env, const char *key,
     if (env == NULL)
         return modal__fail(err, MODAL_ENOMEM, "out of memory building a message");
     if (v != NULL) {
-        cJSON *j = modal__value_to_json(v, enc, err);
+        modal_error local = {MODAL_ENOMEM, "out of memory encoding a value"};
+        cJSON *j = modal__value_to_json(v, enc, &local);
         if (j == NULL) {
             cJSON_Delete(env);
             modal__enc_free(enc);
-            return err != NULL ? err->code : MODAL_ENOMEM;
+            if (err != NULL)
+                *err = local;
+            return local.code;
         }
         if (!cJSON_AddItemToObject(env, key, j)) {
             cJSON_Delete(j);

@@ -350,6 +350,17 @@ static int transient(CURLcode rc)
            rc == CURLE_GOT_NOTHING || rc == CURLE_PARTIAL_FILE;
 }
 
+static struct curl_slist *make_headers(const char *auth, const char *ctype)
+{
+    /* "Expect:" stops curl from waiting for 100-continue before a body. */
+    const char *lines[] = {auth, "Expect:", ctype};
+    struct curl_slist *hdrs = NULL, *h1;
+    for (size_t i = 0; i < 3; i++)
+        if ((h1 = curl_slist_append(hdrs, lines[i])) != NULL)
+            hdrs = h1;
+    return hdrs;
+}
+
 modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
                          modal_error *err)
 {
@@ -363,9 +374,14 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
     pthread_mutex_unlock(&cfg_lock);
     if (st != MODAL_OK)
         return st;
-    if (c.embedded_dir[0] != '\0' &&
-        (st = modal__embedded_ensure(c.embedded_dir, c.unix_path, err)) != MODAL_OK)
-        return st;
+    /* The embedded runtime is looked for (and started) on first use, and
+     * again only after a request could not connect. */
+    static int embedded_seen;
+    if (c.embedded_dir[0] != '\0' && !__atomic_load_n(&embedded_seen, __ATOMIC_ACQUIRE)) {
+        if ((st = modal__embedded_ensure(c.embedded_dir, c.unix_path, err)) != MODAL_OK)
+            return st;
+        __atomic_store_n(&embedded_seen, 1, __ATOMIC_RELEASE);
+    }
     pthread_mutex_lock(&cfg_lock);
     st = load_token(err);
     c = cfg;
@@ -379,13 +395,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
     char ctype[128];
     snprintf(ctype, sizeof ctype, "Content-Type: %s",
              req->content_type != NULL ? req->content_type : "application/octet-stream");
-    struct curl_slist *hdrs = NULL, *h1;
-    if ((h1 = curl_slist_append(hdrs, auth)) != NULL)
-        hdrs = h1;
-    if ((h1 = curl_slist_append(hdrs, "Expect:")) != NULL)
-        hdrs = h1;
-    if ((h1 = curl_slist_append(hdrs, ctype)) != NULL)
-        hdrs = h1;
+    struct curl_slist *hdrs = make_headers(auth, ctype);
 
     /* Transient failures (runtime restarting, connection reset) are
      * retried with backoff for about 3 s in all; requests are idempotent
@@ -484,6 +494,31 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         int retry_after = 0;
         if (rc == CURLE_OK && status == 503)
             retry_after = 1;
+        if (rc == CURLE_COULDNT_CONNECT && c.embedded_dir[0] != '\0' && attempt == 0) {
+            /* The embedded runtime went away (idle exit, or stopped): start
+             * it again before retrying. */
+            modal_error eerr;
+            if (modal__embedded_ensure(c.embedded_dir, c.unix_path, &eerr) != MODAL_OK) {
+                modal__buf_unref(rs.buf);
+                curl_slist_free_all(hdrs);
+                if (err != NULL)
+                    *err = eerr;
+                return eerr.code;
+            }
+            /* A new runtime may have made a new token. */
+            pthread_mutex_lock(&cfg_lock);
+            cfg.token[0] = '\0';
+            st = load_token(err);
+            snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg.token);
+            pthread_mutex_unlock(&cfg_lock);
+            curl_slist_free_all(hdrs);
+            hdrs = make_headers(auth, ctype);
+            if (st != MODAL_OK) {
+                modal__buf_unref(rs.buf);
+                curl_slist_free_all(hdrs);
+                return st;
+            }
+        }
         if ((transient(rc) || retry_after) && attempt < 6) {
             modal__buf_unref(rs.buf);
             rs.buf = NULL;

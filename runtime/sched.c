@@ -380,10 +380,6 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
         return modal__fail(err, MODAL_EOPTION,
                            "%s uses volumes, secrets or an image, which this runtime version "
                            "does not provide yet", fn->valuestring);
-    if (!rt_artifact_exists(art->valuestring))
-        return modal__fail(err, MODAL_ENOTFOUND,
-                           "artifact %s is not on this runtime; upload it first with PUT "
-                           "/v1/artifacts/%s", art->valuestring, art->valuestring);
     char key[512];
     snprintf(key, sizeof key, "%s/%s/%d/%d/%g/%g/%g/%d/%d/%d/%d", art->valuestring,
              fn->valuestring, pol.timeout, pol.max_retries, pol.backoff, pol.initial_delay,
@@ -397,6 +393,11 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
             *out = p;
             return MODAL_OK;
         }
+    /* A new pool: check its executable once. */
+    if (!rt_artifact_exists(art->valuestring))
+        return modal__fail(err, MODAL_ENOTFOUND,
+                           "artifact %s is not on this runtime; upload it first with PUT "
+                           "/v1/artifacts/%s", art->valuestring, art->valuestring);
     char why[256];
     if (!rt_artifact_runnable(art->valuestring, why, sizeof why))
         return modal__fail(err, MODAL_EWORKER, "executable %.12s cannot serve as a worker: %s",
@@ -555,8 +556,9 @@ modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
         const cJSON *ji = cJSON_GetObjectItemCaseSensitive(dec.env, "index");
         const cJSON *ja = cJSON_GetObjectItemCaseSensitive(dec.env, "args");
         double di = cJSON_IsNumber(ji) ? ji->valuedouble : -1;
+        bool args_ok = cJSON_IsArray(ja);
         modal__dec_close(&dec);
-        if (di < 0 || di > 1e8 || di != floor(di) || !cJSON_IsArray(ja)) {
+        if (di < 0 || di > 1e8 || di != floor(di) || !args_ok) {
             modal__buf_unref(view);
             st = modal__fail(err, MODAL_ECODEC,
                              "map input frame %zu: needs an integer \"index\" (0..1e8) and an "

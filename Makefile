@@ -30,8 +30,11 @@ ifeq ($(SAN),1)
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
 BASEFLAGS := -std=gnu11 -pthread -fPIC $(WARN) $(SANFLAGS) -Iinclude -Ilib -D_GNU_SOURCE
-LIBS    := -lcurl -lcjson -lcrypto -lpthread -ldl -lm
-RTLIBS  := -lmicrohttpd $(LIBS)
+# What a program linked with libmodal needs. libcurl is loaded at run time
+# by the client (a worker never needs it, and its cold start stays short).
+LIBS    := -lcjson -lpthread -ldl -lm
+RTLIBS  := -lmicrohttpd -lcrypto $(LIBS)
+ITLIBS  := -lcurl -lcrypto $(LIBS) -lcmocka
 
 LIB_SRC := $(sort $(wildcard lib/*.c))
 RT_SRC  := $(sort $(wildcard runtime/*.c))
@@ -118,7 +121,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(STATIC) tests/unit/testutil.h
 
 $(BUILD)/tests/%: tests/integration/%.c $(STATIC) $(RUNTIME) tests/integration/harness.h
 	@mkdir -p $(dir $@)
-	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< $(STATIC) $(LIBS) -lcmocka
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< $(STATIC) $(ITLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
+#include <dlfcn.h>
 
 /*
  * The connection settings, re-read when the environment changes so a
@@ -41,11 +41,58 @@ static char url_shown[600];
 #define POOL_MAX 16
 static CURL *handle_pool[POOL_MAX];
 static int handle_count;
+/*
+ * libcurl is loaded when the first request is made, not linked: a worker
+ * (this same program, started by the runtime) never talks HTTP, and
+ * loading libcurl with its dependencies would add tens of milliseconds to
+ * every worker's cold start.
+ */
+static struct {
+    CURLcode (*pfn_global_init)(long flags);
+    CURL *(*pfn_easy_init)(void);
+    void (*pfn_easy_cleanup)(CURL *h);
+    void (*pfn_easy_reset)(CURL *h);
+    CURLcode (*pfn_easy_setopt)(CURL *h, CURLoption opt, ...);
+    CURLcode (*pfn_easy_perform)(CURL *h);
+    CURLcode (*pfn_easy_getinfo)(CURL *h, CURLINFO info, ...);
+    const char *(*pfn_easy_strerror)(CURLcode rc);
+    struct curl_slist *(*pfn_slist_append)(struct curl_slist *l, const char *s);
+    void (*pfn_slist_free_all)(struct curl_slist *l);
+} cu;
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static char curl_load_error[300];
 
 static void curl_init_once(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    static const char *const names[] = {"libcurl.so.4", "libcurl-gnutls.so.4", "libcurl.so"};
+    void *lib = NULL;
+    for (size_t i = 0; i < sizeof names / sizeof *names && lib == NULL; i++)
+        lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL) {
+        snprintf(curl_load_error, sizeof curl_load_error, "%s", dlerror());
+        return;
+    }
+#define LOAD(field, sym)                                                        \
+    if ((*(void **)&cu.field = dlsym(lib, sym)) == NULL) {                      \
+        snprintf(curl_load_error, sizeof curl_load_error, "libcurl lacks %s", sym); \
+        memset(&cu, 0, sizeof cu);                                              \
+        return;                                                                 \
+    }
+    LOAD(pfn_global_init, "curl_global_init");
+    LOAD(pfn_easy_init, "curl_easy_init");
+    LOAD(pfn_easy_cleanup, "curl_easy_cleanup");
+    LOAD(pfn_easy_reset, "curl_easy_reset");
+    LOAD(pfn_easy_setopt, "curl_easy_setopt");
+    LOAD(pfn_easy_perform, "curl_easy_perform");
+    LOAD(pfn_easy_getinfo, "curl_easy_getinfo");
+    LOAD(pfn_easy_strerror, "curl_easy_strerror");
+    LOAD(pfn_slist_append, "curl_slist_append");
+    LOAD(pfn_slist_free_all, "curl_slist_free_all");
+#undef LOAD
+    if (cu.pfn_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(curl_load_error, sizeof curl_load_error, "curl_global_init failed");
+        memset(&cu, 0, sizeof cu);
+    }
 }
 
 static const char *env_or_empty(const char *name)
@@ -177,7 +224,7 @@ static CURL *handle_get(void)
     if (handle_count > 0)
         h = handle_pool[--handle_count];
     pthread_mutex_unlock(&cfg_lock);
-    return h != NULL ? h : curl_easy_init();
+    return h != NULL ? h : cu.pfn_easy_init();
 }
 
 static void handle_put(CURL *h)
@@ -189,7 +236,7 @@ static void handle_put(CURL *h)
     }
     pthread_mutex_unlock(&cfg_lock);
     if (h != NULL)
-        curl_easy_cleanup(h);
+        cu.pfn_easy_cleanup(h);
 }
 
 /* Response accumulation: the buffer is sized from Content-Length when the
@@ -356,7 +403,7 @@ static struct curl_slist *make_headers(const char *auth, const char *ctype)
     const char *lines[] = {auth, "Expect:", ctype};
     struct curl_slist *hdrs = NULL, *h1;
     for (size_t i = 0; i < 3; i++)
-        if ((h1 = curl_slist_append(hdrs, lines[i])) != NULL)
+        if ((h1 = cu.pfn_slist_append(hdrs, lines[i])) != NULL)
             hdrs = h1;
     return hdrs;
 }
@@ -367,6 +414,10 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
     memset(resp, 0, sizeof *resp);
     resp->log_size = resp->seq = -1;
     pthread_once(&curl_once, curl_init_once);
+    if (cu.pfn_easy_init == NULL)
+        return modal__fail(err, MODAL_ETRANSPORT,
+                           "cannot load libcurl, which libmodal uses to reach the runtime (%s); "
+                           "install libcurl4", curl_load_error);
 
     pthread_mutex_lock(&cfg_lock);
     modal_status st = load_config(err);
@@ -407,7 +458,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
     for (int attempt = 0;; attempt++) {
         CURL *h = handle_get();
         if (h == NULL) {
-            curl_slist_free_all(hdrs);
+            cu.pfn_slist_free_all(hdrs);
             return modal__fail(err, MODAL_ENOMEM, "out of memory creating an HTTP handle");
         }
         memset(&rs, 0, sizeof rs);
@@ -416,34 +467,34 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         send_state ss = {req->enc, 0};
         FILE *f = NULL;
         curl_err[0] = '\0';
-        curl_easy_reset(h);
-        curl_easy_setopt(h, CURLOPT_URL, url);
+        cu.pfn_easy_reset(h);
+        cu.pfn_easy_setopt(h, CURLOPT_URL, url);
         if (c.unix_path[0] != '\0')
-            curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c.unix_path);
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
-        curl_easy_setopt(h, CURLOPT_TIMEOUT, req->timeout > 0 ? req->timeout : 120L);
-        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
+            cu.pfn_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c.unix_path);
+        cu.pfn_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        cu.pfn_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        cu.pfn_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+        cu.pfn_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
+        cu.pfn_easy_setopt(h, CURLOPT_TIMEOUT, req->timeout > 0 ? req->timeout : 120L);
+        cu.pfn_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
         /* Large buffers: bulk arrays move in big writes and reads. */
-        curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 2L << 20);
-        curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L << 10);
-        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(h, CURLOPT_HEADERDATA, &rs);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, &rs);
+        cu.pfn_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 2L << 20);
+        cu.pfn_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L << 10);
+        cu.pfn_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+        cu.pfn_easy_setopt(h, CURLOPT_HEADERDATA, &rs);
+        cu.pfn_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+        cu.pfn_easy_setopt(h, CURLOPT_WRITEDATA, &rs);
         if (strcmp(req->method, "HEAD") == 0) {
-            curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+            cu.pfn_easy_setopt(h, CURLOPT_NOBODY, 1L);
         } else if (strcmp(req->method, "GET") != 0) {
-            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
+            cu.pfn_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
             if (req->enc != NULL) {
-                curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-                curl_easy_setopt(h, CURLOPT_READFUNCTION, on_send);
-                curl_easy_setopt(h, CURLOPT_READDATA, &ss);
-                curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
-                curl_easy_setopt(h, CURLOPT_SEEKDATA, &ss);
-                curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->enc->total);
+                cu.pfn_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+                cu.pfn_easy_setopt(h, CURLOPT_READFUNCTION, on_send);
+                cu.pfn_easy_setopt(h, CURLOPT_READDATA, &ss);
+                cu.pfn_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+                cu.pfn_easy_setopt(h, CURLOPT_SEEKDATA, &ss);
+                cu.pfn_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->enc->total);
             } else if (req->file != NULL) {
                 f = fopen(req->file, "rbe");
                 struct stat sb;
@@ -452,24 +503,24 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
                     if (f != NULL)
                         fclose(f);
                     handle_put(h);
-                    curl_slist_free_all(hdrs);
+                    cu.pfn_slist_free_all(hdrs);
                     return modal__fail(err, MODAL_EIO, "cannot read %s to upload it: %s",
                                        req->file, strerror(e));
                 }
-                curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-                curl_easy_setopt(h, CURLOPT_READDATA, f);
-                curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)sb.st_size);
+                cu.pfn_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+                cu.pfn_easy_setopt(h, CURLOPT_READDATA, f);
+                cu.pfn_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)sb.st_size);
             } else {
-                curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
-                curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+                cu.pfn_easy_setopt(h, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
+                cu.pfn_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
             }
         }
-        rc = curl_easy_perform(h);
+        rc = cu.pfn_easy_perform(h);
         if (f != NULL)
             fclose(f);
         status = 0;
         if (rc == CURLE_OK)
-            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+            cu.pfn_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         handle_put(h);
         if (rs.fd >= 0) {
             /* Map the result copy-on-write: values borrow from it and a
@@ -487,7 +538,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         }
         if (rs.oom) {
             modal__buf_unref(rs.buf);
-            curl_slist_free_all(hdrs);
+            cu.pfn_slist_free_all(hdrs);
             return modal__fail(err, MODAL_ENOMEM, "out of memory receiving the answer to %s %s",
                                req->method, req->path);
         }
@@ -500,7 +551,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
             modal_error eerr;
             if (modal__embedded_ensure(c.embedded_dir, c.unix_path, &eerr) != MODAL_OK) {
                 modal__buf_unref(rs.buf);
-                curl_slist_free_all(hdrs);
+                cu.pfn_slist_free_all(hdrs);
                 if (err != NULL)
                     *err = eerr;
                 return eerr.code;
@@ -511,11 +562,11 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
             st = load_token(err);
             snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg.token);
             pthread_mutex_unlock(&cfg_lock);
-            curl_slist_free_all(hdrs);
+            cu.pfn_slist_free_all(hdrs);
             hdrs = make_headers(auth, ctype);
             if (st != MODAL_OK) {
                 modal__buf_unref(rs.buf);
-                curl_slist_free_all(hdrs);
+                cu.pfn_slist_free_all(hdrs);
                 return st;
             }
         }
@@ -528,7 +579,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         }
         break;
     }
-    curl_slist_free_all(hdrs);
+    cu.pfn_slist_free_all(hdrs);
     if (rc != CURLE_OK) {
         modal__buf_unref(rs.buf);
         const char *where = c.unix_path[0] != '\0' ? c.unix_path : c.base;
@@ -539,7 +590,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         return modal__fail(err, MODAL_ETRANSPORT,
                            "cannot reach the runtime at %s for %s %s: %s; is modal-runtime "
                            "running there?", where, req->method, req->path,
-                           curl_err[0] ? curl_err : curl_easy_strerror(rc));
+                           curl_err[0] ? curl_err : cu.pfn_easy_strerror(rc));
     }
     resp->status = status;
     resp->body = rs.buf;
@@ -559,35 +610,12 @@ static pthread_mutex_t art_lock = PTHREAD_MUTEX_INITIALIZER;
 static char art_sha[65];
 static char art_uploaded_to[600]; /* runtime URL it was last uploaded to */
 
-static modal_status hash_file(const char *path, char out[65], modal_error *err)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return modal__fail(err, MODAL_EIO, "cannot open %s to hash it: %s", path, strerror(errno));
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    unsigned char digest[32];
-    unsigned int dlen = 0;
-    unsigned char buf[1 << 16];
-    ssize_t n;
-    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
-    while (ok && (n = read(fd, buf, sizeof buf)) > 0)
-        ok = EVP_DigestUpdate(md, buf, (size_t)n) == 1;
-    ok = ok && n == 0 && EVP_DigestFinal_ex(md, digest, &dlen) == 1;
-    EVP_MD_CTX_free(md);
-    close(fd);
-    if (!ok)
-        return modal__fail(err, MODAL_EIO, "hashing %s failed", path);
-    for (int i = 0; i < 32; i++)
-        sprintf(out + 2 * i, "%02x", digest[i]);
-    return MODAL_OK;
-}
-
 modal_status modal__artifact_ensure(const char **sha, modal_error *err)
 {
     pthread_mutex_lock(&art_lock);
     modal_status st = MODAL_OK;
     if (art_sha[0] == '\0')
-        st = hash_file("/proc/self/exe", art_sha, err);
+        st = modal__sha256_file("/proc/self/exe", art_sha, err);
     const char *url = modal_runtime_url();
     if (st == MODAL_OK && strcmp(art_uploaded_to, url) != 0) {
         char path[128];

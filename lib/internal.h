@@ -369,6 +369,21 @@ modal_status modal__remote_prepare(modal_function *fn, const modal_value *args,
                                    int want_list, const char **artifact,
                                    modal_error *err);
 
+/* ---- SHA-256 (lib/sha256.c) --------------------------------------- */
+
+typedef struct modal__sha256 {
+    uint32_t h[8];
+    uint64_t len;
+    uint8_t buf[64];
+    size_t fill;
+} modal__sha256;
+
+void modal__sha256_init(modal__sha256 *s);
+void modal__sha256_update(modal__sha256 *s, const void *data, size_t n);
+/* Finish and write 64 lowercase hex digits and a NUL. */
+void modal__sha256_hex(modal__sha256 *s, char out[65]);
+modal_status modal__sha256_file(const char *path, char out[65], modal_error *err);
+
 /* Random id with prefix ("fc-"), base32, 26 random characters. */
 void modal__random_id(const char *prefix, char *out, size_t outsz);
 

@@ -77,12 +77,13 @@ static modal_status record(map_run *r, size_t i, modal_value *v, modal_status st
     }
     if (r->o->unordered)
         return deliver(r, i, v, st, msg, err);
-    r->res[i] = v;
     r->st[i] = st;
     if (st != MODAL_OK) {
         /* Keep the message for ordered delivery. */
-        r->res[i] = modal_string(msg);
+        modal_value_free(v);
+        v = modal_string(msg);
     }
+    r->res[i] = v;
     modal_status rst = MODAL_OK;
     while (rst == MODAL_OK && r->next_deliver < r->n && r->done[r->next_deliver]) {
         size_t k = r->next_deliver++;

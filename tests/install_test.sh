@@ -35,9 +35,9 @@ MODAL_LOCAL_ENTRYPOINT(argc, argv)
 PROG
 cc -Wall -Wextra -Werror -o "$tmp/outside" "$tmp/outside.c" $(pkg-config --cflags --libs modal)
 LD_LIBRARY_PATH="$tmp/prefix/lib" "$tmp/outside"
-cc -Wall -Wextra -Werror -o "$tmp/outside-static" "$tmp/outside.c" \
-    $(pkg-config --cflags modal) "$tmp/prefix/lib/libmodal.a" $(pkg-config --libs-only-other --static modal) \
-    -lcurl -lcjson -lcrypto -lpthread -ldl -lm
+cc -Wall -Wextra -Werror -static-libgcc -o "$tmp/outside-static" "$tmp/outside.c" \
+    $(pkg-config --cflags modal) "$tmp/prefix/lib/libmodal.a" \
+    $(pkg-config --libs --static modal | sed 's/-lmodal//')
 "$tmp/outside-static"
 # Only the public API is exported by the shared library.
 bad=$(nm -D --defined-only "$tmp/prefix/lib/libmodal.so.0" | awk '{print $3}' | grep -v '^modal_' | grep -v '^modal__register$' | grep -v '^modal__set_app$' | grep -v '^MODAL_0$' || true)

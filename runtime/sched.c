@@ -117,6 +117,16 @@ modal__buf *rt_error_frame(const rt_call *c, modal_status st, const char *msg)
 
 void rt_call_complete(rt_call *c, modal_status st, modal__buf *result)
 {
+    /* No attempt will need the arguments again; a large payload should
+     * not outlive its call. A call still in a worker's list (cancelled
+     * while sent ahead) keeps them until the worker has read them. */
+    if (!c->cancelled) {
+        modal__buf_unref(c->args);
+        c->args = NULL;
+        if (c->args_fd >= 0)
+            close(c->args_fd);
+        c->args_fd = -1;
+    }
     c->state = RT_DONE;
     c->status = st;
     c->result = result;

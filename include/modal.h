@@ -194,7 +194,10 @@ MODAL_API modal_value *modal_null(void);
 MODAL_API modal_value *modal_bool(bool b);
 /** A signed 64-bit integer value. */
 MODAL_API modal_value *modal_int(int64_t i);
-/** A double value; NaN and infinities are kept exactly. */
+/**
+ * A double value. Infinities and -0.0 cross the wire exactly; every NaN
+ * arrives as the canonical quiet NaN (sign and payload are not kept).
+ */
 MODAL_API modal_value *modal_float(double f);
 /**
  * A string value copied from the NUL-terminated s (NULL gives NULL).
@@ -248,16 +251,21 @@ MODAL_API modal_value *modal_map(void);
                       sizeof(modal_value *))
 
 /**
- * Append item to list, taking ownership of item in every case (it is freed
- * on failure). Fails with MODAL_ETYPE if list is not a list, MODAL_EINVAL
- * if item is NULL or is list itself, MODAL_ENOMEM when memory runs out.
+ * Append item to list, taking ownership of item (it is freed on failure),
+ * except when item is list itself: that is refused with MODAL_EINVAL and
+ * nothing is freed. Fails with MODAL_ETYPE if list is not a list (or NULL),
+ * MODAL_EINVAL if item is NULL, MODAL_ENOMEM when memory runs out.
+ * Appending an ancestor of list, or one item twice, is not detected and
+ * makes the tree invalid.
  */
 MODAL_API modal_status modal_list_append(modal_value *list, modal_value *item,
                                          modal_error *err);
 /**
- * Set key to value in map, taking ownership of value in every case. An
+ * Set key to value in map, taking ownership of value (freed on failure),
+ * except when value is map itself (MODAL_EINVAL, nothing freed). An
  * existing key keeps its position and its old value is freed. The key is
- * copied.
+ * copied. Fails with MODAL_ETYPE if map is not a map (or NULL),
+ * MODAL_EINVAL for a NULL key or value, MODAL_ENOMEM when memory runs out.
  */
 MODAL_API modal_status modal_map_set(modal_value *map, const char *key,
                                      modal_value *value, modal_error *err);
@@ -279,7 +287,8 @@ MODAL_API modal_type modal_value_type(const modal_value *v);
 /*
  * Type-checked accessors. On a type mismatch they return MODAL_ETYPE and
  * say which type was found, and leave *out untouched; they never crash on
- * a wrong type or a NULL v.
+ * a wrong type or a NULL v (a NULL v is reported as null, MODAL_ETYPE).
+ * Output pointers documented as optional may be NULL.
  */
 
 /** Read a bool. */
@@ -434,8 +443,9 @@ typedef struct modal_ctx modal_ctx;
 /**
  * An enter or exit hook: runs once per worker, before its first call or as
  * it shuts down. Return 0 on success; to fail, call modal_ctx_fail() and
- * return non-zero (a failing enter hook fails the calls sent to that
- * worker).
+ * return non-zero. A failing enter hook stops that worker before it takes
+ * any call, and fails one attempt of the call waiting for it with
+ * MODAL_EFUNC and the hook's message (retries apply).
  */
 typedef int (*modal_hook)(modal_ctx *ctx);
 
@@ -458,7 +468,7 @@ typedef struct modal_function_options {
      * GPU request: "" or NULL for none; "H100", "h100:4" (count 1..8),
      * "H100!" (no upgrade to H200), "any", or an ordered fallback list
      * separated by commas: "H100, A100-80GB, A100-40GB". Known names: T4, L4,
-     * A10G, L40S, A100, A100-40GB, A100-80GB, H100, H200, B200, any.
+     * A10G, A10, L40S, A100, A100-40GB, A100-80GB, H100, H200, B200, any.
      */
     const char *gpu;
     double cpu;             /**< CPU cores reserved, 0.125..256 (0: none) */
@@ -472,7 +482,8 @@ typedef struct modal_function_options {
     int min_containers;     /**< warm workers kept while idle: 0..100 (0) */
     int max_containers;     /**< most workers at once: 1..1000 (default 10) */
     int scaledown_window;   /**< idle seconds before exit: 1..86400 (60) */
-    int max_inputs;         /**< calls a worker serves, then exits: >= 1 */
+    int max_inputs;         /**< calls a worker serves, then exits: >= 1
+                                 (default: no limit) */
     modal_hook enter;       /**< runs once per worker before the first call */
     modal_hook exit;        /**< runs once per worker as it shuts down */
 } modal_function_options;
@@ -593,7 +604,10 @@ MODAL_API modal_value *modal_ctx_fail(modal_ctx *ctx, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /** Whether the call has failed (modal_ctx_fail or a bad argument). */
 MODAL_API bool modal_ctx_failed(const modal_ctx *ctx);
-/** The id of the running call ("fc-…", or "local-…" for local calls). */
+/**
+ * The id of the running call: "fc-…" for remote calls, "fm-…-N" for input
+ * N of a map, "local-…" for local calls, "enter"/"exit" inside hooks.
+ */
 MODAL_API const char *modal_ctx_call_id(const modal_ctx *ctx);
 /** The attempt number of the running call, 1 for the first. */
 MODAL_API int modal_ctx_attempt(const modal_ctx *ctx);
@@ -803,8 +817,9 @@ typedef enum modal_log_level {
 } modal_log_level;
 
 /**
- * Route the library's own diagnostics (runtime started, call retried) to
- * fn; NULL (the default) discards them. Worker output streamed during
+ * Route the library's own diagnostics (the local runtime was started, the
+ * executable was uploaded) to fn; NULL (the default) discards them. Worker
+ * output streamed during
  * modal_fn_remote goes to stderr unless MODAL_QUIET_LOGS is set, and is
  * not affected. Not thread-safe: set it before making calls.
  */

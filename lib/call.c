@@ -51,6 +51,13 @@ bool modal_ctx_is_remote(const modal_ctx *ctx)
     return ctx != NULL && ctx->remote;
 }
 
+/* An accessor's message without its "modal_get_int: " prefix. */
+static const char *accessor_detail(const char *msg)
+{
+    const char *colon = strstr(msg, ": ");
+    return strncmp(msg, "modal_get_", 10) == 0 && colon != NULL ? colon + 2 : msg;
+}
+
 /* Record the first argument problem of the running call. */
 static void arg_fail(modal_status code, size_t i, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -86,7 +93,7 @@ const modal_value *modal_arg(const modal_value *args, size_t i)
     ctype out = zero;                                                          \
     modal_error e;                                                             \
     if (v != NULL && getter(v, &out, &e) != MODAL_OK)                          \
-        arg_fail(e.code, i, "%s", e.message);                                  \
+        arg_fail(e.code, i, "%s", accessor_detail(e.message));                 \
     return out
 
 int64_t modal_arg_int(const modal_value *args, size_t i)
@@ -110,7 +117,7 @@ const char *modal_arg_string(const modal_value *args, size_t i)
     const char *s = NULL;
     modal_error e;
     if (v != NULL && modal_get_string(v, &s, NULL, &e) != MODAL_OK)
-        arg_fail(e.code, i, "%s", e.message);
+        arg_fail(e.code, i, "%s", accessor_detail(e.message));
     return s;
 }
 
@@ -121,7 +128,7 @@ const void *modal_arg_bytes(const modal_value *args, size_t i, size_t *len)
     size_t n = 0;
     modal_error e;
     if (v != NULL && modal_get_bytes(v, &p, &n, &e) != MODAL_OK)
-        arg_fail(e.code, i, "%s", e.message);
+        arg_fail(e.code, i, "%s", accessor_detail(e.message));
     if (len != NULL)
         *len = n;
     return p;
@@ -135,7 +142,7 @@ const void *modal_arg_array(const modal_value *args, size_t i,
     size_t n = 0;
     modal_error e;
     if (v != NULL && modal_get_array(v, dtype, &p, &n, &e) != MODAL_OK) {
-        arg_fail(e.code, i, "%s", e.message);
+        arg_fail(e.code, i, "%s", accessor_detail(e.message));
         p = NULL;
         n = 0;
     }

@@ -448,8 +448,8 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
              req->content_type != NULL ? req->content_type : "application/octet-stream");
     struct curl_slist *hdrs = make_headers(auth, ctype);
 
-    /* Transient failures (runtime restarting, connection reset) are
-     * retried with backoff for about 3 s in all; requests are idempotent
+    /* Transient failures (runtime restarting, connection reset, 503) are
+     * retried with backoff, about 2.4 s in all; requests are idempotent
      * because calls carry client-chosen ids. */
     CURLcode rc = CURLE_OK;
     long status = 0;

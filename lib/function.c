@@ -19,6 +19,7 @@ static modal_function *reg_head, *reg_tail;
 static size_t reg_count;
 static pthread_mutex_t check_lock = PTHREAD_MUTEX_INITIALIZER;
 static char app_name[128];
+static bool app_explicit;
 
 void modal__register(modal_function *fn)
 {
@@ -64,16 +65,30 @@ const char *modal_function_name(const modal_function *fn)
     return fn != NULL ? fn->name : "(null)";
 }
 
+static char app_given[256]; /* as MODAL_APP wrote it, for error messages */
+
 void modal__set_app(const char *name)
 {
-    if (name != NULL)
+    if (name != NULL) {
+        snprintf(app_given, sizeof app_given, "%s", name);
         snprintf(app_name, sizeof app_name, "%s", name);
+        app_explicit = true;
+    }
 }
 
 const char *modal_app_name(void)
 {
-    if (app_name[0] == '\0')
+    if (app_name[0] == '\0') {
+        /* Named after the executable, with characters an app name cannot
+         * hold replaced, so any program name works. */
         snprintf(app_name, sizeof app_name, "%s", program_invocation_short_name);
+        for (char *p = app_name; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+                *p = '-';
+        if (app_name[0] == '\0')
+            snprintf(app_name, sizeof app_name, "app");
+    }
     return app_name;
 }
 
@@ -167,6 +182,11 @@ static modal_status check_options(modal_function *fn, modal_error *err)
             return BAD("function name \"%s\" is defined twice (%s:%d and %s:%d); rename one",
                        name, f->file, f->line, fn->file, fn->line);
 
+    if (app_explicit && (!valid_name(app_given, 127, NULL) || strcmp(app_given, ".") == 0 ||
+                         strcmp(app_given, "..") == 0))
+        return BAD("MODAL_APP(\"%.64s\"): an app name uses letters, digits and -_. "
+                   "(1 to 127 of them)", app_given);
+
     modal__gpu_choice choices[MODAL__GPU_MAX_CHOICES];
     size_t nchoices;
     modal_error gerr;
@@ -181,10 +201,11 @@ static modal_status check_options(modal_function *fn, modal_error *err)
         (st = check_int(name, "max_inputs", o->max_inputs, 1, 2147483647, "", err)) ||
         (st = check_int(name, "memory", o->memory, 0, 4194304, " MiB", err)))
         return st;
-    if (is_set(o->min_containers) && is_set(o->max_containers) &&
-        o->min_containers > o->max_containers)
-        return BAD("function %s: .min_containers = %d exceeds .max_containers = %d",
-                   name, o->min_containers, o->max_containers);
+    int max_eff = is_set(o->max_containers) ? o->max_containers : 10;
+    if (is_set(o->min_containers) && o->min_containers > max_eff)
+        return BAD("function %s: .min_containers = %d exceeds .max_containers = %d%s",
+                   name, o->min_containers, max_eff,
+                   is_set(o->max_containers) ? "" : " (the default); raise .max_containers");
     if (o->cpu != 0 && !(o->cpu >= 0.125 && o->cpu <= 256))
         return BAD("function %s: option .cpu = %g is out of range; use 0.125 to 256 cores",
                    name, o->cpu);

@@ -37,7 +37,7 @@ static modal_status parse_choice(const char *spec, const char *p, size_t len,
         len--;
     if (len == 0)
         return modal__fail(err, MODAL_EOPTION,
-                           "gpu \"%s\": empty entry in the list; write e.g. \"H100, A100-80GB\"",
+                           "gpu \"%.64s\": empty entry in the list; write e.g. \"H100, A100-80GB\"",
                            spec);
     /* The name runs up to '!' or ':'. */
     size_t nlen = 0;
@@ -46,7 +46,7 @@ static modal_status parse_choice(const char *spec, const char *p, size_t len,
     const char *name = canonical_name(p, nlen);
     if (name == NULL)
         return modal__fail(err, MODAL_EOPTION,
-                           "gpu \"%s\": unknown GPU type \"%.*s\"; known types: " KNOWN_LIST,
+                           "gpu \"%.64s\": unknown GPU type \"%.*s\"; known types: " KNOWN_LIST,
                            spec, (int)(nlen > 32 ? 32 : nlen), p);
     c->count = 1;
     c->exact = false;
@@ -64,19 +64,19 @@ static modal_status parse_choice(const char *spec, const char *p, size_t len,
                 v = v * 10 + (*q++ - '0'), digits++;
             if (digits == 0 || (q < end && isdigit((unsigned char)*q)) || v < 1 || v > 8)
                 return modal__fail(err, MODAL_EOPTION,
-                                   "gpu \"%s\": GPU count after \"%s:\" must be 1 to 8",
+                                   "gpu \"%.64s\": GPU count after \"%s:\" must be 1 to 8",
                                    spec, name);
             c->count = v;
             seen_count = true;
         } else {
             return modal__fail(err, MODAL_EOPTION,
-                               "gpu \"%s\": unexpected \"%.*s\" after \"%s\"; write NAME, NAME:COUNT or NAME!",
+                               "gpu \"%.64s\": unexpected \"%.*s\" after \"%s\"; write NAME, NAME:COUNT or NAME!",
                                spec, (int)(end - q > 16 ? 16 : end - q), q, name);
         }
     }
     if (c->exact && strcmp(name, "any") == 0)
         return modal__fail(err, MODAL_EOPTION,
-                           "gpu \"%s\": \"any!\" makes no sense: \"!\" forbids upgrading a named type",
+                           "gpu \"%.64s\": \"any!\" makes no sense: \"!\" forbids upgrading a named type",
                            spec);
     return MODAL_OK;
 }

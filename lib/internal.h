@@ -296,8 +296,14 @@ modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
                              modal_error *err);
 /* Map len bytes of fd read-only and shared, as a buffer. */
 modal__buf *modal__buf_map_fd(int fd, size_t len, int populate);
-/* A memfd holding len bytes from p (for the runtime's large bodies). */
+/* A new memfd of len bytes that can be sealed. */
 int modal__memfd_new(const char *name, size_t len);
+/*
+ * Seal a filled memfd against any change of size or content, so a
+ * receiver that maps it can never be made to fault (SIGBUS) by the sender
+ * shrinking it. Receivers refuse unsealed memfds.
+ */
+int modal__memfd_seal(int fd);
 
 /* ---- bundles (lib/ipc.c) ------------------------------------------ */
 

@@ -39,7 +39,7 @@ static uint64_t get64(const uint8_t *p)
 
 int modal__memfd_new(const char *name, size_t len)
 {
-    int fd = memfd_create(name, MFD_CLOEXEC);
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return -1;
     if (len > 0 && ftruncate(fd, (off_t)len) != 0) {
@@ -47,6 +47,11 @@ int modal__memfd_new(const char *name, size_t len)
         return -1;
     }
     return fd;
+}
+
+int modal__memfd_seal(int fd)
+{
+    return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
 }
 
 static modal_status send_msg(int sock, const uint8_t *head, size_t head_len,
@@ -128,6 +133,11 @@ modal_status modal__ipc_send(int sock, uint32_t type, const char *meta,
         q += w;
         left -= (size_t)w;
     }
+    if (modal__memfd_seal(mfd) != 0) {
+        int e = errno;
+        close(mfd);
+        return modal__fail(err, MODAL_EIO, "sealing a payload memfd failed: %s", strerror(e));
+    }
     size_t hl = make_head(head, type, MODAL__IPC_FLAG_FD, meta, len);
     modal_status st = send_msg(sock, head, hl, NULL, 0, mfd, err);
     close(mfd);
@@ -146,6 +156,8 @@ modal_status modal__ipc_send_enc(int sock, uint32_t type, const char *meta,
     if (mfd < 0)
         return modal__fail(err, MODAL_EIO, "memfd_create failed: %s", strerror(errno));
     modal_status st = modal__enc_write_fd(enc, mfd, err);
+    if (st == MODAL_OK && modal__memfd_seal(mfd) != 0)
+        st = modal__fail(err, MODAL_EIO, "sealing a payload memfd failed: %s", strerror(errno));
     if (st == MODAL_OK)
         st = modal__ipc_send(sock, type, meta, NULL, enc->total, mfd, err);
     close(mfd);
@@ -236,6 +248,13 @@ modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
         }
         if (plen > 0) {
             struct stat sb;
+            int seals = fcntl(fd, F_GET_SEALS);
+            const int need = F_SEAL_SHRINK | F_SEAL_WRITE;
+            if (seals < 0 || (seals & need) != need) {
+                st = modal__fail(err, MODAL_ECODEC, "the payload memfd is not sealed against "
+                                 "shrinking and writing; refusing to map it");
+                goto out;
+            }
             if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size < plen) {
                 st = modal__fail(err, MODAL_ECODEC, "the memfd holds fewer than the %llu bytes "
                                  "announced", (unsigned long long)plen);

@@ -73,7 +73,8 @@ static modal_status record(map_run *r, size_t i, modal_value *v, modal_status st
     r->ndone++;
     if (st != MODAL_OK && !r->o->return_errors && r->fail == MODAL_OK) {
         r->fail = st;
-        modal__fail(&r->fail_err, st, "%s: input %zu: %s", r->fn->name, i, msg);
+        /* msg already starts with the function's name. */
+        modal__fail(&r->fail_err, st, "input %zu: %s", i, msg);
     }
     if (r->o->unordered)
         return deliver(r, i, v, st, msg, err);
@@ -174,7 +175,7 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
             args = wrapper;
         } else if (modal_value_type(in) != MODAL_TYPE_LIST) {
             st = modal__fail(err, MODAL_EINVAL,
-                             "%s: starmap input %zu is a %s; each input must be an argument list",
+                             "%s: starmap input %zu is of type %s; each input must be an argument list",
                              r->fn->name, from + k, modal_type_name(modal_value_type(in)));
             break;
         }
@@ -237,6 +238,9 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
         if (st == MODAL_EINVAL && inputs != NULL)
             modal__fail(err, MODAL_EINVAL, "%s: map inputs must be a list, got %s", fn->name,
                         modal_type_name(modal_value_type(inputs)));
+        else if (st == MODAL_ENOMEM && inputs == NULL)
+            modal__fail(err, MODAL_ENOMEM, "%s: the list of map inputs is NULL: a value "
+                        "constructor failed (out of memory or an invalid input)", fn->name);
         modal_value_free(inputs);
         return st;
     }

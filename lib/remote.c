@@ -312,7 +312,8 @@ modal_status modal_call_from_id(const char *id, modal_call **call, modal_error *
     if (!valid_call_id(id))
         return modal__fail(err, MODAL_EINVAL,
                            "\"%.64s\" is not a call id: ids look like fc- followed by 26 "
-                           "characters of [0-9a-z]", id != NULL ? id : "(null)");
+                           "characters of 0-9 and a-z without i, l, o and u",
+                           id != NULL ? id : "(null)");
     modal_call *c = modal__calloc(1, sizeof *c);
     if (c == NULL)
         return modal__fail(err, MODAL_ENOMEM, "out of memory creating a call handle");

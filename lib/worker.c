@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static char *hello_meta(const char *error)
+static char *hello_meta(const char *error, modal_status code)
 {
     cJSON *m = cJSON_CreateObject();
     cJSON *fns = cJSON_AddArrayToObject(m, "functions");
@@ -20,8 +20,10 @@ static char *hello_meta(const char *error)
     cJSON_AddStringToObject(m, "version", MODAL_VERSION_STRING);
     for (size_t i = 0; i < modal_function_count() && fns != NULL; i++)
         cJSON_AddItemToArray(fns, cJSON_CreateString(modal_function_at(i)->name));
-    if (error != NULL)
+    if (error != NULL) {
         cJSON_AddStringToObject(m, "error", error);
+        cJSON_AddStringToObject(m, "code", modal_status_name(code));
+    }
     char *s = cJSON_PrintUnformatted(m);
     cJSON_Delete(m);
     return s;
@@ -126,10 +128,12 @@ void modal_worker_serve_if_worker(int argc, char **argv)
     modal_error err;
     char msg[MODAL_ERROR_MESSAGE_SIZE + 128];
     const char *error = NULL;
+    modal_status code = MODAL_OK;
     if (fn == NULL) {
         snprintf(msg, sizeof msg, "function \"%s\" is not registered in this executable", name);
         error = msg;
-    } else if (modal_function_check(fn, &err) != MODAL_OK) {
+        code = MODAL_ENOTFOUND;
+    } else if ((code = modal_function_check(fn, &err)) != MODAL_OK) {
         snprintf(msg, sizeof msg, "%s", err.message);
         error = msg;
     } else if (fn->options.enter != NULL) {
@@ -138,9 +142,10 @@ void modal_worker_serve_if_worker(int argc, char **argv)
             snprintf(msg, sizeof msg, "%s: enter hook failed: %s", fn->name,
                      ctx.failed ? ctx.message : "it returned non-zero");
             error = msg;
+            code = MODAL_EFUNC;
         }
     }
-    char *meta = hello_meta(error);
+    char *meta = hello_meta(error, code);
     fflush(stdout);
     fflush(stderr);
     modal_status st = modal__ipc_send((int)sock, MODAL__MSG_HELLO, meta, NULL, 0, -1, &err);

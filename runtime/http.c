@@ -308,16 +308,18 @@ static enum MHD_Result handle_artifact(struct MHD_Connection *con, const char *m
     }
     char path[600];
     rt_artifact_path(sha, path, sizeof path);
+    bool existed = rt_artifact_exists(sha);
     int ok = fchmod(fd, 0755) == 0 && fsync(fd) == 0;
     close(fd);
     if (!ok || rename(c->up_tmp, path) != 0) {
         unlink(c->up_tmp);
         return send_error(con, 503, MODAL_EIO, "cannot store artifact %s: %s", sha, strerror(errno));
     }
-    rt_log(1, "stored artifact %s", sha);
+    if (!existed)
+        rt_log(1, "stored artifact %s", sha);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "artifact", sha);
-    return send_json(con, 201, j);
+    return send_json(con, existed ? 200 : 201, j);
 }
 
 static enum MHD_Result handle_calls(struct MHD_Connection *con, const char *method,
@@ -448,8 +450,11 @@ static enum MHD_Result handle_maps(struct MHD_Connection *con, const char *metho
             return send_error(con, 400, MODAL_EINVAL, "POST /v1/maps needs a map frame as its body");
         rt_map *m;
         pthread_mutex_lock(&rt.mu);
-        st = rt.stopping ? modal__fail(&err, MODAL_ERUNTIME, "the runtime is shutting down")
-                         : rt_map_create(cc->body, &m, &err);
+        if (rt.stopping) {
+            pthread_mutex_unlock(&rt.mu);
+            return send_error(con, 503, MODAL_ERUNTIME, "the runtime is shutting down; try again");
+        }
+        st = rt_map_create(cc->body, &m, &err);
         cJSON *j = NULL;
         if (st == MODAL_OK) {
             j = cJSON_CreateObject();
@@ -526,8 +531,12 @@ static enum MHD_Result route(struct MHD_Connection *con, const char *url, const 
                              conn *c)
 {
     if (c->body_fd >= 0 && c->body == NULL && !c->over) {
-        /* Only the envelope at its start is read here; the mapping faults
-         * in just those pages. */
+        /* Sealed before it is mapped or passed on, so nobody can shrink it
+         * under a mapping. Only the envelope at its start is read here; the
+         * mapping faults in just those pages. */
+        if (modal__memfd_seal(c->body_fd) != 0)
+            return send_error(con, 503, MODAL_EIO, "cannot seal a %zu-byte body: %s",
+                              c->body_len, strerror(errno));
         c->body = modal__buf_map_fd(c->body_fd, c->body_len, 0);
         if (c->body == NULL)
             return send_error(con, 503, MODAL_ENOMEM, "cannot map a %zu-byte body: %s",

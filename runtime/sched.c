@@ -460,7 +460,8 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, r
     rt_pool *p = NULL;
     if (!cJSON_IsString(id) || !valid_call_id(id->valuestring))
         st = modal__fail(err, MODAL_ECODEC,
-                         "call frame: \"call_id\" must be fc- followed by 26 characters of [0-9a-z]");
+                         "call frame: \"call_id\" must be fc- followed by 26 characters of 0-9 "
+                         "and a-z without i, l, o and u");
     else if (!cJSON_IsArray(args))
         st = modal__fail(err, MODAL_ECODEC, "call frame: \"args\" must be a list");
     else if ((*out = rt_call_find(id->valuestring)) != NULL) {

@@ -387,11 +387,14 @@ static void handle_hello(rt_worker *w, cJSON *meta)
     if (cJSON_IsString(e)) {
         /* The worker exits after saying why; its death is then quiet. */
         w->state = RT_W_EXITING;
-        if (strstr(e->valuestring, "is not registered") != NULL ||
-            strstr(e->valuestring, "option") != NULL) {
+        const cJSON *jc = cJSON_GetObjectItemCaseSensitive(meta, "code");
+        modal_status code = cJSON_IsString(jc) ? modal__status_from_name(jc->valuestring)
+                                               : MODAL_EFUNC;
+        if (code != MODAL_EFUNC) {
+            /* Unknown function, invalid options: every start would fail. */
             char msg[900];
             snprintf(msg, sizeof msg, "executable %.12s: %s", p->artifact, e->valuestring);
-            pool_break(p, strstr(msg, "is not registered") ? MODAL_ENOTFOUND : MODAL_EOPTION, msg);
+            pool_break(p, code, msg);
         } else if (p->qhead != NULL) {
             /* A failed enter hook fails the attempt it was started for. */
             rt_call *c = p->qhead;

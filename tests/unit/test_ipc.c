@@ -113,9 +113,9 @@ static void recv_bad(int sock, modal_status want, const char *needle)
 }
 
 /* A memfd holding len bytes of pattern. */
-static int memfd_with(size_t len, uint8_t seed)
+static int memfd_unsealed(size_t len, uint8_t seed)
 {
-    int fd = memfd_create("test-ipc", MFD_CLOEXEC);
+    int fd = modal__memfd_new("test-ipc", 0);
     assert_true(fd >= 0);
     uint8_t *p = malloc(len ? len : 1);
     assert_non_null(p);
@@ -123,6 +123,14 @@ static int memfd_with(size_t len, uint8_t seed)
         p[i] = (uint8_t)(seed + i * 7);
     assert_int_equal(write(fd, p, len), (ssize_t)len);
     free(p);
+    return fd;
+}
+
+/* A sealed memfd holding len bytes of pattern, as senders make them. */
+static int memfd_with(size_t len, uint8_t seed)
+{
+    int fd = memfd_unsealed(len, seed);
+    assert_int_equal(modal__memfd_seal(fd), 0);
     return fd;
 }
 
@@ -419,6 +427,13 @@ static void test_malformed_messages(void **state)
     head(msg, MODAL__MSG_CALL, MODAL__IPC_FLAG_FD, 0, 100);
     send_raw(p->a, msg, MODAL__IPC_HEADER + 4, mfd);
     recv_bad(p->b, MODAL_ECODEC, "memfd but carries none");
+
+    /* An unsealed memfd could be shrunk under the receiver's mapping. */
+    int open_mfd = memfd_unsealed(100, 0);
+    head(msg, MODAL__MSG_CALL, MODAL__IPC_FLAG_FD, 0, 100);
+    send_raw(p->a, msg, MODAL__IPC_HEADER, open_mfd);
+    close(open_mfd);
+    recv_bad(p->b, MODAL_ECODEC, "not sealed");
 
     /* FD flag with a memfd smaller than announced. */
     head(msg, MODAL__MSG_CALL, MODAL__IPC_FLAG_FD, 0, 101);

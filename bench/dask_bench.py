@@ -16,7 +16,11 @@ processes=True) serves every workload except the cold starts:
                 from nothing (scheduler and worker start included)
 
 Output: "metric<TAB>value<TAB>unit" lines on stdout, nothing else there.
-Usage: dask_bench.py [--calls N] [--map-n N] [--skip-1gib]
+Usage: dask_bench.py [--calls N] [--map-n N] [--max-1gib-seconds S]
+
+The 1 GiB round trip runs only when 16 times the measured 64 MiB round
+trip fits in --max-1gib-seconds; otherwise it is reported as skipped with
+that projection ("dask.array_1GiB.skipped<TAB>projected seconds<TAB>s").
 """
 import argparse
 import logging
@@ -85,12 +89,14 @@ def array_once(client, np, size):
     return dt
 
 
-def bench_array(client, np, size, reps, label):
-    array_once(client, np, min(size, 64 << 20))  # warm
+def bench_array(client, np, size, reps, label, warm=True):
+    if warm:
+        array_once(client, np, min(size, 1 << 20))
     t = [array_once(client, np, size) for _ in range(reps)]
     med = quantile(t, 0.5)
     emit(f"array_{label}.ms", med * 1e3, "ms")
     emit(f"array_{label}.bw", 2 * size / med / 1e9, "GB/s")
+    return med
 
 
 def bench_cold_worker(cluster, client, warm_median, reps):
@@ -135,7 +141,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--map-n", type=int, default=100000)
-    ap.add_argument("--skip-1gib", action="store_true")
+    ap.add_argument("--max-1gib-seconds", type=float, default=120.0)
+    ap.add_argument("--array-reps", type=int, default=3)
     ap.add_argument("--cold-reps", type=int, default=5)
     args = ap.parse_args()
 
@@ -164,9 +171,12 @@ def main():
         warm = bench_warm(client, args.calls)
         bench_map(client, args.map_n)
         bench_array(client, np, 1 << 20, 7, "1MiB")
-        bench_array(client, np, 64 << 20, 5, "64MiB")
-        if not args.skip_1gib:
-            bench_array(client, np, 1 << 30, 3, "1GiB")
+        t64 = bench_array(client, np, 64 << 20, args.array_reps, "64MiB")
+        projected = 16 * t64
+        if projected <= args.max_1gib_seconds:
+            bench_array(client, np, 1 << 30, 1, "1GiB", warm=False)
+        else:
+            emit("array_1GiB.skipped", projected, "s")
         bench_cold_worker(cluster, client, warm, args.cold_reps)
     bench_cold_cluster(LocalCluster, Client, 3)
     return 0

@@ -272,18 +272,28 @@ static int wanted(int argc, char **argv, const char *name)
     return 0;
 }
 
+static size_t env_count(const char *name, size_t dflt)
+{
+    const char *v = getenv(name);
+    return v != NULL && atol(v) > 0 ? (size_t)atol(v) : dflt;
+}
+
 MODAL_LOCAL_ENTRYPOINT(argc, argv)
 {
     if (argc > 1 && strcmp(argv[1], "--exit-at-once") == 0)
-        return 0;
+        return 0; /* for bench_exec */
     setenv("MODAL_QUIET_LOGS", "1", 1);
-    const char *n_env = getenv("MODAL_BENCH_MAP_N");
-    size_t map_n = n_env != NULL && atol(n_env) > 0 ? (size_t)atol(n_env) : 100000;
-    const char *it_env = getenv("MODAL_BENCH_CALLS");
-    size_t calls = it_env != NULL && atol(it_env) > 0 ? (size_t)atol(it_env) : 2000;
+    size_t map_n = env_count("MODAL_BENCH_MAP_N", 100000);
+    size_t calls = env_count("MODAL_BENCH_CALLS", 2000);
     const char *url = getenv("MODAL_RUNTIME_URL");
+    const char *home = getenv("MODAL_BENCH_HOME");
     printf("# libmodal %s, runtime %s\n", modal_version(), url ? url : "(embedded default)");
 
+    if (argc > 1 && strcmp(argv[1], "array1g") == 0) { /* one 1 GiB call, for profiling */
+        array_once((size_t)1 << 30);
+        bench_array("tcp", (size_t)1 << 30, 1, "1GiB");
+        return 0;
+    }
     double warm = 0;
     if (wanted(argc, argv, "warm") || wanted(argc, argv, "cold"))
         warm = bench_warm("tcp", calls);
@@ -294,25 +304,27 @@ MODAL_LOCAL_ENTRYPOINT(argc, argv)
         bench_array("tcp", (size_t)64 << 20, 5, "64MiB");
         bench_array("tcp", (size_t)1 << 30, 3, "1GiB");
     }
-    if (argc > 1 && strcmp(argv[1], "array1g") == 0) /* for profiling only */
-        bench_array("tcp", (size_t)1 << 30, 1, "1GiB");
     if (wanted(argc, argv, "cold"))
         bench_cold("tcp", warm);
     if (wanted(argc, argv, "exec"))
         bench_exec("host");
 
-    /* The same through the embedded default's Unix socket. */
-    const char *home = getenv("MODAL_BENCH_HOME");
     if (home != NULL && home[0] != '\0' && wanted(argc, argv, "unix")) {
+        /* The runtime's Unix socket named explicitly... */
+        char sock[4200];
+        snprintf(sock, sizeof sock, "unix:%s/runtime.sock", home);
+        setenv("MODAL_RUNTIME_URL", sock, 1);
+        bench_warm("unixurl", calls);
+        /* ...and found the way the embedded default finds it: no
+         * MODAL_RUNTIME_URL, MODAL_HOME holding the socket and token. */
         unsetenv("MODAL_RUNTIME_URL");
         unsetenv("MODAL_TOKEN");
         unsetenv("MODAL_TOKEN_FILE");
         setenv("MODAL_HOME", home, 1);
         printf("# then the embedded default: %s\n", modal_runtime_url());
         bench_warm("unix", calls);
-        if (getenv("MODAL_BENCH_UNIX_MAP") != NULL)
+        if (wanted(argc, argv, "unixmap"))
             bench_map("unix", map_n);
-        bench_array("unix", (size_t)1 << 30, 3, "1GiB");
     }
     return 0;
 }

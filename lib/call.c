@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -173,6 +174,23 @@ modal_status modal__invoke(modal_function *fn, modal_ctx *ctx,
     return MODAL_OK;
 }
 
+int modal__json_num(cJSON *obj, const char *key, double v)
+{
+    char text[32];
+    if (v == (double)(long long)v && v > -9.0e15 && v < 9.0e15)
+        snprintf(text, sizeof text, "%lld", (long long)v);
+    else if (isfinite(v))
+        snprintf(text, sizeof text, "%.17g", v);
+    else
+        return -1; /* JSON has no NaN or infinity */
+    cJSON *n = cJSON_CreateRaw(text);
+    if (n == NULL || !cJSON_AddItemToObject(obj, key, n)) {
+        cJSON_Delete(n);
+        return -1;
+    }
+    return 0;
+}
+
 void modal__random_id(const char *prefix, char *out, size_t outsz)
 {
     static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
@@ -246,7 +264,7 @@ static modal_status wire_round_trip(const char *key, const modal_value *v,
 {
     modal__enc enc;
     cJSON *env = cJSON_CreateObject();
-    if (env != NULL && cJSON_AddNumberToObject(env, "v", 1) == NULL) {
+    if (env != NULL && modal__json_num(env, "v", 1) != 0) {
         cJSON_Delete(env);
         env = NULL;
     }

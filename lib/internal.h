@@ -294,6 +294,11 @@ modal_status modal__ipc_send_enc(int sock, uint32_t type, const char *meta,
 modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
                              modal__buf **payload, int *fd_out,
                              modal_error *err);
+/* The same with recvmsg flags: with MSG_DONTWAIT, MODAL_EPENDING (err
+ * untouched) when no message is queued. */
+modal_status modal__ipc_recv_flags(int sock, int flags, uint32_t *type, cJSON **meta,
+                                   modal__buf **payload, int *fd_out,
+                                   modal_error *err);
 /* Map len bytes of fd read-only and shared, as a buffer. */
 modal__buf *modal__buf_map_fd(int fd, size_t len, int populate);
 /* A new memfd of len bytes that can be sealed. */
@@ -389,6 +394,13 @@ void modal__sha256_update(modal__sha256 *s, const void *data, size_t n);
 /* Finish and write 64 lowercase hex digits and a NUL. */
 void modal__sha256_hex(modal__sha256 *s, char out[65]);
 modal_status modal__sha256_file(const char *path, char out[65], modal_error *err);
+
+/*
+ * Add a number to a JSON object as raw text. cJSON prints numbers with
+ * printf and checks them with sscanf, which dominated the cost of small
+ * messages; integers and finite doubles need neither. Returns 0 or -1.
+ */
+int modal__json_num(cJSON *obj, const char *key, double v);
 
 /* Random id with prefix ("fc-"), base32, 26 random characters. */
 void modal__random_id(const char *prefix, char *out, size_t outsz);

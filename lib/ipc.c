@@ -177,17 +177,27 @@ modal__buf *modal__buf_map_fd(int fd, size_t len, int populate)
     return b;
 }
 
+/* Each receiving thread keeps one buffer for whole messages: allocating
+ * 80 KiB per message cost more than the message. */
+static _Thread_local uint8_t *recv_buf;
+
 modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
                              modal__buf **payload, int *fd_out, modal_error *err)
+{
+    return modal__ipc_recv_flags(sock, 0, type, meta, payload, fd_out, err);
+}
+
+modal_status modal__ipc_recv_flags(int sock, int rflags, uint32_t *type, cJSON **meta,
+                                   modal__buf **payload, int *fd_out, modal_error *err)
 {
     *meta = NULL;
     *payload = NULL;
     if (fd_out != NULL)
         *fd_out = -1;
     size_t cap = MODAL__IPC_HEADER + MODAL__IPC_META_MAX + MODAL__IPC_INLINE_MAX;
-    uint8_t *buf = modal__malloc(cap);
-    if (buf == NULL)
+    if (recv_buf == NULL && (recv_buf = modal__malloc(cap)) == NULL)
         return modal__fail(err, MODAL_ENOMEM, "out of memory receiving a worker message");
+    uint8_t *buf = recv_buf;
     union {
         char b[CMSG_SPACE(sizeof(int) * 4)];
         struct cmsghdr align;
@@ -197,8 +207,10 @@ modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
                         .msg_controllen = sizeof ctl.b};
     ssize_t n;
     do
-        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | rflags);
     while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return MODAL_EPENDING; /* only with MSG_DONTWAIT: nothing queued */
     int fd = -1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); n > 0 && c != NULL; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
@@ -288,7 +300,6 @@ modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
 out:
     if (fd >= 0)
         close(fd);
-    free(buf);
     if (st != MODAL_OK) {
         cJSON_Delete(*meta);
         *meta = NULL;

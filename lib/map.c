@@ -180,8 +180,8 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
             break;
         }
         cJSON *env = cJSON_CreateObject();
-        cJSON_AddNumberToObject(env, "v", 1);
-        cJSON_AddNumberToObject(env, "index", (double)(from + k));
+        modal__json_num(env, "v", 1);
+        modal__json_num(env, "index", (double)(from + k));
         modal__enc enc;
         st = modal__msg_build(env, "args", args, &enc, err);
         if (st == MODAL_OK) {

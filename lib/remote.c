@@ -162,7 +162,7 @@ static cJSON *options_json(const modal_function *fn)
     const modal_function_options *o = &fn->options;
 #define OR(v, d) ((v) == MODAL_OPTION_UNSET ? (d) : (v))
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "timeout", OR(o->timeout, 300));
+    modal__json_num(j, "timeout", OR(o->timeout, 300));
     cJSON *r = cJSON_AddObjectToObject(j, "retries");
     modal_retries pol = {OR(o->retries, 0), 2.0, 1.0, 60.0};
     if (o->retry_policy != NULL) {
@@ -174,13 +174,13 @@ static cJSON *options_json(const modal_function *fn)
         if (o->retry_policy->max_delay != 0)
             pol.max_delay = o->retry_policy->max_delay;
     }
-    cJSON_AddNumberToObject(r, "max_retries", pol.max_retries);
-    cJSON_AddNumberToObject(r, "backoff_coefficient", pol.backoff_coefficient);
-    cJSON_AddNumberToObject(r, "initial_delay", pol.initial_delay);
-    cJSON_AddNumberToObject(r, "max_delay", pol.max_delay);
+    modal__json_num(r, "max_retries", pol.max_retries);
+    modal__json_num(r, "backoff_coefficient", pol.backoff_coefficient);
+    modal__json_num(r, "initial_delay", pol.initial_delay);
+    modal__json_num(r, "max_delay", pol.max_delay);
     cJSON_AddStringToObject(j, "gpu", o->gpu != NULL ? o->gpu : "");
-    cJSON_AddNumberToObject(j, "cpu", o->cpu);
-    cJSON_AddNumberToObject(j, "memory", o->memory == MODAL_OPTION_UNSET ? 0 : o->memory);
+    modal__json_num(j, "cpu", o->cpu);
+    modal__json_num(j, "memory", o->memory == MODAL_OPTION_UNSET ? 0 : o->memory);
     if (o->image != NULL)
         cJSON_AddStringToObject(j, "image", o->image);
     cJSON *vols = cJSON_AddObjectToObject(j, "volumes");
@@ -192,10 +192,10 @@ static cJSON *options_json(const modal_function *fn)
     cJSON *secs = cJSON_AddArrayToObject(j, "secrets");
     for (size_t i = 0; o->secrets != NULL && o->secrets[i] != NULL; i++)
         cJSON_AddItemToArray(secs, cJSON_CreateString(o->secrets[i]));
-    cJSON_AddNumberToObject(j, "min_containers", OR(o->min_containers, 0));
-    cJSON_AddNumberToObject(j, "max_containers", OR(o->max_containers, 10));
-    cJSON_AddNumberToObject(j, "scaledown_window", OR(o->scaledown_window, 60));
-    cJSON_AddNumberToObject(j, "max_inputs", OR(o->max_inputs, 0));
+    modal__json_num(j, "min_containers", OR(o->min_containers, 0));
+    modal__json_num(j, "max_containers", OR(o->max_containers, 10));
+    modal__json_num(j, "scaledown_window", OR(o->scaledown_window, 60));
+    modal__json_num(j, "max_inputs", OR(o->max_inputs, 0));
 #undef OR
     return j;
 }
@@ -203,7 +203,7 @@ static cJSON *options_json(const modal_function *fn)
 cJSON *modal__call_envelope(modal_function *fn, const char *artifact, const char *call_id)
 {
     cJSON *env = cJSON_CreateObject();
-    cJSON_AddNumberToObject(env, "v", 1);
+    modal__json_num(env, "v", 1);
     cJSON_AddStringToObject(env, "app", modal_app_name());
     cJSON_AddStringToObject(env, "fn", fn->name);
     cJSON_AddStringToObject(env, "artifact", artifact);

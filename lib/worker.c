@@ -16,7 +16,7 @@ static char *hello_meta(const char *error, modal_status code)
 {
     cJSON *m = cJSON_CreateObject();
     cJSON *fns = cJSON_AddArrayToObject(m, "functions");
-    cJSON_AddNumberToObject(m, "pid", (double)getpid());
+    modal__json_num(m, "pid", (double)getpid());
     cJSON_AddStringToObject(m, "version", MODAL_VERSION_STRING);
     for (size_t i = 0; i < modal_function_count() && fns != NULL; i++)
         cJSON_AddItemToArray(fns, cJSON_CreateString(modal_function_at(i)->name));
@@ -37,7 +37,7 @@ static modal_status send_result(int sock, const char *call_id, const cJSON *inde
     modal_error err;
     modal__enc enc;
     cJSON *env = cJSON_CreateObject();
-    cJSON_AddNumberToObject(env, "v", 1);
+    modal__json_num(env, "v", 1);
     cJSON_AddStringToObject(env, "call_id", call_id);
     if (index != NULL)
         cJSON_AddItemToObject(env, "index", cJSON_Duplicate(index, 0));

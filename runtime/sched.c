@@ -100,10 +100,10 @@ void rt_call_append_log(rt_call *c, const char *p, size_t len)
 modal__buf *rt_error_frame(const rt_call *c, modal_status st, const char *msg)
 {
     cJSON *env = cJSON_CreateObject();
-    cJSON_AddNumberToObject(env, "v", 1);
+    modal__json_num(env, "v", 1);
     cJSON_AddStringToObject(env, "call_id", c->id);
     if (c->index >= 0)
-        cJSON_AddNumberToObject(env, "index", (double)c->index);
+        modal__json_num(env, "index", (double)c->index);
     cJSON_AddStringToObject(env, "status", modal_status_name(st));
     cJSON_AddStringToObject(env, "message", msg);
     modal__enc enc;

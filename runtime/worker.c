@@ -450,16 +450,22 @@ static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload, int fd
     rt_dispatch(p);
 }
 
-static void handle_message(rt_worker *w)
+/* Handle one message; returns 0 when another may be read at once. With
+ * dontwait, returns 1 when no message is queued. */
+static int handle_message(rt_worker *w, int dontwait)
 {
     uint32_t type;
     cJSON *meta;
     modal__buf *payload;
     modal_error err;
     int fd;
-    if (modal__ipc_recv(w->sock, &type, &meta, &payload, &fd, &err) != MODAL_OK) {
+    modal_status rs = modal__ipc_recv_flags(w->sock, dontwait ? MSG_DONTWAIT : 0, &type, &meta,
+                                            &payload, &fd, &err);
+    if (rs == MODAL_EPENDING)
+        return 1;
+    if (rs != MODAL_OK) {
         worker_died(w);
-        return;
+        return 1;
     }
     drain(w); /* output written before the message belongs to its call */
     if (type == MODAL__MSG_RESULT && w->state != RT_W_STARTING) {
@@ -475,6 +481,7 @@ static void handle_message(rt_worker *w)
     if (fd >= 0)
         close(fd);
     cJSON_Delete(meta);
+    return w->state == RT_W_DEAD;
 }
 
 static void check_timers(double now)
@@ -600,9 +607,19 @@ void *rt_loop(void *arg)
                     w = x;
             if (w == NULL)
                 continue;
-            if (fds[i].revents & POLLIN)
-                handle_message(w);
-            else if (fds[i].revents & (POLLHUP | POLLERR))
+            if (fds[i].revents & POLLIN) {
+                /* Results of calls sent ahead queue up: take them all now
+                 * rather than one per poll. The worker may be freed by a
+                 * death, so it is looked up again before each read. */
+                int k = 0;
+                while (handle_message(w, k > 0) == 0 && ++k < 64) {
+                    rt_worker *x = rt.workers;
+                    while (x != NULL && x != w)
+                        x = x->next;
+                    if (x == NULL)
+                        break;
+                }
+            } else if (fds[i].revents & (POLLHUP | POLLERR))
                 worker_died(w);
         }
         now = rt_now();

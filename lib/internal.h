@@ -265,7 +265,8 @@ enum {
     MODAL__MSG_HELLO = 1,  /* worker -> runtime: {"pid","version","functions","error"?} */
     MODAL__MSG_CALL = 2,   /* runtime -> worker: {"call_id","attempt","index"}, call frame */
     MODAL__MSG_RESULT = 3, /* worker -> runtime: {"call_id","status"}, result frame */
-    MODAL__MSG_EXIT = 4    /* runtime -> worker: run the exit hook and exit */
+    MODAL__MSG_EXIT = 4,   /* runtime -> worker: run the exit hook and exit */
+    MODAL__MSG_CALLS = 5   /* runtime -> worker: [{call meta}...], bundle of call frames */
 };
 #define MODAL__IPC_HEADER 24
 #define MODAL__IPC_INLINE_MAX (64 * 1024)

@@ -93,6 +93,30 @@ static void serve_call(int sock, modal_function *fn, const cJSON *meta, modal__b
     modal_value_free(result);
 }
 
+/* Several calls in one message: run them in order, answering each as it
+ * finishes, so a crash is charged to the call that was running. */
+static void serve_calls(int sock, modal_function *fn, const cJSON *metas, modal__buf *payload)
+{
+    modal__bundle_part *parts = NULL;
+    size_t n = 0;
+    modal_error err;
+    if (payload == NULL || !cJSON_IsArray(metas) ||
+        modal__bundle_parse(payload, &parts, &n, &err) != MODAL_OK ||
+        (size_t)cJSON_GetArraySize(metas) != n) {
+        free(parts);
+        fprintf(stderr, "modal worker: malformed batch of calls from the runtime\n");
+        exit(4); /* the runtime reports the worker's death */
+    }
+    size_t i = 0;
+    for (const cJSON *m = metas->child; m != NULL; m = m->next, i++) {
+        modal__buf *view = modal__buf_view(payload, (size_t)((const uint8_t *)parts[i].p -
+                                                             payload->base), parts[i].len);
+        serve_call(sock, fn, m, view);
+        modal__buf_unref(view);
+    }
+    free(parts);
+}
+
 static void run_exit_hook(modal_function *fn)
 {
     if (fn->options.exit != NULL) {
@@ -164,6 +188,8 @@ void modal_worker_serve_if_worker(int argc, char **argv)
         }
         if (type == MODAL__MSG_CALL)
             serve_call((int)sock, fn, m, payload);
+        else if (type == MODAL__MSG_CALLS)
+            serve_calls((int)sock, fn, m, payload);
         cJSON_Delete(m);
         modal__buf_unref(payload);
         if (type == MODAL__MSG_EXIT) {

@@ -155,7 +155,8 @@ void rt_call_append_log(rt_call *c, const char *p, size_t len);
 
 /* worker.c */
 int rt_worker_spawn(rt_pool *p);
-void rt_worker_send(rt_worker *w, rt_call *c);
+/* Send n calls to w in one message (n >= 1). */
+void rt_worker_send(rt_worker *w, rt_call **calls, size_t n);
 void *rt_loop(void *arg);       /* the event loop thread; takes rt.mu itself */
 void rt_wake(void);
 void rt_worker_kill(rt_worker *w, const char *why);

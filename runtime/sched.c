@@ -15,7 +15,7 @@
 #define RESULT_TTL 600.0       /* unfetched results are kept this long */
 #define FETCHED_TTL 30.0       /* fetched ones, for a retried fetch */
 #define MAP_TTL 600.0          /* maps nobody asked about */
-#define PIPELINE 8             /* calls sent ahead to a busy worker */
+#define PIPELINE 16            /* most calls a worker holds, running or sent ahead */
 
 static size_t hash_id(const char *s)
 {
@@ -283,7 +283,9 @@ void rt_dispatch(rt_pool *p)
                 idle = w;
                 break;
             }
-            if (w->ninflight < PIPELINE && (least == NULL || w->ninflight < least->ninflight))
+            /* A busy worker is refilled once half its pipeline drained, so
+             * each message carries several calls. */
+            if (w->ninflight <= PIPELINE / 2 && (least == NULL || w->ninflight < least->ninflight))
                 least = w;
         }
         rt_worker *target = idle;
@@ -299,9 +301,21 @@ void rt_dispatch(rt_pool *p)
         }
         if (target == NULL)
             return;
-        rt_call *c = p->qhead;
-        queue_remove(p, c);
-        rt_worker_send(target, c);
+        /* An idle worker takes its share of the queue; a busy one is filled
+         * up. Calls whose arguments travel in a memfd go one at a time. */
+        size_t n = PIPELINE - (size_t)target->ninflight;
+        if (target == idle) {
+            size_t share = p->queued / (size_t)(all > p->pol.max_containers ? all : p->pol.max_containers);
+            n = share < 1 ? 1 : share < n ? share : n;
+        }
+        rt_call *batch[PIPELINE];
+        size_t k = 0;
+        while (k < n && p->qhead != NULL && (k == 0 || p->qhead->args_fd < 0)) {
+            rt_call *c = p->qhead;
+            queue_remove(p, c);
+            batch[k++] = c;
+        }
+        rt_worker_send(target, batch, k);
     }
 }
 

@@ -144,34 +144,65 @@ int rt_worker_spawn(rt_pool *p)
     return 0;
 }
 
-void rt_worker_send(rt_worker *w, rt_call *c)
+/* A call's CALL metadata; attempt is the number it will run as. */
+static int call_meta(const rt_call *c, int attempt, char *out, size_t outsz)
 {
-    bool head = w->inflight == NULL;
-    c->qnext = NULL;
-    if (w->inflight_tail)
-        w->inflight_tail->qnext = c;
-    else
-        w->inflight = c;
-    w->inflight_tail = c;
-    w->ninflight++;
-    c->state = RT_SENT;
-    if (head) {
-        c->attempt++;
-        c->started_at = rt_now();
-    }
-    char meta[200];
-    int attempt = head ? c->attempt : c->attempt + 1;
     if (c->index >= 0)
-        snprintf(meta, sizeof meta, "{\"call_id\":\"%s\",\"attempt\":%d,\"index\":%lld}", c->id,
-                 attempt, c->index);
-    else
-        snprintf(meta, sizeof meta, "{\"call_id\":\"%s\",\"attempt\":%d}", c->id, attempt);
+        return snprintf(out, outsz, "{\"call_id\":\"%s\",\"attempt\":%d,\"index\":%lld}",
+                        c->id, attempt, c->index);
+    return snprintf(out, outsz, "{\"call_id\":\"%s\",\"attempt\":%d}", c->id, attempt);
+}
+
+void rt_worker_send(rt_worker *w, rt_call **calls, size_t n)
+{
+    char metas[MODAL__IPC_META_MAX];
+    size_t used = 0;
+    modal__bundle_part parts[64];
+    for (size_t i = 0; i < n; i++) {
+        rt_call *c = calls[i];
+        bool head = w->inflight == NULL;
+        c->qnext = NULL;
+        if (w->inflight_tail)
+            w->inflight_tail->qnext = c;
+        else
+            w->inflight = c;
+        w->inflight_tail = c;
+        w->ninflight++;
+        c->state = RT_SENT;
+        if (head) {
+            c->attempt++;
+            c->started_at = rt_now();
+        }
+        /* Calls sent ahead run as the attempt after those already made. */
+        int attempt = head ? c->attempt : c->attempt + 1;
+        if (n > 1) {
+            metas[used++] = i == 0 ? '[' : ',';
+            used += (size_t)call_meta(c, attempt, metas + used, sizeof metas - used - 2);
+            parts[i].p = c->args->base;
+            parts[i].len = c->args->len;
+        } else {
+            call_meta(c, attempt, metas, sizeof metas);
+        }
+    }
     modal_error err;
     modal_status st;
-    if (c->args_fd >= 0)
-        st = modal__ipc_send(w->sock, MODAL__MSG_CALL, meta, NULL, c->args_len, c->args_fd, &err);
-    else
-        st = modal__ipc_send(w->sock, MODAL__MSG_CALL, meta, c->args->base, c->args->len, -1, &err);
+    rt_call *c = calls[0];
+    if (n > 1) {
+        /* Several calls in one message: metadata as a JSON list, frames as
+         * a bundle, so a busy worker reads many calls per system call. */
+        metas[used++] = ']';
+        metas[used] = '\0';
+        modal__buf *bundle = NULL;
+        st = modal__bundle_build(parts, n, &bundle, &err);
+        if (st == MODAL_OK)
+            st = modal__ipc_send(w->sock, MODAL__MSG_CALLS, metas, bundle->base, bundle->len, -1,
+                                 &err);
+        modal__buf_unref(bundle);
+    } else if (c->args_fd >= 0) {
+        st = modal__ipc_send(w->sock, MODAL__MSG_CALL, metas, NULL, c->args_len, c->args_fd, &err);
+    } else {
+        st = modal__ipc_send(w->sock, MODAL__MSG_CALL, metas, c->args->base, c->args->len, -1, &err);
+    }
     if (st != MODAL_OK)
         rt_log(3, "worker %d: %s", (int)w->pid, err.message); /* its death follows */
 }

@@ -95,6 +95,23 @@ MODAL_FUNCTION(bad_enter, .enter = refuse_enter, .scaledown_window = 1)
     return modal_null();
 }
 
+/* Appends its index to the file named by argument 1; input 5 kills its
+ * worker. With one container, later inputs were sent ahead in the same
+ * batch and must be run again elsewhere, exactly once. */
+MODAL_FUNCTION(crashy, .max_containers = 1, .scaledown_window = 1)
+{
+    int64_t i = modal_arg_int(args, 0);
+    const char *log = modal_arg_string(args, 1);
+    FILE *f = log != NULL ? fopen(log, "a") : NULL;
+    if (f != NULL) {
+        fprintf(f, "%lld\n", (long long)i);
+        fclose(f);
+    }
+    if (i == 5)
+        raise(SIGKILL);
+    return modal_int(i);
+}
+
 /* ---- helpers ------------------------------------------------------ */
 
 static int64_t field(const modal_value *m, const char *key)
@@ -239,6 +256,52 @@ static void test_enter_hook_failure(void **state)
     assert_null(out);
 }
 
+static void test_crash_in_batch_runs_others_once(void **state)
+{
+    char log[PATH_MAX + 32];
+    snprintf(log, sizeof log, "%s/crashy.log", rt.dir);
+    const int n = 40;
+    modal_value *inputs = modal_list();
+    for (int i = 0; i < n; i++)
+        modal_list_append(inputs, modal_args(modal_int(i), modal_string(log)), NULL);
+    modal_map_options o = {.return_errors = true};
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_starmap(&crashy, inputs, &o, &out, &err), err);
+    assert_int_equal(modal_value_len(out), n);
+    for (int i = 0; i < n; i++) {
+        const modal_value *r = modal_list_get(out, (size_t)i);
+        if (i == 5) {
+            const char *status = NULL;
+            assert_ok(modal_get_string(modal_map_get(r, "status"), &status, NULL, &err), err);
+            assert_string_equal(status, "ECRASH");
+        } else {
+            int64_t v = -1;
+            assert_ok(modal_get_int(r, &v, &err), err);
+            assert_int_equal(v, i);
+        }
+    }
+    modal_value_free(out);
+    /* Every input ran exactly once: those sent ahead of the crash were
+     * put back without running, not run twice. */
+    char *text = harness_read_file(log, NULL);
+    assert_non_null(text);
+    int seen[40] = {0};
+    for (char *p = text; *p;) {
+        long v = strtol(p, &p, 10);
+        assert_true(v >= 0 && v < n);
+        seen[v]++;
+        while (*p == '\n')
+            p++;
+    }
+    free(text);
+    for (int i = 0; i < n; i++)
+        if (seen[i] != 1) {
+            print_error("input %d ran %d times\n", i, seen[i]);
+            fail();
+        }
+}
+
 /* ---- executables that cannot be workers ---------------------------- */
 
 static void sha256_hex(const void *p, size_t len, char hex[65])
@@ -353,6 +416,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_max_containers_bounds_pool),
         cmocka_unit_test(test_min_containers_keeps_worker),
         cmocka_unit_test(test_enter_hook_failure),
+        cmocka_unit_test(test_crash_in_batch_runs_others_once),
         cmocka_unit_test(test_not_a_worker),
         cmocka_unit_test(test_wrong_architecture),
         cmocka_unit_test(test_missing_shared_library),

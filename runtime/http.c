@@ -200,6 +200,21 @@ static int num_arg(struct MHD_Connection *con, const char *name, double lo, doub
     return 0;
 }
 
+/*
+ * Copy the id at the start of rest ("ID" or "ID/more") into id; returns
+ * where the rest begins ("" or "/more"), or NULL when the id is too long.
+ */
+static const char *split_id(const char *rest, char *id, size_t idsz)
+{
+    const char *slash = strchr(rest, '/');
+    size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (len >= idsz)
+        return NULL;
+    memcpy(id, rest, len);
+    id[len] = '\0';
+    return rest + len;
+}
+
 static const char *state_name(const rt_call *c)
 {
     switch (c->state) {
@@ -351,12 +366,9 @@ static enum MHD_Result handle_calls(struct MHD_Connection *con, const char *meth
         return r;
     }
     char id[64];
-    const char *slash = strchr(rest, '/');
-    size_t idlen = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (idlen >= sizeof id)
-        return send_error(con, 404, MODAL_ENOTFOUND, "no such call");
-    memcpy(id, rest, idlen);
-    id[idlen] = '\0';
+    const char *slash = split_id(rest, id, sizeof id);
+    if (slash == NULL)
+        return send_error(con, 404, MODAL_ENOTFOUND, "no such call \"%.64s\"", rest);
     pthread_mutex_lock(&rt.mu);
     rt_call *c = rt_call_find(id);
     if (c == NULL) {
@@ -366,7 +378,7 @@ static enum MHD_Result handle_calls(struct MHD_Connection *con, const char *meth
     }
     enum MHD_Result r;
     double off;
-    if (slash != NULL && strcmp(slash, "/logs") == 0 && strcmp(method, "GET") == 0) {
+    if (strcmp(slash, "/logs") == 0 && strcmp(method, "GET") == 0) {
         if (num_arg(con, "offset", 0, 1e15, 0, &off) != 0) {
             r = send_error(con, 400, MODAL_EINVAL, "\"offset\" must be a byte offset");
         } else {
@@ -375,7 +387,7 @@ static enum MHD_Result handle_calls(struct MHD_Connection *con, const char *meth
                 c->logs_len - o, c->logs ? c->logs + o : "", MHD_RESPMEM_MUST_COPY);
             r = send_response(con, 200, resp, "text/plain; charset=utf-8");
         }
-    } else if (slash != NULL) {
+    } else if (*slash != '\0') {
         r = send_error(con, 404, MODAL_ENOTFOUND, "no route %s /v1/calls/%s", method, rest);
     } else if (strcmp(method, "GET") == 0) {
         if (num_arg(con, "log_offset", 0, 1e15, 0, &off) != 0)
@@ -466,20 +478,17 @@ static enum MHD_Result handle_maps(struct MHD_Connection *con, const char *metho
         return send_json(con, 201, j);
     }
     char id[64];
-    const char *slash = strchr(rest, '/');
-    size_t idlen = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (idlen >= sizeof id)
-        return send_error(con, 404, MODAL_ENOTFOUND, "no such map");
-    memcpy(id, rest, idlen);
-    id[idlen] = '\0';
-    if (slash != NULL && strcmp(slash, "/results") == 0 && strcmp(method, "GET") == 0)
+    const char *slash = split_id(rest, id, sizeof id);
+    if (slash == NULL)
+        return send_error(con, 404, MODAL_ENOTFOUND, "no such map \"%.64s\"", rest);
+    if (strcmp(slash, "/results") == 0 && strcmp(method, "GET") == 0)
         return map_results(con, id);
     pthread_mutex_lock(&rt.mu);
     rt_map *m = rt_map_find(id);
     enum MHD_Result r;
     if (m == NULL) {
         r = send_error(con, 404, MODAL_ENOTFOUND, "no map %s on this runtime", id);
-    } else if (slash != NULL && strcmp(slash, "/inputs") == 0 && strcmp(method, "POST") == 0) {
+    } else if (strcmp(slash, "/inputs") == 0 && strcmp(method, "POST") == 0) {
         size_t accepted = 0;
         st = cc->body ? rt_map_add_inputs(m, cc->body, &accepted, &err)
                       : modal__fail(&err, MODAL_ECODEC, "POST .../inputs needs a bundle of input frames");
@@ -490,7 +499,7 @@ static enum MHD_Result handle_maps(struct MHD_Connection *con, const char *metho
             cJSON_AddNumberToObject(j, "accepted", (double)accepted);
             r = send_json(con, 202, j);
         }
-    } else if (slash == NULL && strcmp(method, "DELETE") == 0) {
+    } else if (*slash == '\0' && strcmp(method, "DELETE") == 0) {
         rt_map_free(m);
         r = send_json(con, 200, cJSON_CreateObject());
     } else {

@@ -11,19 +11,24 @@
  *            the part of a cold start spent loading the worker binary
  *
  * The runtime is the one in MODAL_RUNTIME_URL / MODAL_TOKEN (the TCP
- * listener bench/run.sh starts). With MODAL_BENCH_HOME set, the "unix"
- * workloads run a second time through the embedded default: no
- * MODAL_RUNTIME_URL, MODAL_HOME pointing at the runtime's state directory,
- * so the client finds its Unix socket and token there.
+ * listener bench/run.sh starts). With MODAL_BENCH_HOME set to the runtime's
+ * state directory, the warm calls run twice more over its Unix socket:
+ * named explicitly (MODAL_RUNTIME_URL=unix:<home>/runtime.sock, prefix
+ * "unixurl"), then found as the embedded default finds it (no
+ * MODAL_RUNTIME_URL, MODAL_HOME=<home>, socket and token read there,
+ * prefix "unix").
  *
- * Output: "metric<TAB>value<TAB>unit" lines on stdout. Nothing asserts on
- * time. Usage: modal_bench [warm|map|array|cold|exec|unix]... (default all)
+ * Output: "modal.<prefix>.<metric><TAB>value<TAB>unit" lines on stdout.
+ * Nothing asserts on time. Usage:
+ *   modal_bench [warm|map|array|cold|exec|unix|unixmap]...   (default all
+ *                                                             but unixmap)
+ *   modal_bench array-only MIB [REPS]   one array size only, for profiling
+ * MODAL_BENCH_CALLS (2000) and MODAL_BENCH_MAP_N (100000) set the counts.
  *
  * Workers run this same binary, so main() comes from MODAL_LOCAL_ENTRYPOINT.
  */
 #include <modal.h>
 
-#include <errno.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -216,6 +221,10 @@ static void bench_array(const char *prefix, size_t len, int reps, const char *la
     char m[64];
     snprintf(m, sizeof m, "array_%s.ms", label);
     emit(prefix, m, med * 1e3, "ms");
+    snprintf(m, sizeof m, "array_%s.min_ms", label);
+    emit(prefix, m, t[0] * 1e3, "ms");
+    snprintf(m, sizeof m, "array_%s.max_ms", label);
+    emit(prefix, m, t[reps - 1] * 1e3, "ms");
     /* Bytes moved: the argument to the worker and the result back. */
     snprintf(m, sizeof m, "array_%s.bw", label);
     emit(prefix, m, 2.0 * (double)len / med / 1e9, "GB/s");
@@ -289,9 +298,16 @@ MODAL_LOCAL_ENTRYPOINT(argc, argv)
     const char *home = getenv("MODAL_BENCH_HOME");
     printf("# libmodal %s, runtime %s\n", modal_version(), url ? url : "(embedded default)");
 
-    if (argc > 1 && strcmp(argv[1], "array1g") == 0) { /* one 1 GiB call, for profiling */
-        array_once((size_t)1 << 30);
-        bench_array("tcp", (size_t)1 << 30, 1, "1GiB");
+    if (argc > 2 && strcmp(argv[1], "array-only") == 0) { /* for profiling */
+        size_t mib = (size_t)atol(argv[2]);
+        int reps = argc > 3 ? atoi(argv[3]) : 1;
+        if (mib == 0 || reps < 1 || reps > 8) {
+            fprintf(stderr, "usage: modal_bench array-only MIB [REPS 1..8]\n");
+            return 2;
+        }
+        char label[32];
+        snprintf(label, sizeof label, "%zuMiB", mib);
+        bench_array("tcp", mib << 20, reps, label);
         return 0;
     }
     double warm = 0;
@@ -323,8 +339,9 @@ MODAL_LOCAL_ENTRYPOINT(argc, argv)
         setenv("MODAL_HOME", home, 1);
         printf("# then the embedded default: %s\n", modal_runtime_url());
         bench_warm("unix", calls);
-        if (wanted(argc, argv, "unixmap"))
-            bench_map("unix", map_n);
+        for (int i = 1; i < argc; i++) /* only when asked for by name */
+            if (strcmp(argv[i], "unixmap") == 0)
+                bench_map("unix", map_n);
     }
     return 0;
 }

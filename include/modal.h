@@ -736,8 +736,8 @@ typedef struct modal_map_item {
 typedef struct modal_map_options {
     bool unordered;         /**< deliver results as they finish */
     bool return_errors;     /**< per-input errors instead of failing all */
-    size_t max_in_flight;   /**< inputs submitted but unfinished (0: 1000) */
-    size_t batch_size;      /**< inputs sent per request (0: 100) */
+    size_t max_in_flight;   /**< inputs submitted but unfinished (0: 10000) */
+    size_t batch_size;      /**< inputs sent per request (0: 1000) */
     /**
      * Called in delivery order for every result; the value is borrowed for
      * the duration of the callback. Return non-zero to stop the map (it

@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 /*
@@ -71,18 +72,76 @@ char *modal__strdup(const char *s)
     return modal__strndup(s, strlen(s));
 }
 
+/*
+ * Large anonymous mappings are kept after use and handed out again: a warm
+ * worker that returns arrays of the same size call after call then reuses
+ * pages already faulted in, instead of paying for a fresh fault per page.
+ * Kept mappings are marked MADV_FREE, so the kernel may still reclaim them
+ * under memory pressure.
+ */
+#define SPARE_MAPS 2
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    void *base;
+    size_t len;
+} spare[SPARE_MAPS];
+
+static void *take_spare(size_t len, size_t *map_len)
+{
+    void *m = NULL;
+    pthread_mutex_lock(&spare_lock);
+    for (int i = 0; i < SPARE_MAPS && m == NULL; i++)
+        if (spare[i].base != NULL && spare[i].len >= len && spare[i].len / 2 <= len) {
+            m = spare[i].base;
+            *map_len = spare[i].len;
+            spare[i].base = NULL;
+        }
+    pthread_mutex_unlock(&spare_lock);
+    return m;
+}
+
+static void give_back(void *base, size_t len)
+{
+    pthread_mutex_lock(&spare_lock);
+    int slot = -1;
+    for (int i = 0; i < SPARE_MAPS && slot < 0; i++)
+        if (spare[i].base == NULL)
+            slot = i;
+    if (slot >= 0) {
+        madvise(base, len, MADV_FREE);
+        spare[slot].base = base;
+        spare[slot].len = len;
+        base = NULL;
+    }
+    pthread_mutex_unlock(&spare_lock);
+    if (base != NULL)
+        munmap(base, len);
+}
+
 modal__buf *modal__buf_new(size_t len)
 {
     if (len >= MODAL__BIG_ALLOC) {
         if (should_fail())
             return NULL;
-        void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED)
+        size_t map_len = len;
+        void *m = take_spare(len, &map_len);
+        if (m == NULL) {
+            m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (m == MAP_FAILED)
+                return NULL;
+            madvise(m, len, MADV_HUGEPAGE); /* advice only: fine if refused */
+        }
+        modal__buf *b = modal__malloc(sizeof *b);
+        if (b == NULL) {
+            give_back(m, map_len);
             return NULL;
-        madvise(m, len, MADV_HUGEPAGE); /* advice only: fine if refused */
-        modal__buf *b = modal__buf_wrap_mmap(m, len);
-        if (b == NULL)
-            munmap(m, len);
+        }
+        atomic_init(&b->refs, 1);
+        b->base = m;
+        b->len = len;
+        b->kind = MODAL__BUF_ANON;
+        b->parent = NULL;
+        b->map_len = map_len;
         return b;
     }
     modal__buf *b = modal__malloc(sizeof *b);
@@ -97,6 +156,7 @@ modal__buf *modal__buf_new(size_t len)
     b->len = len;
     b->kind = MODAL__BUF_HEAP;
     b->parent = NULL;
+    b->map_len = 0;
     return b;
 }
 
@@ -110,6 +170,7 @@ modal__buf *modal__buf_wrap_mmap(void *base, size_t len)
     b->len = len;
     b->kind = MODAL__BUF_MMAP;
     b->parent = NULL;
+    b->map_len = 0;
     return b;
 }
 
@@ -125,6 +186,7 @@ modal__buf *modal__buf_view(modal__buf *parent, size_t off, size_t len)
     b->len = len;
     b->kind = MODAL__BUF_VIEW;
     b->parent = modal__buf_ref(parent);
+    b->map_len = 0;
     return b;
 }
 
@@ -144,6 +206,8 @@ void modal__buf_unref(modal__buf *b)
     } else if (b->kind == MODAL__BUF_MMAP) {
         if (b->len > 0)
             munmap(b->base, b->len);
+    } else if (b->kind == MODAL__BUF_ANON) {
+        give_back(b->base, b->map_len);
     } else {
         free(b->base);
     }

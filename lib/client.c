@@ -252,11 +252,30 @@ typedef struct recv_state {
     size_t cap;
     int fd;
     size_t fd_len;
+    char *stage;          /* large bodies: gathered here, written 1 MiB at a time */
+    size_t staged;
     long long log_size, seq;
     int oom;
 } recv_state;
 
 #define MEMFD_RECV_MIN (1u << 20)
+#define STAGE_SIZE (1u << 20)
+
+static int stage_flush(recv_state *rs)
+{
+    for (size_t done = 0; done < rs->staged;) {
+        ssize_t w = write(rs->fd, rs->stage + done, rs->staged - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rs->oom = 1;
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    rs->staged = 0;
+    return 0;
+}
 
 static size_t on_header(char *line, size_t size, size_t n, void *user)
 {
@@ -292,15 +311,18 @@ static size_t on_body(char *data, size_t size, size_t n, void *user)
     if (rs->oom)
         return 0;
     if (rs->fd >= 0) {
+        /* libcurl hands over small pieces; one write per MiB instead. */
+        if (rs->stage == NULL && (rs->stage = modal__malloc(STAGE_SIZE)) == NULL) {
+            rs->oom = 1;
+            return 0;
+        }
         for (size_t done = 0; done < len;) {
-            ssize_t w = write(rs->fd, data + done, len - done);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0) {
-                rs->oom = 1;
+            size_t take = STAGE_SIZE - rs->staged < len - done ? STAGE_SIZE - rs->staged : len - done;
+            memcpy(rs->stage + rs->staged, data + done, take);
+            rs->staged += take;
+            done += take;
+            if (rs->staged == STAGE_SIZE && stage_flush(rs) != 0)
                 return 0;
-            }
-            done += (size_t)w;
         }
         rs->fd_len += len;
         return len;
@@ -523,6 +545,10 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
             cu.pfn_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         handle_put(h);
         if (rs.fd >= 0) {
+            if (!rs.oom)
+                stage_flush(&rs);
+            free(rs.stage);
+            rs.stage = NULL;
             /* Map the result copy-on-write: values borrow from it and a
              * caller may still modify a returned array in place. */
             if (!rs.oom && rs.fd_len > 0) {

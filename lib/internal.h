@@ -60,11 +60,12 @@ typedef struct modal__buf {
     atomic_long refs;
     uint8_t *base;
     size_t len;
-    int kind; /* MODAL__BUF_HEAP, MODAL__BUF_MMAP, MODAL__BUF_VIEW */
+    int kind; /* MODAL__BUF_HEAP, _MMAP, _VIEW, _ANON */
     struct modal__buf *parent; /* for a view: the buffer it lies in */
+    size_t map_len;            /* for _ANON: the mapping's real size */
 } modal__buf;
 
-enum { MODAL__BUF_HEAP = 0, MODAL__BUF_MMAP = 1, MODAL__BUF_VIEW = 2 };
+enum { MODAL__BUF_HEAP = 0, MODAL__BUF_MMAP = 1, MODAL__BUF_VIEW = 2, MODAL__BUF_ANON = 3 };
 
 /*
  * A buffer of len bytes (contents uninitialised), refs = 1. From

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -178,8 +179,15 @@ modal__buf *modal__buf_map_fd(int fd, size_t len, int populate)
 }
 
 /* Each receiving thread keeps one buffer for whole messages: allocating
- * 80 KiB per message cost more than the message. */
-static _Thread_local uint8_t *recv_buf;
+ * 80 KiB per message cost more than the message. It is freed when the
+ * thread ends. */
+static pthread_key_t recv_key;
+static pthread_once_t recv_once = PTHREAD_ONCE_INIT;
+
+static void recv_key_init(void)
+{
+    pthread_key_create(&recv_key, free);
+}
 
 modal_status modal__ipc_recv(int sock, uint32_t *type, cJSON **meta,
                              modal__buf **payload, int *fd_out, modal_error *err)
@@ -195,9 +203,13 @@ modal_status modal__ipc_recv_flags(int sock, int rflags, uint32_t *type, cJSON *
     if (fd_out != NULL)
         *fd_out = -1;
     size_t cap = MODAL__IPC_HEADER + MODAL__IPC_META_MAX + MODAL__IPC_INLINE_MAX;
-    if (recv_buf == NULL && (recv_buf = modal__malloc(cap)) == NULL)
-        return modal__fail(err, MODAL_ENOMEM, "out of memory receiving a worker message");
-    uint8_t *buf = recv_buf;
+    pthread_once(&recv_once, recv_key_init);
+    uint8_t *buf = pthread_getspecific(recv_key);
+    if (buf == NULL) {
+        if ((buf = modal__malloc(cap)) == NULL)
+            return modal__fail(err, MODAL_ENOMEM, "out of memory receiving a worker message");
+        pthread_setspecific(recv_key, buf);
+    }
     union {
         char b[CMSG_SPACE(sizeof(int) * 4)];
         struct cmsghdr align;

@@ -249,8 +249,8 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
     r.fn = fn;
     r.o = opts != NULL ? opts : &defaults;
     r.n = modal_value_len(inputs);
-    size_t max_in_flight = r.o->max_in_flight ? r.o->max_in_flight : 1000;
-    size_t batch = r.o->batch_size ? r.o->batch_size : 100;
+    size_t max_in_flight = r.o->max_in_flight ? r.o->max_in_flight : 10000;
+    size_t batch = r.o->batch_size ? r.o->batch_size : 1000;
     r.res = modal__calloc(r.n + 1, sizeof *r.res);
     r.st = modal__calloc(r.n + 1, sizeof *r.st);
     r.done = modal__calloc(r.n + 1, 1);

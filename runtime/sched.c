@@ -14,6 +14,7 @@
 
 #define RESULT_TTL 600.0       /* unfetched results are kept this long */
 #define FETCHED_TTL 30.0       /* fetched ones, for a retried fetch */
+#define FETCHED_BIG_TTL 5.0    /* fetched ones held in a memfd (large) */
 #define MAP_TTL 600.0          /* maps nobody asked about */
 #define PIPELINE 16            /* most calls a worker holds, running or sent ahead */
 
@@ -709,7 +710,8 @@ void rt_tick(double now)
         for (rt_call **pp = &rt.table[i]; *pp;) {
             rt_call *c = *pp;
             if (c->state == RT_DONE && c->waiters == 0 && !c->cancelled &&
-                ((c->fetched_at > 0 && now - c->fetched_at > FETCHED_TTL) ||
+                ((c->fetched_at > 0 &&
+                  now - c->fetched_at > (c->result_fd >= 0 ? FETCHED_BIG_TTL : FETCHED_TTL)) ||
                  now - c->done_at > RESULT_TTL)) {
                 *pp = c->hnext;
                 rt.ncalls--;

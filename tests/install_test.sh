@@ -7,7 +7,8 @@ build=${1:-build}
 tmp=$(mktemp -d /tmp/modal-install.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 # A build directory of its own: the prefix is compiled into the library.
-make -s install PREFIX="$tmp/prefix" BUILD="$build/install-check" >/dev/null
+# SAN= : the outside program is built without sanitizers.
+make -s install PREFIX="$tmp/prefix" BUILD="$build/install-check" SAN= CFLAGS="-O2 -g" >/dev/null
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
 cat > "$tmp/outside.c" <<'PROG'
 #include <modal.h>

@@ -259,6 +259,7 @@ typedef struct recv_state {
 } recv_state;
 
 #define MEMFD_RECV_MIN (1u << 20)
+#define SMALL_BODY (64u << 10)
 #define STAGE_SIZE (1u << 20)
 
 static int stage_flush(recv_state *rs)
@@ -476,11 +477,23 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
     CURLcode rc = CURLE_OK;
     long status = 0;
     recv_state rs;
+    char *small_body = NULL;
+    if (req->enc != NULL && req->enc->total <= SMALL_BODY) {
+        small_body = modal__malloc(req->enc->total ? req->enc->total : 1);
+        if (small_body == NULL) {
+            cu.pfn_slist_free_all(hdrs);
+            free(small_body);
+            return modal__fail(err, MODAL_ENOMEM, "out of memory sending %s %s", req->method,
+                               req->path);
+        }
+        modal__enc_read(req->enc, 0, small_body, req->enc->total);
+    }
     char curl_err[CURL_ERROR_SIZE];
     for (int attempt = 0;; attempt++) {
         CURL *h = handle_get();
         if (h == NULL) {
             cu.pfn_slist_free_all(hdrs);
+            free(small_body);
             return modal__fail(err, MODAL_ENOMEM, "out of memory creating an HTTP handle");
         }
         memset(&rs, 0, sizeof rs);
@@ -510,7 +523,12 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
             cu.pfn_easy_setopt(h, CURLOPT_NOBODY, 1L);
         } else if (strcmp(req->method, "GET") != 0) {
             cu.pfn_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
-            if (req->enc != NULL) {
+            if (small_body != NULL) {
+                /* Small frames go out as one buffer, so headers and body
+                 * leave in a single write and wake the runtime once. */
+                cu.pfn_easy_setopt(h, CURLOPT_POSTFIELDS, small_body);
+                cu.pfn_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->enc->total);
+            } else if (req->enc != NULL) {
                 cu.pfn_easy_setopt(h, CURLOPT_UPLOAD, 1L);
                 cu.pfn_easy_setopt(h, CURLOPT_READFUNCTION, on_send);
                 cu.pfn_easy_setopt(h, CURLOPT_READDATA, &ss);
@@ -526,6 +544,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
                         fclose(f);
                     handle_put(h);
                     cu.pfn_slist_free_all(hdrs);
+                    free(small_body);
                     return modal__fail(err, MODAL_EIO, "cannot read %s to upload it: %s",
                                        req->file, strerror(e));
                 }
@@ -565,6 +584,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         if (rs.oom) {
             modal__buf_unref(rs.buf);
             cu.pfn_slist_free_all(hdrs);
+            free(small_body);
             return modal__fail(err, MODAL_ENOMEM, "out of memory receiving the answer to %s %s",
                                req->method, req->path);
         }
@@ -578,6 +598,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
             if (modal__embedded_ensure(c.embedded_dir, c.unix_path, &eerr) != MODAL_OK) {
                 modal__buf_unref(rs.buf);
                 cu.pfn_slist_free_all(hdrs);
+                free(small_body);
                 if (err != NULL)
                     *err = eerr;
                 return eerr.code;
@@ -593,6 +614,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
             if (st != MODAL_OK) {
                 modal__buf_unref(rs.buf);
                 cu.pfn_slist_free_all(hdrs);
+                free(small_body);
                 return st;
             }
         }
@@ -606,6 +628,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         break;
     }
     cu.pfn_slist_free_all(hdrs);
+    free(small_body);
     if (rc != CURLE_OK) {
         modal__buf_unref(rs.buf);
         const char *where = c.unix_path[0] != '\0' ? c.unix_path : c.base;

@@ -173,7 +173,7 @@ modal_status modal__embedded_ensure(const char *dir, const char *sock, modal_err
         goto out;
     }
     waitpid(pid, NULL, 0);
-    for (int i = 0; i < 200; i++) { /* up to 10 s */
+    for (int i = 0; i < 400; i++) { /* up to 20 s: a stopping runtime may hold the lock */
         if (socket_answers(sock)) {
             modal__log(MODAL_LOG_INFO, "started the local runtime (%s) at unix:%s", bin, sock);
             goto out;
@@ -184,7 +184,7 @@ modal_status modal__embedded_ensure(const char *dir, const char *sock, modal_err
     char line[512];
     last_log_line(dir, line, sizeof line);
     st = modal__fail(err, MODAL_ETRANSPORT,
-                     "started the local runtime %s but it did not answer on %s within 10 s%s%s "
+                     "started the local runtime %s but it did not answer on %s within 20 s%s%s "
                      "(see %s)", bin, sock, line[0] ? "; its log says: " : "", line, logpath);
 out:
     pthread_mutex_unlock(&start_lock);

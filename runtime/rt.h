@@ -80,6 +80,7 @@ struct rt_worker {
     double started_at, idle_since;
     char outbuf[2][1024];    /* partial lines of stdout, stderr */
     size_t outlen[2];
+    bool more_output;        /* a pipe read filled its buffer: more may wait */
     char tail[2048];         /* last output, for crash reports */
     size_t tail_len;
     struct rt_worker *next;

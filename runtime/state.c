@@ -96,8 +96,18 @@ int rt_state_init(const char *dir, const char *token_file, char *err, size_t err
     char path[600];
     snprintf(path, sizeof path, "%s/runtime.lock", dir);
     int lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+    /* A runtime that is shutting down still holds the lock for a few
+     * seconds; wait for it rather than leave its successor's clients with
+     * no runtime at all. A runtime that stays serving keeps it. */
+    int locked = lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) == 0;
+    for (int i = 0; lfd >= 0 && !locked && i < 150; i++) {
+        usleep(100 * 1000);
+        locked = flock(lfd, LOCK_EX | LOCK_NB) == 0;
+    }
+    if (!locked) {
         snprintf(err, errsz, "another modal-runtime already uses %s (%s is locked)", dir, path);
+        if (lfd >= 0)
+            close(lfd);
         return -2;
     }
     /* The lock fd stays open for the life of the process. */

@@ -498,7 +498,13 @@ static int handle_message(rt_worker *w, int dontwait)
         worker_died(w);
         return 1;
     }
-    drain(w); /* output written before the message belongs to its call */
+    /* Output written before the message belongs to its call. The poll set
+     * lists a worker's socket before its pipes, so output written before
+     * the first message was seen in the same poll and read already, unless
+     * it filled the read buffer; later messages of this round need a look. */
+    if (dontwait || w->more_output)
+        drain(w);
+    w->more_output = false;
     if (type == MODAL__MSG_RESULT && w->state != RT_W_STARTING) {
         handle_result(w, meta, payload, fd);
         fd = -1;
@@ -619,6 +625,8 @@ void *rt_loop(void *arg)
             int stream = fds[i].fd == w->out_fd ? 0 : 1;
             if (r > 0) {
                 take_output(w, stream, buf, (size_t)r);
+                if ((size_t)r == sizeof buf)
+                    w->more_output = true;
             } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
                 close(fds[i].fd);
                 if (stream == 0)

@@ -250,6 +250,10 @@ static enum MHD_Result answer_call(struct MHD_Connection *con, rt_call *c, doubl
            rt_now() < deadline)
         cond_wait_until(deadline);
     c->waiters--;
+    if (c->state == RT_DONE && c->result == NULL)
+        return send_error(con, 503, MODAL_ENOMEM,
+                          "call %s finished (%s) but the runtime ran out of memory storing its "
+                          "result", c->id, modal_status_name(c->status));
     if (c->state == RT_DONE && c->result != NULL) {
         if (c->fetched_at == 0)
             c->fetched_at = rt_now();

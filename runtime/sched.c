@@ -305,6 +305,18 @@ void rt_dispatch(rt_pool *p)
         /* An idle worker takes its share of the queue; a busy one is filled
          * up. Calls whose arguments travel in a memfd go one at a time. */
         size_t n = PIPELINE - (size_t)target->ninflight;
+        if (p->pol.max_inputs > 0) {
+            /* Never send a worker more calls than it may still serve. */
+            long left = (long)p->pol.max_inputs - target->served - target->ninflight;
+            if (left <= 0) {
+                target->state = RT_W_EXITING; /* retire it; others take the queue */
+                if (target->ninflight == 0)
+                    modal__ipc_send(target->sock, MODAL__MSG_EXIT, NULL, NULL, 0, -1, NULL);
+                continue;
+            }
+            if ((size_t)left < n)
+                n = (size_t)left;
+        }
         if (target == idle) {
             size_t share = p->queued / (size_t)(all > p->pol.max_containers ? all : p->pol.max_containers);
             n = share < 1 ? 1 : share < n ? share : n;
@@ -734,7 +746,7 @@ double rt_next_timer(double now)
         if (c->ready_at < t)
             t = c->ready_at;
     for (rt_worker *w = rt.workers; w; w = w->next)
-        if (w->inflight && w->state == RT_W_READY) {
+        if (w->inflight && (w->state == RT_W_READY || w->state == RT_W_EXITING)) {
             double d = w->inflight->started_at + w->pool->pol.timeout;
             if (d < t)
                 t = d;

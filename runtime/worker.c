@@ -387,7 +387,8 @@ static void worker_died(rt_worker *w)
                  tail);
         rt_log(3, "%s", msg);
         pool_break(p, MODAL_EWORKER, msg);
-    } else if (w->state == RT_W_READY && w->inflight != NULL) {
+    } else if ((w->state == RT_W_READY || w->state == RT_W_EXITING) && w->inflight != NULL) {
+        /* A retiring worker may still hold calls; they are settled too. */
         rt_call *c = w->inflight;
         rt_call *rest = c->qnext;
         c->qnext = NULL;
@@ -534,7 +535,7 @@ static void check_timers(double now)
                      p->artifact, p->fn, HELLO_TIMEOUT);
             rt_worker_kill(w, "no HELLO");
             pool_break(p, MODAL_EWORKER, msg);
-        } else if (w->state == RT_W_READY && w->inflight != NULL &&
+        } else if ((w->state == RT_W_READY || w->state == RT_W_EXITING) && w->inflight != NULL &&
                    now - w->inflight->started_at >= p->pol.timeout) {
             rt_call *c = w->inflight;
             char msg[300];

@@ -66,6 +66,11 @@ MODAL_FUNCTION(limited, .max_inputs = 2, .scaledown_window = 1)
     return pid_report();
 }
 
+MODAL_FUNCTION(three_each, .max_inputs = 3, .scaledown_window = 1)
+{
+    return modal_int(getpid());
+}
+
 /* Sleeps argument 0 seconds, then reports its pid. */
 MODAL_FUNCTION(single, .max_containers = 1, .scaledown_window = 1)
 {
@@ -193,6 +198,33 @@ static void test_max_inputs_retires_worker(void **state)
     assert_int_equal(field(r[2], "calls"), 1);
     for (int i = 0; i < 3; i++)
         modal_value_free(r[i]);
+}
+
+static void test_max_inputs_holds_for_maps(void **state)
+{
+    /* Maps send calls ahead in batches; none may exceed max_inputs. */
+    modal_value *inputs = modal_list();
+    for (int i = 0; i < 40; i++)
+        modal_list_append(inputs, modal_int(i), NULL);
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_map(&three_each, inputs, NULL, &out, &err), err);
+    assert_int_equal(modal_value_len(out), 40);
+    for (size_t i = 0; i < 40; i++) {
+        int64_t pid = -1, same = 0;
+        modal_get_int(modal_list_get(out, i), &pid, NULL);
+        for (size_t j = 0; j < 40; j++) {
+            int64_t other = -2;
+            modal_get_int(modal_list_get(out, j), &other, NULL);
+            same += other == pid;
+        }
+        if (same > 3) {
+            print_error("worker %lld served %lld inputs (max_inputs 3)\n", (long long)pid,
+                        (long long)same);
+            fail();
+        }
+    }
+    modal_value_free(out);
 }
 
 /* Spawn n calls of fn sleeping `sleep` seconds; return distinct pids. */
@@ -413,6 +445,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hooks_once_per_worker),
         cmocka_unit_test(test_max_inputs_retires_worker),
+        cmocka_unit_test(test_max_inputs_holds_for_maps),
         cmocka_unit_test(test_max_containers_bounds_pool),
         cmocka_unit_test(test_min_containers_keeps_worker),
         cmocka_unit_test(test_enter_hook_failure),

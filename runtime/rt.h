@@ -160,7 +160,11 @@ int rt_worker_spawn(rt_pool *p);
 void rt_worker_send(rt_worker *w, rt_call **calls, size_t n);
 void *rt_loop(void *arg);       /* the event loop thread; takes rt.mu itself */
 void rt_wake(void);
+/* Stop w: a call at the head of its list fails its attempt (ECRASH, or is
+ * released if cancelled), calls behind it go back to the queue. */
 void rt_worker_kill(rt_worker *w, const char *why);
+/* Take w's running call off its list without starting the next one. */
+void rt_worker_drop_head(rt_worker *w);
 void rt_workers_shutdown(void);
 
 /* http.c */

@@ -261,7 +261,9 @@ void rt_requeue_unstarted(rt_pool *p, rt_call *list)
         rt_call *n = rev->qnext;
         if (rev->orphan)
             call_free(rev);
-        else if (!rev->cancelled)
+        else if (rev->cancelled)
+            rev->cancelled = false; /* settled already; the table keeps it */
+        else
             queue_push(p, rev, 1);
         rev = n;
     }
@@ -525,18 +527,19 @@ void rt_call_cancel(rt_call *c)
         queue_remove(c->pool, c);
     else if (c->state == RT_DELAYED)
         delayed_remove(c);
-    bool running = false;
     rt_worker *owner = NULL;
     if (c->state == RT_SENT)
         for (rt_worker *w = rt.workers; w; w = w->next)
-            if (w->inflight == c) {
+            if (w->inflight == c)
                 owner = w;
-                running = true;
-            }
-    c->cancelled = c->state == RT_SENT; /* still in a worker's list */
+    if (owner != NULL)
+        rt_worker_drop_head(owner); /* it is running: its worker is stopped below */
+    /* A call sent ahead stays in its worker's list until the worker
+     * returns it; it is then dropped (see rt_call_release). */
+    c->cancelled = c->state == RT_SENT && owner == NULL;
     rt_call_complete(c, MODAL_ECANCELLED,
                      rt_error_frame(c, MODAL_ECANCELLED, "the call was cancelled"));
-    if (running)
+    if (owner != NULL)
         rt_worker_kill(owner, "its call was cancelled");
 }
 

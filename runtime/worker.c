@@ -227,19 +227,40 @@ static rt_call *pop_head(rt_worker *w)
     return c;
 }
 
+void rt_worker_drop_head(rt_worker *w)
+{
+    rt_call *c = w->inflight;
+    if (c == NULL)
+        return;
+    w->inflight = c->qnext;
+    if (w->inflight == NULL)
+        w->inflight_tail = NULL;
+    w->ninflight--;
+    c->qnext = NULL;
+}
+
 void rt_worker_kill(rt_worker *w, const char *why)
 {
     if (w->state == RT_W_DEAD)
         return;
     rt_log(2, "stopping worker %d (%s): %s", (int)w->pid, w->pool->fn, why);
-    /* The running call was settled by the caller; the rest never started. */
+    /* A call still at the head was running: that attempt fails (a caller
+     * that settled it differently took it off first with
+     * rt_worker_drop_head). The calls behind it never started. */
     rt_call *head = w->inflight;
     if (head != NULL) {
         rt_call *rest = head->qnext;
         head->qnext = NULL;
         w->inflight = w->inflight_tail = NULL;
         w->ninflight = 0;
-        rt_call_release(head);
+        if (head->orphan || head->cancelled) {
+            rt_call_release(head);
+        } else {
+            char msg[400];
+            snprintf(msg, sizeof msg, "%s: the worker (pid %d) was stopped while running the "
+                     "call: %s", w->pool->fn, (int)w->pid, why);
+            rt_call_attempt_failed(head, MODAL_ECRASH, msg);
+        }
         rt_requeue_unstarted(w->pool, rest);
     }
     if (w->state == RT_W_STARTING)
@@ -541,11 +562,7 @@ static void check_timers(double now)
             char msg[300];
             snprintf(msg, sizeof msg, "%s: timed out after %d s (attempt %d of %d); the worker "
                      "was stopped", p->fn, p->pol.timeout, c->attempt, 1 + p->pol.max_retries);
-            w->inflight = c->qnext;
-            c->qnext = NULL;
-            if (w->inflight == NULL)
-                w->inflight_tail = NULL;
-            w->ninflight--;
+            rt_worker_drop_head(w);
             if (c->orphan || c->cancelled)
                 rt_call_release(c);
             else

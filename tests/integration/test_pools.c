@@ -71,6 +71,13 @@ MODAL_FUNCTION(three_each, .max_inputs = 3, .scaledown_window = 1)
     return modal_int(getpid());
 }
 
+/* Sleeps argument 0 seconds; one container, so calls queue behind it. */
+MODAL_FUNCTION(one_slow, .max_containers = 1, .timeout = 1, .scaledown_window = 1)
+{
+    harness_sleep(modal_arg_float(args, 0));
+    return modal_int(getpid());
+}
+
 /* Sleeps argument 0 seconds, then reports its pid. */
 MODAL_FUNCTION(single, .max_containers = 1, .scaledown_window = 1)
 {
@@ -334,6 +341,29 @@ static void test_crash_in_batch_runs_others_once(void **state)
         }
 }
 
+static void test_timeout_keeps_calls_behind_it(void **state)
+{
+    /* Input 0 runs past its 1 s timeout while the others wait behind it
+     * in the same worker; they must still run, in a new worker. */
+    modal_value *inputs = modal_list();
+    modal_list_append(inputs, modal_float(5.0), NULL);
+    for (int i = 1; i < 10; i++)
+        modal_list_append(inputs, modal_float(0.0), NULL);
+    modal_map_options o = {.return_errors = true};
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_map(&one_slow, inputs, &o, &out, &err), err);
+    const char *status = NULL;
+    assert_ok(modal_get_string(modal_map_get(modal_list_get(out, 0), "status"), &status, NULL,
+                               &err), err);
+    assert_string_equal(status, "ETIMEOUT");
+    for (size_t i = 1; i < 10; i++) {
+        int64_t pid = 0;
+        assert_ok(modal_get_int(modal_list_get(out, i), &pid, &err), err);
+    }
+    modal_value_free(out);
+}
+
 /* ---- executables that cannot be workers ---------------------------- */
 
 static void sha256_hex(const void *p, size_t len, char hex[65])
@@ -450,6 +480,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_min_containers_keeps_worker),
         cmocka_unit_test(test_enter_hook_failure),
         cmocka_unit_test(test_crash_in_batch_runs_others_once),
+        cmocka_unit_test(test_timeout_keeps_calls_behind_it),
         cmocka_unit_test(test_not_a_worker),
         cmocka_unit_test(test_wrong_architecture),
         cmocka_unit_test(test_missing_shared_library),

@@ -671,15 +671,32 @@ void rt_map_free(rt_map *m)
             *pp = m->next;
             break;
         }
+    /* Queued inputs leave the pool's queue in one pass: removing them one
+     * by one would cost a scan of the queue each. */
+    rt_pool *p = m->pool;
+    rt_call *prev = NULL;
+    for (rt_call *c = p->qhead, *next; c != NULL; c = next) {
+        next = c->qnext;
+        if (c->map != m) {
+            prev = c;
+            continue;
+        }
+        if (prev)
+            prev->qnext = next;
+        else
+            p->qhead = next;
+        if (p->qtail == c)
+            p->qtail = prev;
+        p->queued--;
+        m->calls[c->index] = NULL;
+        call_free(c);
+    }
     for (size_t i = 0; i < m->ncalls; i++) {
         rt_call *c = m->calls[i];
         if (c == NULL)
             continue;
         c->map = NULL;
-        if (c->state == RT_QUEUED) {
-            queue_remove(c->pool, c);
-            call_free(c);
-        } else if (c->state == RT_DELAYED) {
+        if (c->state == RT_DELAYED) {
             delayed_remove(c);
             call_free(c);
         } else if (c->state == RT_SENT) {

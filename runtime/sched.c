@@ -700,19 +700,21 @@ void rt_map_free(rt_map *m)
             delayed_remove(c);
             call_free(c);
         } else if (c->state == RT_SENT) {
-            /* The worker has it: free it when it comes back; if it is
-             * running, stop it. */
+            /* A worker holds it: it is freed when the worker returns it. */
             c->cancelled = true;
             c->orphan = true;
-            for (rt_worker *w = rt.workers; w; w = w->next)
-                if (w->inflight == c)
-                    rt_worker_kill(w, "its map was cancelled");
         } else {
             call_free(c);
         }
     }
     free(m->calls);
     free(m);
+    /* Stop the workers running one of them, only now: stopping a worker
+     * puts the calls behind its running one back in the queue, and the
+     * map's own must already be marked so they are dropped, not requeued. */
+    for (rt_worker *w = rt.workers; w; w = w->next)
+        if (w->inflight != NULL && w->inflight->orphan && w->state != RT_W_DEAD)
+            rt_worker_kill(w, "its map was cancelled");
 }
 
 void rt_tick(double now)

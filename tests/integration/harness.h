@@ -400,6 +400,25 @@ HARNESS_FN int harness_start(harness *h)
     return harness_start_with(h, NULL, true);
 }
 
+/* The runtime a test program's tests share. */
+static harness rt;
+
+HARNESS_FN int harness_stop(harness *h);
+
+/* cmocka group setup: start rt, with worker output kept off the test log. */
+HARNESS_FN int harness_group_setup(void **state)
+{
+    setenv("MODAL_QUIET_LOGS", "1", 1);
+    return harness_start(&rt);
+}
+
+/* cmocka group teardown: stop rt and remove its state. */
+HARNESS_FN int harness_group_teardown(void **state)
+{
+    harness_stop(&rt);
+    return 0;
+}
+
 static void harness_release(harness *h)
 {
     if (h->drain_started) {

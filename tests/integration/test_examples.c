@@ -30,7 +30,6 @@ static const expectation known[] = {
     {"batch_inference", {NULL}, {"10 batches, 1000 completions", "first: completion of 'prompt 0': PROMPT 0", "last: completion of 'prompt 999': PROMPT 999", NULL}},
 };
 
-static harness rt;
 static char examples_dir[PATH_MAX];
 
 static int setup(void **state)

@@ -10,23 +10,9 @@
 
 MODAL_APP("itest-garbage");
 
-static harness rt;
-
 MODAL_FUNCTION(add, .timeout = 30)
 {
     return modal_int(modal_arg_int(args, 0) + modal_arg_int(args, 1));
-}
-
-static int setup_runtime(void **state)
-{
-    setenv("MODAL_QUIET_LOGS", "1", 1);
-    return harness_start(&rt);
-}
-
-static int teardown_runtime(void **state)
-{
-    harness_stop(&rt);
-    return 0;
 }
 
 /* xorshift: reproducible garbage. */
@@ -153,5 +139,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_odd_requests),
         cmocka_unit_test(test_still_serving),
     };
-    return cmocka_run_group_tests_name("garbage", tests, setup_runtime, teardown_runtime) != 0;
+    return cmocka_run_group_tests_name("garbage", tests, harness_group_setup, harness_group_teardown) != 0;
 }

@@ -47,20 +47,6 @@ MODAL_FUNCTION(unlucky, .timeout = 60)
     return modal_int(f(i));
 }
 
-static harness rt;
-
-static int setup_runtime(void **state)
-{
-    setenv("MODAL_QUIET_LOGS", "1", 1);
-    return harness_start(&rt);
-}
-
-static int teardown_runtime(void **state)
-{
-    harness_stop(&rt);
-    return 0;
-}
-
 static modal_value *int_inputs(size_t n)
 {
     modal_value *l = modal_list();
@@ -371,5 +357,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_map_bad_inputs),
         cmocka_unit_test(test_stop_leaves_no_workers), /* last: stops rt */
     };
-    return cmocka_run_group_tests_name("map", tests, setup_runtime, teardown_runtime) != 0;
+    return cmocka_run_group_tests_name("map", tests, harness_group_setup, harness_group_teardown) != 0;
 }

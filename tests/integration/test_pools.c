@@ -11,8 +11,6 @@
 
 MODAL_APP("itest-pools");
 
-static harness rt;
-
 /* ---- functions ---------------------------------------------------- */
 
 static int enters;          /* per worker process */
@@ -139,18 +137,6 @@ static modal_value *call(modal_function *fn, modal_value *args)
     modal_error err;
     assert_ok(modal_fn_remote(fn, args, &out, &err), err);
     return out;
-}
-
-static int setup_runtime(void **state)
-{
-    setenv("MODAL_QUIET_LOGS", "1", 1);
-    return harness_start(&rt);
-}
-
-static int teardown_runtime(void **state)
-{
-    harness_stop(&rt);
-    return 0;
 }
 
 /* ---- tests -------------------------------------------------------- */
@@ -485,5 +471,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_wrong_architecture),
         cmocka_unit_test(test_missing_shared_library),
     };
-    return cmocka_run_group_tests_name("pools", tests, setup_runtime, teardown_runtime) != 0;
+    return cmocka_run_group_tests_name("pools", tests, harness_group_setup, harness_group_teardown) != 0;
 }

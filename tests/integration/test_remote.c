@@ -137,7 +137,6 @@ MODAL_FUNCTION(bump_bytes, .timeout = 600)
 /* Fixtures                                                            */
 /* ------------------------------------------------------------------ */
 
-static harness rt;       /* the runtime most tests use */
 static harness small_rt; /* a runtime with --max-body 1024 */
 
 static int setup_runtime(void **state)

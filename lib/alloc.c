@@ -72,6 +72,22 @@ char *modal__strdup(const char *s)
     return modal__strndup(s, strlen(s));
 }
 
+/* A buffer record for memory that already exists; refs = 1. */
+static modal__buf *buf_record(uint8_t *base, size_t len, int kind, modal__buf *parent,
+                              size_t map_len)
+{
+    modal__buf *b = modal__malloc(sizeof *b);
+    if (b == NULL)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->base = base;
+    b->len = len;
+    b->kind = kind;
+    b->parent = parent;
+    b->map_len = map_len;
+    return b;
+}
+
 /*
  * Large anonymous mappings are kept after use and handed out again: a warm
  * worker that returns arrays of the same size call after call then reuses
@@ -131,62 +147,30 @@ modal__buf *modal__buf_new(size_t len)
                 return NULL;
             madvise(m, len, MADV_HUGEPAGE); /* advice only: fine if refused */
         }
-        modal__buf *b = modal__malloc(sizeof *b);
-        if (b == NULL) {
+        modal__buf *b = buf_record(m, len, MODAL__BUF_ANON, NULL, map_len);
+        if (b == NULL)
             give_back(m, map_len);
-            return NULL;
-        }
-        atomic_init(&b->refs, 1);
-        b->base = m;
-        b->len = len;
-        b->kind = MODAL__BUF_ANON;
-        b->parent = NULL;
-        b->map_len = map_len;
         return b;
     }
-    modal__buf *b = modal__malloc(sizeof *b);
+    uint8_t *base = modal__malloc(len);
+    modal__buf *b = base != NULL ? buf_record(base, len, MODAL__BUF_HEAP, NULL, 0) : NULL;
     if (b == NULL)
-        return NULL;
-    b->base = modal__malloc(len);
-    if (b->base == NULL) {
-        free(b);
-        return NULL;
-    }
-    atomic_init(&b->refs, 1);
-    b->len = len;
-    b->kind = MODAL__BUF_HEAP;
-    b->parent = NULL;
-    b->map_len = 0;
+        free(base);
     return b;
 }
 
 modal__buf *modal__buf_wrap_mmap(void *base, size_t len)
 {
-    modal__buf *b = modal__malloc(sizeof *b);
-    if (b == NULL)
-        return NULL;
-    atomic_init(&b->refs, 1);
-    b->base = base;
-    b->len = len;
-    b->kind = MODAL__BUF_MMAP;
-    b->parent = NULL;
-    b->map_len = 0;
-    return b;
+    return buf_record(base, len, MODAL__BUF_MMAP, NULL, 0);
 }
 
 modal__buf *modal__buf_view(modal__buf *parent, size_t off, size_t len)
 {
     if (parent == NULL || off > parent->len || len > parent->len - off)
         return NULL;
-    modal__buf *b = modal__malloc(sizeof *b);
-    if (b == NULL)
-        return NULL;
-    atomic_init(&b->refs, 1);
-    b->base = parent->base + off;
-    b->len = len;
-    b->kind = MODAL__BUF_VIEW;
-    b->parent = modal__buf_ref(parent);
-    b->map_len = 0;
+    modal__buf *b = buf_record(parent->base + off, len, MODAL__BUF_VIEW, parent, 0);
+    if (b != NULL)
+        modal__buf_ref(parent);
     return b;
 }
 

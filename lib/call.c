@@ -286,6 +286,24 @@ static modal_status wire_round_trip(const char *key, const modal_value *v,
     return st;
 }
 
+modal_status modal__check_call(modal_function *fn, const modal_value *list,
+                               const char *what, modal_error *err)
+{
+    modal_status st = modal_function_check(fn, err);
+    if (st != MODAL_OK)
+        return st;
+    if (list == NULL)
+        return modal__fail(err, MODAL_ENOMEM,
+                           "%s: the %s list is NULL: a value constructor failed (out of "
+                           "memory or an invalid input such as a string with a NUL)",
+                           fn->name, what);
+    if (modal_value_type(list) != MODAL_TYPE_LIST)
+        return modal__fail(err, MODAL_EINVAL, "%s: %ss must be a list (use modal_args(...) or "
+                           "modal_list()), got %s", fn->name, what,
+                           modal_type_name(modal_value_type(list)));
+    return MODAL_OK;
+}
+
 modal_status modal_fn_local(modal_function *fn, modal_value *args,
                             modal_value **result, modal_error *err)
 {
@@ -293,21 +311,8 @@ modal_status modal_fn_local(modal_function *fn, modal_value *args,
     modal_value *wire_args = NULL, *ret = NULL;
     if (result != NULL)
         *result = NULL;
-    if ((st = modal_function_check(fn, err)) != MODAL_OK)
+    if ((st = modal__check_call(fn, args, "argument", err)) != MODAL_OK)
         goto out;
-    if (args == NULL) {
-        st = modal__fail(err, MODAL_ENOMEM,
-                         "%s: the argument list is NULL: a value constructor failed "
-                         "(out of memory or an invalid input such as a string with a NUL)",
-                         fn->name);
-        goto out;
-    }
-    if (modal_value_type(args) != MODAL_TYPE_LIST) {
-        st = modal__fail(err, MODAL_EINVAL,
-                         "%s: arguments must be a list (use modal_args(...)), got %s",
-                         fn->name, modal_type_name(modal_value_type(args)));
-        goto out;
-    }
     if ((st = wire_round_trip("args", args, &wire_args, err)) != MODAL_OK)
         goto out;
     modal_value_free(args);

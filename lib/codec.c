@@ -28,51 +28,6 @@
 #define EXACT_INT_MAX ((int64_t)1 << 53)
 #define EXACT_INT_MAX_D 9007199254740992.0
 
-/* ---- little-endian packing ---------------------------------------- */
-
-/*
- * Explicit byte packing rather than struct casts, so the frame is the same
- * on every host and no unaligned access is ever made.
- */
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* Round n up to the attachment alignment; 0 when that would overflow. */
 static int align_up(size_t n, size_t *out)
 {
@@ -540,12 +495,12 @@ modal_status modal__enc_finish(modal__enc *enc, const cJSON *envelope,
     }
 
     memcpy(head, MODAL__FRAME_MAGIC, 4);
-    put16(head + 4, MODAL__FRAME_VERSION);
-    put16(head + 6, 0);
-    put32(head + 8, (uint32_t)elen);
-    put32(head + 12, (uint32_t)natt);
+    modal__put16(head + 4, MODAL__FRAME_VERSION);
+    modal__put16(head + 6, 0);
+    modal__put32(head + 8, (uint32_t)elen);
+    modal__put32(head + 12, (uint32_t)natt);
     for (size_t i = 0; i < natt; i++)
-        put64(head + MODAL__FRAME_FIXED + 8 * i, (uint64_t)enc->att[i].iov_len);
+        modal__put64(head + MODAL__FRAME_FIXED + 8 * i, (uint64_t)enc->att[i].iov_len);
     memcpy(head + MODAL__FRAME_FIXED + 8 * natt, json, elen);
     memset(head + unpadded, 0, head_len - unpadded);
     cJSON_free(json);
@@ -736,21 +691,21 @@ modal_status modal__dec_open(modal__buf *buf, int borrow, modal__dec *dec,
                            "bad magic at offset 0: expected \"%s\", got "
                            "%02x %02x %02x %02x; this is not a libmodal frame",
                            MODAL__FRAME_MAGIC, b[0], b[1], b[2], b[3]);
-    unsigned version = get16(b + 4);
+    unsigned version = modal__get16(b + 4);
     if (version != MODAL__FRAME_VERSION)
         return modal__fail(err, MODAL_ECODEC,
                            "unsupported wire version %u at offset 4 (this "
                            "library reads version %d); use the same libmodal "
                            "version on both sides",
                            version, MODAL__FRAME_VERSION);
-    unsigned flags = get16(b + 6);
+    unsigned flags = modal__get16(b + 6);
     if (flags != 0)
         return modal__fail(err, MODAL_ECODEC,
                            "unknown flags 0x%04x at offset 6 (version %d "
                            "defines none)",
                            flags, MODAL__FRAME_VERSION);
-    uint32_t elen = get32(b + 8);
-    uint32_t natt = get32(b + 12);
+    uint32_t elen = modal__get32(b + 8);
+    uint32_t natt = modal__get32(b + 12);
     if (elen > MODAL_CODEC_MAX_ENVELOPE)
         return modal__fail(err, MODAL_ELIMIT,
                            "envelope length %" PRIu32 " at offset 8 exceeds "
@@ -789,7 +744,7 @@ modal_status modal__dec_open(modal__buf *buf, int borrow, modal__dec *dec,
     /* Lay out the attachments exactly as the encoder does. */
     size_t off = json_end;
     for (size_t i = 0; i < natt; i++) {
-        uint64_t alen = get64(b + MODAL__FRAME_FIXED + 8 * i);
+        uint64_t alen = modal__get64(b + MODAL__FRAME_FIXED + 8 * i);
         if (align_up(off, &off) != 0 || off > len || alen > len - off) {
             modal__dec_close(dec);
             return modal__fail(err, MODAL_ECODEC,

@@ -15,6 +15,46 @@
 
 #include <cjson/cJSON.h>
 
+/* ---- little-endian packing ---------------------------------------- */
+
+/*
+ * Frames, bundles and worker messages are packed byte by byte rather than
+ * through struct casts, so they are the same on every host and no
+ * unaligned access is ever made.
+ */
+static inline void modal__put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void modal__put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void modal__put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint16_t modal__get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static inline uint32_t modal__get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t modal__get64(const uint8_t *p)
+{
+    return (uint64_t)modal__get32(p) | (uint64_t)modal__get32(p + 4) << 32;
+}
+
 /* ---- errors (lib/error.c) ---------------------------------------- */
 
 /*
@@ -377,9 +417,13 @@ modal_status modal__embedded_dir(char *out, size_t outsz, modal_error *err);
  * "call_id"?, "options"}. */
 cJSON *modal__call_envelope(modal_function *fn, const char *artifact,
                             const char *call_id);
-/* Check fn and args (a list when want_list) and upload the executable. */
-modal_status modal__remote_prepare(modal_function *fn, const modal_value *args,
-                                   int want_list, const char **artifact,
+/* Check fn's options and that list (what: "argument", "map input") is a
+ * list, with errors naming what a NULL or non-list most likely means. */
+modal_status modal__check_call(modal_function *fn, const modal_value *list,
+                               const char *what, modal_error *err);
+/* The same, then upload the executable. */
+modal_status modal__remote_prepare(modal_function *fn, const modal_value *list,
+                                   const char *what, const char **artifact,
                                    modal_error *err);
 
 /* ---- SHA-256 (lib/sha256.c) --------------------------------------- */

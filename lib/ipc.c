@@ -15,29 +15,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 int modal__memfd_new(const char *name, size_t len)
 {
     int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -89,11 +66,11 @@ static size_t make_head(uint8_t *head, uint32_t type, uint32_t flags,
                         const char *meta, size_t payload_len)
 {
     size_t mlen = meta != NULL ? strlen(meta) : 0;
-    put32(head, type);
-    put32(head + 4, flags);
-    put32(head + 8, (uint32_t)mlen);
-    put32(head + 12, 0);
-    put64(head + 16, payload_len);
+    modal__put32(head, type);
+    modal__put32(head + 4, flags);
+    modal__put32(head + 8, (uint32_t)mlen);
+    modal__put32(head + 12, 0);
+    modal__put64(head + 16, payload_len);
     if (mlen > 0)
         memcpy(head + MODAL__IPC_HEADER, meta, mlen);
     return MODAL__IPC_HEADER + mlen;
@@ -250,9 +227,9 @@ modal_status modal__ipc_recv_flags(int sock, int rflags, uint32_t *type, cJSON *
         st = modal__fail(err, MODAL_ECODEC, "worker message of %zd bytes is truncated or malformed", n);
         goto out;
     }
-    *type = get32(buf);
-    uint32_t flags = get32(buf + 4), mlen = get32(buf + 8);
-    uint64_t plen = get64(buf + 16);
+    *type = modal__get32(buf);
+    uint32_t flags = modal__get32(buf + 4), mlen = modal__get32(buf + 8);
+    uint64_t plen = modal__get64(buf + 16);
     if (mlen > MODAL__IPC_META_MAX || MODAL__IPC_HEADER + (size_t)mlen > (size_t)n) {
         st = modal__fail(err, MODAL_ECODEC, "worker message metadata length %u is invalid", mlen);
         goto out;
@@ -337,10 +314,10 @@ modal_status modal__bundle_build(const modal__bundle_part *parts, size_t n,
         return modal__fail(err, MODAL_ENOMEM, "out of memory building a bundle of %zu frames", n);
     memset(b->base, 0, total);
     memcpy(b->base, "MODB", 4);
-    put32(b->base + 4, (uint32_t)n);
+    modal__put32(b->base + 4, (uint32_t)n);
     size_t off = align64(8 + 8 * n);
     for (size_t i = 0; i < n; i++) {
-        put64(b->base + 8 + 8 * i, parts[i].len);
+        modal__put64(b->base + 8 + 8 * i, parts[i].len);
         off = align64(off);
         if (parts[i].len > 0)
             memcpy(b->base + off, parts[i].p, parts[i].len);
@@ -358,7 +335,7 @@ modal_status modal__bundle_parse(const modal__buf *buf,
     *n = 0;
     if (buf == NULL || buf->len < 8 || memcmp(buf->base, "MODB", 4) != 0)
         return modal__fail(err, MODAL_ECODEC, "body is not a frame bundle (no \"MODB\" header)");
-    uint32_t count = get32(buf->base + 4);
+    uint32_t count = modal__get32(buf->base + 4);
     if (count > (buf->len - 8) / 8)
         return modal__fail(err, MODAL_ECODEC, "bundle announces %u frames but has %zu bytes",
                            count, buf->len);
@@ -367,7 +344,7 @@ modal_status modal__bundle_parse(const modal__buf *buf,
         return modal__fail(err, MODAL_ENOMEM, "out of memory reading a bundle of %u frames", count);
     size_t off = align64(8 + 8 * (size_t)count);
     for (uint32_t i = 0; i < count; i++) {
-        uint64_t len = get64(buf->base + 8 + 8 * (size_t)i);
+        uint64_t len = modal__get64(buf->base + 8 + 8 * (size_t)i);
         off = align64(off);
         if (off > buf->len || len > buf->len - off) {
             free(ps);

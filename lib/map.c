@@ -161,34 +161,47 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
                                       : modal__fail(err, MODAL_ENOMEM, "out of memory batching inputs");
     for (size_t k = 0; k < n && st == MODAL_OK; k++) {
         const modal_value *in = modal_list_get(inputs, from + k);
-        modal_value *wrapper = NULL;
-        const modal_value *args = in;
-        if (!star) {
-            /* map: the input is the single argument. */
-            wrapper = modal_list();
-            modal_value *copy = modal_value_copy(in);
-            if (wrapper == NULL || modal_list_append(wrapper, copy, err) != MODAL_OK) {
-                modal_value_free(wrapper);
-                st = modal__fail(err, MODAL_ENOMEM, "out of memory batching inputs");
-                break;
-            }
-            args = wrapper;
-        } else if (modal_value_type(in) != MODAL_TYPE_LIST) {
+        if (star && modal_value_type(in) != MODAL_TYPE_LIST) {
             st = modal__fail(err, MODAL_EINVAL,
                              "%s: starmap input %zu is of type %s; each input must be an argument list",
                              r->fn->name, from + k, modal_type_name(modal_value_type(in)));
             break;
         }
         cJSON *env = cJSON_CreateObject();
-        modal__json_num(env, "v", 1);
-        modal__json_num(env, "index", (double)(from + k));
         modal__enc enc;
-        st = modal__msg_build(env, "args", args, &enc, err);
+        if (star) {
+            if (env != NULL && (modal__json_num(env, "v", 1) != 0 ||
+                                modal__json_num(env, "index", (double)(from + k)) != 0)) {
+                cJSON_Delete(env);
+                env = NULL;
+            }
+            st = modal__msg_build(env, "args", in, &enc, err);
+        } else {
+            /* map: the input is the single argument. Its JSON goes into a
+             * one-element list directly, without copying the value. */
+            memset(&enc, 0, sizeof enc);
+            modal_error local = {MODAL_ENOMEM, "out of memory batching inputs"};
+            cJSON *one = cJSON_AddArrayToObject(env, "args");
+            cJSON *j = one != NULL ? modal__value_to_json(in, &enc, &local) : NULL;
+            if (j != NULL && !cJSON_AddItemToArray(one, j)) {
+                cJSON_Delete(j);
+                j = NULL;
+            }
+            if (j != NULL && modal__json_num(env, "v", 1) == 0 &&
+                modal__json_num(env, "index", (double)(from + k)) == 0)
+                st = modal__enc_finish(&enc, env, err);
+            else if (local.code != MODAL_OK) /* the value itself (too deep, ...) */
+                st = modal__fail(err, local.code, "%s", local.message);
+            else
+                st = modal__fail(err, MODAL_ENOMEM, "out of memory batching inputs");
+            cJSON_Delete(env);
+            if (st != MODAL_OK)
+                modal__enc_free(&enc);
+        }
         if (st == MODAL_OK) {
             st = modal__enc_flatten(&enc, &frames[k], err);
             modal__enc_free(&enc);
         }
-        modal_value_free(wrapper);
         if (st == MODAL_OK) {
             parts[k].p = frames[k]->base;
             parts[k].len = frames[k]->len;
@@ -233,14 +246,8 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
     if (results != NULL)
         *results = NULL;
     const char *artifact;
-    modal_status st = modal__remote_prepare(fn, inputs, 1, &artifact, err);
+    modal_status st = modal__remote_prepare(fn, inputs, "map input", &artifact, err);
     if (st != MODAL_OK) {
-        if (st == MODAL_EINVAL && inputs != NULL)
-            modal__fail(err, MODAL_EINVAL, "%s: map inputs must be a list, got %s", fn->name,
-                        modal_type_name(modal_value_type(inputs)));
-        else if (st == MODAL_ENOMEM && inputs == NULL)
-            modal__fail(err, MODAL_ENOMEM, "%s: the list of map inputs is NULL: a value "
-                        "constructor failed (out of memory or an invalid input)", fn->name);
         modal_value_free(inputs);
         return st;
     }

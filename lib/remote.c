@@ -214,20 +214,11 @@ cJSON *modal__call_envelope(modal_function *fn, const char *artifact, const char
 }
 
 /* Check fn and args, upload the executable: what every remote use needs. */
-modal_status modal__remote_prepare(modal_function *fn, const modal_value *args,
-                                   int want_list, const char **artifact, modal_error *err)
+modal_status modal__remote_prepare(modal_function *fn, const modal_value *list,
+                                   const char *what, const char **artifact, modal_error *err)
 {
-    modal_status st = modal_function_check(fn, err);
-    if (st != MODAL_OK)
-        return st;
-    if (args == NULL)
-        return modal__fail(err, MODAL_ENOMEM,
-                           "%s: the argument list is NULL: a value constructor failed (out of "
-                           "memory or an invalid input such as a string with a NUL)", fn->name);
-    if (want_list && modal_value_type(args) != MODAL_TYPE_LIST)
-        return modal__fail(err, MODAL_EINVAL, "%s: arguments must be a list (use modal_args(...)), "
-                           "got %s", fn->name, modal_type_name(modal_value_type(args)));
-    return modal__artifact_ensure(artifact, err);
+    modal_status st = modal__check_call(fn, list, what, err);
+    return st != MODAL_OK ? st : modal__artifact_ensure(artifact, err);
 }
 
 /* POST the call; wait up to `wait` seconds for it inside the request. */
@@ -235,7 +226,7 @@ static modal_status submit(modal_function *fn, modal_value *args, double wait, m
                            modal__http_resp *resp, modal_error *err)
 {
     const char *artifact;
-    modal_status st = modal__remote_prepare(fn, args, 1, &artifact, err);
+    modal_status st = modal__remote_prepare(fn, args, "argument", &artifact, err);
     if (st != MODAL_OK)
         return st;
     modal__random_id("fc-", c->id, sizeof c->id);

@@ -411,7 +411,6 @@ static enum MHD_Result handle_calls(struct MHD_Connection *con, const char *meth
     return r;
 }
 
-void rt_map_ack(rt_map *m, long long seq);
 
 static enum MHD_Result map_results(struct MHD_Connection *con, const char *id)
 {

@@ -147,6 +147,14 @@ void rt_map_free(rt_map *m);
 void rt_call_cancel(rt_call *c);
 /* Finish the running or queued attempt of c with st; retries if allowed. */
 void rt_call_attempt_failed(rt_call *c, modal_status st, const char *msg);
+/* A RESULT arrived for c; fd is the memfd holding a large frame, or -1. */
+void rt_call_result(rt_call *c, modal_status st, modal__buf *frame, int fd);
+/* Put back calls a stopped worker was sent but never started. */
+void rt_requeue_unstarted(rt_pool *p, rt_call *list);
+/* A worker gave back c after it was settled (cancelled) or orphaned. */
+void rt_call_release(rt_call *c);
+/* Drop a map's finished calls up to seq (the client has them). */
+void rt_map_ack(rt_map *m, long long seq);
 void rt_call_complete(rt_call *c, modal_status st, modal__buf *result);
 void rt_dispatch(rt_pool *p);
 void rt_tick(double now);       /* retries due, expiry of old results */

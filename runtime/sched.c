@@ -239,14 +239,12 @@ void rt_call_attempt_failed(rt_call *c, modal_status st, const char *msg)
 
 /* Called by the worker code when a RESULT arrives for c; fd is the memfd
  * holding a large frame (or -1), kept so the answer can be sent from it. */
-void rt_call_result(rt_call *c, modal_status st, modal__buf *frame, int fd);
 void rt_call_result(rt_call *c, modal_status st, modal__buf *frame, int fd)
 {
     attempt_ended(c, st, NULL, frame, fd);
 }
 
 /* Put back calls a dead worker was sent but never started. */
-void rt_requeue_unstarted(rt_pool *p, rt_call *list);
 void rt_requeue_unstarted(rt_pool *p, rt_call *list)
 {
     /* Keep their order: push the list's reverse at the front. */
@@ -648,7 +646,6 @@ modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
 }
 
 /* Drop a map's finished calls up to seq (the client has them). */
-void rt_map_ack(rt_map *m, long long seq);
 void rt_map_ack(rt_map *m, long long seq)
 {
     while (m->done_head && m->done_head->seq <= seq) {
@@ -778,7 +775,6 @@ double rt_next_timer(double now)
 
 /* A call that finished is removed from the hash table by rt_tick; a
  * cancelled one still in a worker's list is dropped when it returns. */
-void rt_call_release(rt_call *c);
 void rt_call_release(rt_call *c)
 {
     if (c->orphan) {

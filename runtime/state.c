@@ -23,16 +23,22 @@ double rt_now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The current time as RFC 3339 UTC ("2026-01-02T03:04:05Z"). */
+static void utc_stamp(char out[32])
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
 void rt_log(int level, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
     if (level < rt.log_level || rt.log == NULL)
         return;
     char stamp[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    utc_stamp(stamp);
     va_list ap;
     va_start(ap, fmt);
     flockfile(rt.log);
@@ -170,10 +176,7 @@ void rt_app_log(const char *app, const char *call_id, const char *fn, int stream
     if (fd < 0)
         return;
     char stamp[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    utc_stamp(stamp);
     char head[256];
     int hl = snprintf(head, sizeof head, "%s %s %s %s ", stamp, call_id, fn,
                       stream == 0 ? "stdout" : "stderr");

@@ -21,10 +21,6 @@
 
 extern char **environ;
 
-void rt_call_result(rt_call *c, modal_status st, modal__buf *frame, int fd);
-void rt_requeue_unstarted(rt_pool *p, rt_call *list);
-void rt_call_release(rt_call *c);
-
 #define HELLO_TIMEOUT 10.0
 
 void rt_wake(void)
@@ -37,8 +33,9 @@ void rt_wake(void)
 }
 
 /* The worker's environment: the runtime's, minus client settings, plus
- * the worker variables. */
-static char **worker_env(const char *fn)
+ * the worker variables; fnvar is "MODAL_WORKER_FUNCTION=<fn>". Free the
+ * array only: its strings are borrowed. */
+static char **worker_env(char *fnvar)
 {
     size_t n = 0;
     while (environ[n])
@@ -51,9 +48,7 @@ static char **worker_env(const char *fn)
         if (strncmp(environ[i], "MODAL_", 6) != 0)
             env[k++] = environ[i];
     env[k++] = "MODAL_WORKER_FD=3";
-    static char fnvar[200];
-    snprintf(fnvar, sizeof fnvar, "MODAL_WORKER_FUNCTION=%s", fn);
-    env[k++] = strdup(fnvar);
+    env[k++] = fnvar;
     return env;
 }
 
@@ -94,16 +89,13 @@ int rt_worker_spawn(rt_pool *p)
     sigfillset(&all);
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &all);
-    char **env = worker_env(p->fn);
+    char fnvar[160];
+    snprintf(fnvar, sizeof fnvar, "MODAL_WORKER_FUNCTION=%s", p->fn);
+    char **env = worker_env(fnvar);
     char *argv[] = {path, NULL};
     pid_t pid = -1;
     int rc = env != NULL ? posix_spawn(&pid, path, &fa, &at, argv, env) : ENOMEM;
-    if (env != NULL) {
-        for (size_t i = 0; env[i]; i++)
-            if (strncmp(env[i], "MODAL_WORKER_FUNCTION=", 22) == 0)
-                free(env[i]);
-        free(env);
-    }
+    free(env);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(sv[1]);

@@ -12,6 +12,10 @@
  *   - Fallible calls return a modal_status (MODAL_OK is 0) and, when the
  *     caller passes a non-NULL modal_error, fill it with the code and a
  *     message naming what failed, the value that caused it and what to do.
+ *   - A NULL pointer that a call cannot accept gives MODAL_EINVAL and a
+ *     message naming the call and the parameter ("modal_fn_spawn: call is
+ *     NULL; ..."). Arguments the call takes ownership of are freed on that
+ *     path too. Pointers documented as optional may be NULL.
  *   - Handles are opaque. Every _free function accepts NULL and does nothing.
  *   - Input strings and buffers are copied unless a declaration says
  *     otherwise; a returned `const` pointer is borrowed and its lifetime is
@@ -288,7 +292,8 @@ MODAL_API modal_type modal_value_type(const modal_value *v);
  * Type-checked accessors. On a type mismatch they return MODAL_ETYPE and
  * say which type was found, and leave *out untouched; they never crash on
  * a wrong type or a NULL v (a NULL v is reported as null, MODAL_ETYPE).
- * Output pointers documented as optional may be NULL.
+ * Every output pointer of an accessor is optional: with NULL outputs an
+ * accessor only checks the type.
  */
 
 /** Read a bool. */
@@ -600,6 +605,7 @@ MODAL_API const char *modal_app_name(void);
  * body can `return modal_ctx_fail(ctx, "n must be positive, got %d", n);`.
  * The caller receives MODAL_EFUNC and the message. Retries apply.
  */
+/* A NULL fmt still fails the call, with a message saying fmt was NULL. */
 MODAL_API modal_value *modal_ctx_fail(modal_ctx *ctx, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /** Whether the call has failed (modal_ctx_fail or a bad argument). */
@@ -670,7 +676,7 @@ MODAL_API const modal_value *modal_arg(const modal_value *args, size_t i);
  * decode, run, encode result, decode), so whatever would fail remotely for
  * serialization fails here too. Takes ownership of args (a list, e.g. from
  * modal_args(); NULL fails with MODAL_ENOMEM). On MODAL_OK, *result is a new
- * value owned by the caller. A function that fails through modal_ctx_fail
+ * value owned by the caller; result may be NULL to discard it. A function that fails through modal_ctx_fail
  * gives MODAL_EFUNC and its message. Options are checked but resources
  * (GPUs, volumes, retries, timeout) are not applied. Thread-safe.
  */
@@ -679,7 +685,8 @@ MODAL_API modal_status modal_fn_local(modal_function *fn, modal_value *args,
 
 /**
  * Run fn in a worker of the runtime and wait for its result. Takes
- * ownership of args. With MODAL_RUNTIME_URL unset, the first call starts a
+ * ownership of args. On MODAL_OK, *result is a new value owned by the
+ * caller; result may be NULL to discard it. With MODAL_RUNTIME_URL unset, the first call starts a
  * local runtime (see docs/runtime.md). The worker's output is streamed to
  * this process's stderr, each line prefixed with the function's name.
  * Retries and timeouts follow fn's options. Thread-safe.
@@ -691,9 +698,10 @@ MODAL_API modal_status modal_fn_remote(modal_function *fn, modal_value *args,
 typedef struct modal_call modal_call;
 
 /**
- * Start fn in the runtime without waiting. Takes ownership of args. On
- * MODAL_OK, *call is a handle to free with modal_call_free() (freeing does
- * not cancel the call).
+ * Start fn in the runtime without waiting. Takes ownership of args, also
+ * when it fails. On MODAL_OK, *call is a handle to free with
+ * modal_call_free() (freeing does not cancel the call); call must not be
+ * NULL (MODAL_EINVAL).
  */
 MODAL_API modal_status modal_fn_spawn(modal_function *fn, modal_value *args,
                                       modal_call **call, modal_error *err);
@@ -705,13 +713,15 @@ MODAL_API const char *modal_call_id(const modal_call *call);
 /**
  * A handle to an existing call, by id, from this or another process. The
  * id is checked for form only; modal_call_get() reports an unknown id.
+ * id and call must not be NULL (MODAL_EINVAL).
  */
 MODAL_API modal_status modal_call_from_id(const char *id, modal_call **call,
                                           modal_error *err);
 /**
  * Wait up to timeout seconds (negative: no limit; 0: just look) for the
  * call's result. MODAL_EPENDING when time runs out; otherwise the call's
- * own outcome. The result can be fetched again by this or another handle.
+ * own outcome. On MODAL_OK, *result is a new value owned by the caller;
+ * result may be NULL to discard it. The result can be fetched again by this or another handle.
  */
 MODAL_API modal_status modal_call_get(modal_call *call, double timeout,
                                       modal_value **result, modal_error *err);

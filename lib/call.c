@@ -18,6 +18,14 @@ modal_value *modal_ctx_fail(modal_ctx *ctx, const char *fmt, ...)
 {
     if (ctx == NULL || ctx->failed)
         return NULL;
+    if (fmt == NULL) {
+        /* Still a failure: the body meant to fail, and says so. */
+        snprintf(ctx->message, sizeof ctx->message,
+                 "modal_ctx_fail: fmt is NULL; pass a message saying why the call failed");
+        ctx->failed = true;
+        ctx->code = MODAL_EFUNC;
+        return NULL;
+    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ctx->message, sizeof ctx->message, fmt, ap);
@@ -311,6 +319,10 @@ modal_status modal_fn_local(modal_function *fn, modal_value *args,
     modal_value *wire_args = NULL, *ret = NULL;
     if (result != NULL)
         *result = NULL;
+    if (fn == NULL) {
+        st = modal__null_arg(err, "modal_fn_local", "fn", MODAL__FN_HINT);
+        goto out;
+    }
     if ((st = modal__check_call(fn, args, "argument", err)) != MODAL_OK)
         goto out;
     if ((st = wire_round_trip("args", args, &wire_args, err)) != MODAL_OK)

@@ -1275,9 +1275,12 @@ modal_status modal__value_from_json(modal__dec *dec, const cJSON *j,
 modal_status modal_value_encode(const modal_value *v, void **buf, size_t *len,
                                 modal_error *err)
 {
-    if (buf == NULL || len == NULL)
-        return modal__fail(err, MODAL_EINVAL,
-                           "modal_value_encode: buf and len must not be NULL");
+    if (buf == NULL)
+        return modal__null_arg(err, "modal_value_encode", "buf",
+                               "pass the address of a void * to receive the frame");
+    if (len == NULL)
+        return modal__null_arg(err, "modal_value_encode", "len",
+                               "pass the address of a size_t to receive its size");
     *buf = NULL;
     *len = 0;
     if (v == NULL)
@@ -1366,12 +1369,13 @@ modal_status modal_value_decode(const void *buf, size_t len,
                                 modal_value **out, modal_error *err)
 {
     if (out == NULL)
-        return modal__fail(err, MODAL_EINVAL,
-                           "modal_value_decode: out must not be NULL");
+        return modal__null_arg(err, "modal_value_decode", "out",
+                               "pass the address of a modal_value * to receive the value");
     *out = NULL;
     if (buf == NULL && len > 0)
         return modal__fail(err, MODAL_EINVAL,
-                           "modal_value_decode: buf is NULL but len is %zu",
+                           "modal_value_decode: buf is NULL but len is %zu; pass the "
+                           "frame's bytes, or len 0",
                            len);
     /*
      * A temporary, non-owning view of the caller's bytes. Decoding with

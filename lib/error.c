@@ -61,6 +61,12 @@ modal_status modal__fail(modal_error *err, modal_status code, const char *fmt,
     return code;
 }
 
+modal_status modal__null_arg(modal_error *err, const char *api, const char *param,
+                             const char *hint)
+{
+    return modal__fail(err, MODAL_EINVAL, "%s: %s is NULL; %s", api, param, hint);
+}
+
 void modal__ok(modal_error *err)
 {
     if (err != NULL) {

@@ -242,7 +242,7 @@ static modal_status check_options(modal_function *fn, modal_error *err)
 modal_status modal_function_check(modal_function *fn, modal_error *err)
 {
     if (fn == NULL)
-        return modal__fail(err, MODAL_EINVAL, "function is NULL; pass &name of a MODAL_FUNCTION");
+        return modal__null_arg(err, "modal_function_check", "fn", MODAL__FN_HINT);
     if (fn->magic != MODAL__FUNCTION_MAGIC)
         return modal__fail(err, MODAL_EINVAL,
                            "the function pointer does not point at a MODAL_FUNCTION definition");

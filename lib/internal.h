@@ -65,6 +65,14 @@ modal_status modal__fail(modal_error *err, modal_status code, const char *fmt,
                          ...) __attribute__((format(printf, 3, 4)));
 modal_status modal__vfail(modal_error *err, modal_status code,
                           const char *fmt, va_list ap);
+/*
+ * The MODAL_EINVAL a public function gives for a NULL pointer it cannot
+ * accept: "api: param is NULL; hint".
+ */
+modal_status modal__null_arg(modal_error *err, const char *api, const char *param,
+                             const char *hint);
+/* The hint for a NULL modal_function pointer. */
+#define MODAL__FN_HINT "pass &name of a function defined with MODAL_FUNCTION"
 /* Set err to MODAL_OK with an empty message. */
 void modal__ok(modal_error *err);
 /* Send a message to the user's log hook, if any. */

@@ -245,6 +245,11 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
     static const modal_map_options defaults;
     if (results != NULL)
         *results = NULL;
+    if (fn == NULL) {
+        modal_value_free(inputs);
+        return modal__null_arg(err, star ? "modal_fn_starmap" : "modal_fn_map", "fn",
+                               MODAL__FN_HINT);
+    }
     const char *artifact;
     modal_status st = modal__remote_prepare(fn, inputs, "map input", &artifact, err);
     if (st != MODAL_OK) {

@@ -250,6 +250,10 @@ modal_status modal_fn_remote(modal_function *fn, modal_value *args, modal_value 
 {
     if (result != NULL)
         *result = NULL;
+    if (fn == NULL) {
+        modal_value_free(args);
+        return modal__null_arg(err, "modal_fn_remote", "fn", MODAL__FN_HINT);
+    }
     modal_call c;
     memset(&c, 0, sizeof c);
     modal__http_resp resp;
@@ -263,7 +267,17 @@ modal_status modal_fn_remote(modal_function *fn, modal_value *args, modal_value 
 modal_status modal_fn_spawn(modal_function *fn, modal_value *args, modal_call **call,
                             modal_error *err)
 {
+    /* args are taken on every path, refusals included. */
+    if (call == NULL) {
+        modal_value_free(args);
+        return modal__null_arg(err, "modal_fn_spawn", "call",
+                               "pass the address of a modal_call * to receive the handle");
+    }
     *call = NULL;
+    if (fn == NULL) {
+        modal_value_free(args);
+        return modal__null_arg(err, "modal_fn_spawn", "fn", MODAL__FN_HINT);
+    }
     modal_call *c = modal__calloc(1, sizeof *c);
     if (c == NULL) {
         modal_value_free(args);
@@ -287,6 +301,8 @@ const char *modal_call_id(const modal_call *call)
     return call != NULL ? call->id : "";
 }
 
+#define CALL_HINT "pass a handle from modal_fn_spawn() or modal_call_from_id()"
+
 static int valid_call_id(const char *id)
 {
     if (id == NULL || strncmp(id, "fc-", 3) != 0 || strlen(id) != 29)
@@ -299,7 +315,13 @@ static int valid_call_id(const char *id)
 
 modal_status modal_call_from_id(const char *id, modal_call **call, modal_error *err)
 {
+    if (call == NULL)
+        return modal__null_arg(err, "modal_call_from_id", "call",
+                               "pass the address of a modal_call * to receive the handle");
     *call = NULL;
+    if (id == NULL)
+        return modal__null_arg(err, "modal_call_from_id", "id",
+                               "pass a call id from modal_call_id()");
     if (!valid_call_id(id))
         return modal__fail(err, MODAL_EINVAL,
                            "\"%.64s\" is not a call id: ids look like fc- followed by 26 "
@@ -321,7 +343,7 @@ modal_status modal_call_get(modal_call *call, double timeout, modal_value **resu
     if (result != NULL)
         *result = NULL;
     if (call == NULL)
-        return modal__fail(err, MODAL_EINVAL, "call handle is NULL");
+        return modal__null_arg(err, "modal_call_get", "call", CALL_HINT);
     double wait = timeout < 0 ? POLL_SECONDS : (timeout < POLL_SECONDS ? timeout : POLL_SECONDS);
     char path[160];
     snprintf(path, sizeof path, "/v1/calls/%s?wait=%.3f&log_offset=%lld", call->id, wait,
@@ -346,7 +368,7 @@ modal_status modal_call_get(modal_call *call, double timeout, modal_value **resu
 modal_status modal_call_cancel(modal_call *call, modal_error *err)
 {
     if (call == NULL)
-        return modal__fail(err, MODAL_EINVAL, "call handle is NULL");
+        return modal__null_arg(err, "modal_call_cancel", "call", CALL_HINT);
     char path[96];
     snprintf(path, sizeof path, "/v1/calls/%s", call->id);
     modal__http_req req = {.method = "DELETE", .path = path, .timeout = 30};

@@ -669,6 +669,51 @@ void modal__enc_free(modal__enc *enc)
 
 /* ---- decoder: the frame -------------------------------------------- */
 
+/*
+ * cJSON turns "\u0000" into a NUL inside the string it returns and gives
+ * no length, so "a\u0000b" would read as "a" everywhere after parsing: a
+ * name cut short and accepted. No value this library encodes holds a NUL
+ * (modal_string_n refuses one), so any such escape in a string is refused.
+ * Runs on JSON cJSON accepted; returns the byte offset of the string that
+ * holds one and sets *key to the last object key before it (the field at
+ * fault), or returns SIZE_MAX when there is none.
+ */
+static size_t json_nul_string(const char *json, size_t len, const char **key, size_t *keylen)
+{
+    /* The common case costs one memmem: no "\u0000" text at all. */
+    if (memmem(json, len, "\\u0000", 6) == NULL)
+        return SIZE_MAX;
+    const char *last_key = NULL;
+    size_t last_key_len = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (json[i] != '"')
+            continue;
+        size_t start = i++, nul = 0;
+        for (; i < len && json[i] != '"'; i++)
+            if (json[i] == '\\' && i + 1 < len) {
+                if (json[i + 1] == 'u' && i + 6 <= len &&
+                    memcmp(json + i + 2, "0000", 4) == 0)
+                    nul = 1;
+                i++; /* the escaped character; \uXXXX digits are plain */
+            }
+        size_t after = i + 1;
+        while (after < len && (json[after] == ' ' || json[after] == '\t' ||
+                               json[after] == '\n' || json[after] == '\r'))
+            after++;
+        int is_key = after < len && json[after] == ':';
+        if (nul) {
+            *key = is_key ? json + start + 1 : last_key;
+            *keylen = is_key ? i - start - 1 : last_key_len;
+            return start;
+        }
+        if (is_key) {
+            last_key = json + start + 1;
+            last_key_len = i - start - 1;
+        }
+    }
+    return SIZE_MAX;
+}
+
 modal_status modal__dec_open(modal__buf *buf, int borrow, modal__dec *dec,
                              modal_error *err)
 {
@@ -797,6 +842,20 @@ modal_status modal__dec_open(modal__buf *buf, int borrow, modal__dec *dec,
                            "trailing bytes after the JSON envelope at "
                            "envelope byte %zu (frame offset %zu)",
                            at, json_off + at);
+    }
+    const char *key = NULL;
+    size_t keylen = 0, at = json_nul_string(json, elen, &key, &keylen);
+    if (at != SIZE_MAX) {
+        size_t end_q = at + 1;
+        while (end_q < elen && json[end_q] != '"')
+            end_q += json[end_q] == '\\' ? 2 : 1;
+        int show = (int)(end_q - at - 1 > 64 ? 64 : end_q - at - 1);
+        modal__dec_close(dec);
+        return modal__fail(err, MODAL_ECODEC,
+                           "envelope: \"%.*s\" = \"%.*s\" holds an escaped NUL (\\u0000) at "
+                           "envelope byte %zu; no name or string may contain a NUL",
+                           key != NULL ? (int)(keylen > 64 ? 64 : keylen) : 1,
+                           key != NULL ? key : "$", show, json + at + 1, at);
     }
     dec->buf = modal__buf_ref(buf);
     dec->borrow = borrow;

@@ -66,6 +66,7 @@ const char *modal_function_name(const modal_function *fn)
 }
 
 static char app_given[256]; /* as MODAL_APP wrote it, for error messages */
+static int name_char(unsigned char c);
 
 void modal__set_app(const char *name)
 {
@@ -83,13 +84,50 @@ const char *modal_app_name(void)
          * hold replaced, so any program name works. */
         snprintf(app_name, sizeof app_name, "%s", program_invocation_short_name);
         for (char *p = app_name; *p; p++)
-            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                  (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+            if (!name_char((unsigned char)*p))
                 *p = '-';
-        if (app_name[0] == '\0')
+        if (modal__app_name_problem(app_name) != NULL) /* "", "." or ".." */
             snprintf(app_name, sizeof app_name, "app");
     }
     return app_name;
+}
+
+static int name_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_' || c == '.';
+}
+
+const char *modal__app_name_problem(const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return "is empty; an app name is 1 to 127 of A-Z a-z 0-9 _ . -";
+    size_t n = 0;
+    for (; name[n] != '\0'; n++)
+        if (!name_char((unsigned char)name[n]))
+            return "holds a character outside A-Z a-z 0-9 _ . -";
+    if (n > MODAL__NAME_MAX)
+        return "is longer than 127 characters";
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return "is \".\" or \"..\", which cannot name an app (its log is a file named after it)";
+    return NULL;
+}
+
+const char *modal__fn_name_problem(const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return "is empty; a function name is a C identifier of 1 to 127 characters";
+    size_t n = 0;
+    for (; name[n] != '\0'; n++) {
+        unsigned char c = (unsigned char)name[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+              (n > 0 && c >= '0' && c <= '9')))
+            return "is not a C identifier (A-Z a-z 0-9 _, not starting with a digit), "
+                   "as MODAL_FUNCTION names are";
+    }
+    if (n > MODAL__NAME_MAX)
+        return "is longer than 127 characters";
+    return NULL;
 }
 
 /* Names of volumes, secrets and images share one conservative alphabet. */
@@ -182,10 +220,11 @@ static modal_status check_options(modal_function *fn, modal_error *err)
             return BAD("function name \"%s\" is defined twice (%s:%d and %s:%d); rename one",
                        name, f->file, f->line, fn->file, fn->line);
 
-    if (app_explicit && (!valid_name(app_given, 127, NULL) || strcmp(app_given, ".") == 0 ||
-                         strcmp(app_given, "..") == 0))
-        return BAD("MODAL_APP(\"%.64s\"): an app name uses letters, digits and -_. "
-                   "(1 to 127 of them)", app_given);
+    const char *bad_name;
+    if ((bad_name = modal__fn_name_problem(name)) != NULL)
+        return BAD("function name \"%.64s\" %s", name, bad_name);
+    if (app_explicit && (bad_name = modal__app_name_problem(app_given)) != NULL)
+        return BAD("MODAL_APP(\"%.64s\"): the app name %s", app_given, bad_name);
 
     modal__gpu_choice choices[MODAL__GPU_MAX_CHOICES];
     size_t nchoices;

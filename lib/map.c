@@ -73,8 +73,9 @@ static modal_status record(map_run *r, size_t i, modal_value *v, modal_status st
     r->ndone++;
     if (st != MODAL_OK && !r->o->return_errors && r->fail == MODAL_OK) {
         r->fail = st;
-        /* msg already starts with the function's name. */
-        modal__fail(&r->fail_err, st, "input %zu: %s", i, msg);
+        /* As docs/errors.md shows: "<fn>: input <i>: <message>", where the
+         * message itself starts with the function's name. */
+        modal__fail(&r->fail_err, st, "%s: input %zu: %s", r->fn->name, i, msg);
     }
     if (r->o->unordered)
         return deliver(r, i, v, st, msg, err);

@@ -54,7 +54,7 @@ typedef struct rt_policy {
 } rt_policy;
 
 struct rt_pool {
-    char key[512];           /* artifact/fn/options */
+    char key[512];           /* artifact/app/fn/options */
     char artifact[65];
     char fn[128];
     char app[128];

@@ -226,6 +226,36 @@ static void attempt_ended(rt_call *c, modal_status st, const char *msg, modal__b
         rt_wake();
         return;
     }
+    if (st == MODAL_EFUNC && pol->max_retries > 0) {
+        /* The function's own message, from its result frame or the enter
+         * hook, does not say which attempt failed; crash and timeout
+         * messages do. Append it, keeping the end in the client's 511
+         * bytes whatever the function wrote. */
+        char own[MODAL_ERROR_MESSAGE_SIZE] = "";
+        if (result != NULL) {
+            modal__dec dec;
+            if (modal__dec_open(result, 0, &dec, NULL) == MODAL_OK) {
+                const cJSON *m = cJSON_GetObjectItemCaseSensitive(dec.env, "message");
+                if (cJSON_IsString(m))
+                    snprintf(own, sizeof own, "%s", m->valuestring);
+                modal__dec_close(&dec);
+            }
+        } else if (msg != NULL) {
+            snprintf(own, sizeof own, "%s", msg);
+        }
+        char suffix[64], full[MODAL_ERROR_MESSAGE_SIZE];
+        int sl = snprintf(suffix, sizeof suffix, " (attempt %d of %d)", c->attempt,
+                          pol->max_retries + 1);
+        snprintf(full, sizeof full, "%.*s%s", (int)(sizeof full - 1 - (size_t)sl), own, suffix);
+        modal__buf *frame = rt_error_frame(c, st, full);
+        if (frame != NULL) {
+            modal__buf_unref(result);
+            if (result_fd >= 0)
+                close(result_fd);
+            result = frame;
+            result_fd = -1;
+        }
+    }
     if (result == NULL)
         result = rt_error_frame(c, st, msg);
     c->result_fd = result_fd;
@@ -363,16 +393,6 @@ static int parse_policy(const cJSON *o, rt_policy *pol, modal_error *err)
     return MODAL_OK;
 }
 
-static int valid_ident(const char *s, size_t max)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
-              (s[n] >= '0' && s[n] <= '9') || s[n] == '_' || s[n] == '-' || s[n] == '.'))
-            return 0;
-    return n > 0 && n <= max;
-}
-
 /* Read the common part of call and map frames and find their pool. */
 static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err)
 {
@@ -383,12 +403,21 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
     const cJSON *opt = cJSON_GetObjectItemCaseSensitive(env, "options");
     if (!cJSON_IsNumber(v) || v->valuedouble != 1)
         return modal__fail(err, MODAL_ECODEC, "call frame: \"v\" must be 1");
-    if (!cJSON_IsString(fn) || !valid_ident(fn->valuestring, 127))
-        return modal__fail(err, MODAL_ECODEC,
-                           "call frame: \"fn\" must be a function name ([A-Za-z0-9_.-], 1..127)");
-    if (!cJSON_IsString(app) || !valid_ident(app->valuestring, 127))
-        return modal__fail(err, MODAL_ECODEC,
-                           "call frame: \"app\" must be an app name ([A-Za-z0-9_.-], 1..127)");
+    /* The rules are the library's (lib/function.c); a NUL escaped inside
+     * a name never reaches here: the decoder refuses it in any string. */
+    const char *bad_name;
+    if (!cJSON_IsString(fn))
+        return modal__fail(err, MODAL_ECODEC, "call frame: \"fn\" must be a string naming "
+                           "the function");
+    if ((bad_name = modal__fn_name_problem(fn->valuestring)) != NULL)
+        return modal__fail(err, MODAL_ECODEC, "call frame: \"fn\" = \"%.64s\" %s",
+                           fn->valuestring, bad_name);
+    if (!cJSON_IsString(app))
+        return modal__fail(err, MODAL_ECODEC, "call frame: \"app\" must be a string naming "
+                           "the app");
+    if ((bad_name = modal__app_name_problem(app->valuestring)) != NULL)
+        return modal__fail(err, MODAL_ECODEC, "call frame: \"app\" = \"%.64s\" %s",
+                           app->valuestring, bad_name);
     if (!cJSON_IsString(art) || !rt_valid_sha(art->valuestring))
         return modal__fail(err, MODAL_ECODEC, "call frame: \"artifact\" must be 64 hex digits");
     if (opt != NULL && !cJSON_IsObject(opt))
@@ -412,14 +441,33 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
     const cJSON *vols = cJSON_GetObjectItemCaseSensitive(opt, "volumes");
     const cJSON *secs = cJSON_GetObjectItemCaseSensitive(opt, "secrets");
     const cJSON *img = cJSON_GetObjectItemCaseSensitive(opt, "image");
-    if ((cJSON_IsObject(vols) && vols->child) || (cJSON_IsArray(secs) && secs->child) ||
-        cJSON_IsString(img))
+    /* Name the feature and the value the function asked for, as the GPU
+     * refusal does, so the user knows which option to drop. */
+    if (cJSON_IsObject(vols) && vols->child) {
+        const cJSON *vname = cJSON_GetObjectItemCaseSensitive(vols->child, "name");
         return modal__fail(err, MODAL_EOPTION,
-                           "%s uses volumes, secrets or an image, which this runtime version "
-                           "does not provide yet", fn->valuestring);
+                           "%s: volume \"%.64s\" at %.200s: this runtime does not provide "
+                           "volumes yet; drop the .volumes option or use a runtime that "
+                           "provides them", fn->valuestring,
+                           cJSON_IsString(vname) ? vname->valuestring : "(unnamed)",
+                           vols->child->string != NULL ? vols->child->string : "?");
+    }
+    if (cJSON_IsArray(secs) && secs->child)
+        return modal__fail(err, MODAL_EOPTION,
+                           "%s: secret \"%.64s\": this runtime does not provide secrets yet; "
+                           "drop the .secrets option or use a runtime that provides them",
+                           fn->valuestring,
+                           cJSON_IsString(secs->child) ? secs->child->valuestring : "(not a name)");
+    if (cJSON_IsString(img))
+        return modal__fail(err, MODAL_EOPTION,
+                           "%s: image \"%.128s\": this runtime does not provide images yet; "
+                           "drop the .image option to run on the runtime host's own system",
+                           fn->valuestring, img->valuestring);
+    /* The app is part of the key: apps never share workers, so each
+     * app's output lands in its own log. */
     char key[512];
-    snprintf(key, sizeof key, "%s/%s/%d/%d/%g/%g/%g/%d/%d/%d/%d", art->valuestring,
-             fn->valuestring, pol.timeout, pol.max_retries, pol.backoff, pol.initial_delay,
+    snprintf(key, sizeof key, "%s/%s/%s/%d/%d/%g/%g/%g/%d/%d/%d/%d", art->valuestring,
+             app->valuestring, fn->valuestring, pol.timeout, pol.max_retries, pol.backoff, pol.initial_delay,
              pol.max_delay, pol.min_containers, pol.max_containers, pol.scaledown_window,
              pol.max_inputs);
     for (rt_pool *p = rt.pools; p; p = p->next)

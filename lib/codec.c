@@ -676,7 +676,8 @@ void modal__enc_free(modal__enc *enc)
  * (modal_string_n refuses one), so any such escape in a string is refused.
  * Runs on JSON cJSON accepted; returns the byte offset of the string that
  * holds one and sets *key to the last object key before it (the field at
- * fault), or returns SIZE_MAX when there is none.
+ * fault; NULL when the string is itself a key or no key precedes it), or
+ * returns SIZE_MAX when there is none.
  */
 static size_t json_nul_string(const char *json, size_t len, const char **key, size_t *keylen)
 {
@@ -702,8 +703,8 @@ static size_t json_nul_string(const char *json, size_t len, const char **key, si
             after++;
         int is_key = after < len && json[after] == ':';
         if (nul) {
-            *key = is_key ? json + start + 1 : last_key;
-            *keylen = is_key ? i - start - 1 : last_key_len;
+            *key = is_key ? NULL : last_key;
+            *keylen = is_key ? 0 : last_key_len;
             return start;
         }
         if (is_key) {
@@ -851,11 +852,15 @@ modal_status modal__dec_open(modal__buf *buf, int borrow, modal__dec *dec,
             end_q += json[end_q] == '\\' ? 2 : 1;
         int show = (int)(end_q - at - 1 > 64 ? 64 : end_q - at - 1);
         modal__dec_close(dec);
+        if (key == NULL)
+            return modal__fail(err, MODAL_ECODEC,
+                               "envelope: the string \"%.*s\" holds an escaped NUL (\\u0000) "
+                               "at envelope byte %zu; no name, key or string may contain a NUL",
+                               show, json + at + 1, at);
         return modal__fail(err, MODAL_ECODEC,
                            "envelope: \"%.*s\" = \"%.*s\" holds an escaped NUL (\\u0000) at "
                            "envelope byte %zu; no name or string may contain a NUL",
-                           key != NULL ? (int)(keylen > 64 ? 64 : keylen) : 1,
-                           key != NULL ? key : "$", show, json + at + 1, at);
+                           (int)(keylen > 64 ? 64 : keylen), key, show, json + at + 1, at);
     }
     dec->buf = modal__buf_ref(buf);
     dec->borrow = borrow;

@@ -895,9 +895,29 @@ static void test_bad_json(void **state)
     expect_json_fail("{\"v\":1,\"value\":{\"m\":{\"a\":1,\"b\":2,\"a\":3}}}",
                      MODAL_ECODEC, "$.value: map has the key \"a\" more than "
                                    "once");
+    /* cJSON would cut these at the NUL ("a" twice, or "a"): refused. */
     expect_json_fail("{\"v\":1,\"value\":{\"m\":{\"a\\u0000x\":1,"
                      "\"a\\u0000y\":2}}}",
-                     MODAL_ECODEC, "more than once");
+                     MODAL_ECODEC, "the string \"a\\u0000x\" holds an escaped NUL");
+    expect_json_fail("{\"v\":1,\"value\":\"a\\u0000b\"}", MODAL_ECODEC,
+                     "envelope: \"value\" = \"a\\u0000b\" holds an escaped NUL");
+    expect_json_fail("{\"v\":1,\"value\":[\"ok\",\"\\u0000\"]}", MODAL_ECODEC,
+                     "\"value\" = \"\\u0000\"");
+    /* An escaped backslash followed by "u0000" is six plain characters. */
+    {
+        size_t len;
+        uint8_t *b = frame("{\"v\":1,\"value\":\"a\\\\u0000b\"}", 0, NULL, NULL, &len);
+        modal_value *v = NULL;
+        modal_error err;
+        assert_int_equal(modal_value_decode(b, len, &v, &err), MODAL_OK);
+        const char *str = NULL;
+        size_t sl = 0;
+        assert_int_equal(modal_get_string(v, &str, &sl, NULL), MODAL_OK);
+        assert_int_equal(sl, 8);
+        assert_string_equal(str, "a\\u0000b");
+        modal_value_free(v);
+        free(b);
+    }
     expect_json_fail("{\"v\":1,\"value\":[1,[2,{\"m\":{\"k\\n\":{\"q\":0}}}]]}",
                      MODAL_ECODEC, "$.value[1][1].m.k?: unknown tag");
     /* A long key is cut short in the path. */

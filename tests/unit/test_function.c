@@ -384,6 +384,36 @@ static void test_app_name(void **state)
     assert_ptr_equal(modal_app_name(), modal_app_name());
 }
 
+/* The one naming rule the library and the runtime share. */
+static void test_name_rules(void **state)
+{
+    (void)state;
+    assert_null(modal__app_name_problem("my-app_1.2"));
+    assert_null(modal__app_name_problem("..a"));
+    assert_non_null(modal__app_name_problem(NULL));
+    assert_non_null(modal__app_name_problem(""));
+    assert_non_null(strstr(modal__app_name_problem("."), "cannot name an app"));
+    assert_non_null(strstr(modal__app_name_problem(".."), "cannot name an app"));
+    assert_non_null(modal__app_name_problem("my app"));
+    assert_non_null(modal__app_name_problem("a/b"));
+    char longname[130];
+    memset(longname, 'a', 128);
+    longname[128] = '\0';
+    assert_non_null(strstr(modal__app_name_problem(longname), "longer than 127"));
+    longname[127] = '\0';
+    assert_null(modal__app_name_problem(longname));
+
+    assert_null(modal__fn_name_problem("train_2"));
+    assert_null(modal__fn_name_problem("_x"));
+    assert_non_null(modal__fn_name_problem(""));
+    assert_non_null(modal__fn_name_problem("2x"));
+    assert_non_null(modal__fn_name_problem("a.b"));
+    assert_non_null(modal__fn_name_problem("a-b"));
+    assert_null(modal__fn_name_problem(longname));
+    /* The app named after the executable always passes. */
+    assert_null(modal__app_name_problem(modal_app_name()));
+}
+
 int main(void)
 {
     init_hand(&hand_a, "hand_a");
@@ -408,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_min_over_default_max),
         cmocka_unit_test(test_duplicate_name),
         cmocka_unit_test(test_invalid_pointers),
+        cmocka_unit_test(test_name_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -104,18 +104,8 @@ static const char *env_or_empty(const char *name)
 static modal_status read_token_file(const char *path, char *out, size_t outsz,
                                     modal_error *err)
 {
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return modal__fail(err, MODAL_EAUTH, "cannot read the runtime token file %s: %s",
-                           path, strerror(errno));
-    size_t n = fread(out, 1, outsz - 1, f);
-    fclose(f);
-    out[n] = '\0';
-    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
-        out[--n] = '\0';
-    if (n == 0)
-        return modal__fail(err, MODAL_EAUTH, "the runtime token file %s is empty", path);
-    return MODAL_OK;
+    /* The same checks as the runtime's: a token others can read is no secret. */
+    return modal__token_file_read(path, out, outsz, NULL, err);
 }
 
 /* Fill cfg from the environment (caller holds cfg_lock). */

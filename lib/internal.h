@@ -422,6 +422,16 @@ void modal__http_resp_free(modal__http_resp *resp);
 /* The uploaded-executable id of this process (sha256 hex), uploading it
  * to the runtime first if it is not there yet. */
 modal_status modal__artifact_ensure(const char **sha, modal_error *err);
+/*
+ * Read the token in the file at path into out (trailing whitespace cut),
+ * for the client and the runtime alike. Refuses with MODAL_EAUTH a file
+ * that others could read or swap: a symbolic link, not a regular file, not
+ * owned by this user, or with any permission for group or others (the
+ * message names the file, its mode and the chmod to run). *missing (if
+ * non-NULL) is set when the file does not exist.
+ */
+modal_status modal__token_file_read(const char *path, char *out, size_t outsz, int *missing,
+                                    modal_error *err);
 /* Status from its name ("ETIMEOUT"); MODAL_ERUNTIME when unknown. */
 modal_status modal__status_from_name(const char *name);
 /* Start the embedded runtime for state_dir unless it answers already. */

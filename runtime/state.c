@@ -52,9 +52,19 @@ void rt_log(int level, const char *fmt, ...)
 
 int rt_write_atomic(const char *path, const void *p, size_t len, mode_t mode)
 {
-    char tmp[700];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    /* A fresh, unpredictable name created exclusively: nothing planted
+     * beforehand (a symbolic link, a file another user can read) can
+     * receive the bytes. The name keeps ".tmp-" so startup removes
+     * leftovers of a crash. */
+    char tmp[700], rnd[40];
+    int fd = -1;
+    for (int i = 0; i < 8 && fd < 0; i++) {
+        modal__random_id(".tmp-", rnd, sizeof rnd);
+        snprintf(tmp, sizeof tmp, "%s%s", path, rnd);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (fd < 0 && errno != EEXIST)
+            return -1;
+    }
     if (fd < 0)
         return -1;
     const char *q = p;
@@ -101,7 +111,7 @@ int rt_state_init(const char *dir, const char *token_file, char *err, size_t err
     }
     char path[600];
     snprintf(path, sizeof path, "%s/runtime.lock", dir);
-    int lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int lfd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     /* A runtime that is shutting down still holds the lock for a few
      * seconds; wait for it rather than leave its successor's clients with
      * no runtime at all. A runtime that stays serving keeps it. */
@@ -136,18 +146,21 @@ int rt_state_init(const char *dir, const char *token_file, char *err, size_t err
         snprintf(tpath, sizeof tpath, "%s", token_file);
     else
         snprintf(tpath, sizeof tpath, "%s/token", dir);
-    FILE *f = fopen(tpath, "re");
-    if (f != NULL) {
-        size_t n = fread(rt.token, 1, sizeof rt.token - 1, f);
-        fclose(f);
-        rt.token[n] = '\0';
-        while (n > 0 && (rt.token[n - 1] == '\n' || rt.token[n - 1] == ' '))
-            rt.token[--n] = '\0';
-        if (n < 16) {
+    /* An existing token file is refused, not repaired, when others could
+     * read or swap it: its token may already be known, and chmod would
+     * keep that token valid. The message says what to run. */
+    int missing = 0;
+    modal_error terr;
+    if (modal__token_file_read(tpath, rt.token, sizeof rt.token, &missing, &terr) == MODAL_OK) {
+        if (strlen(rt.token) < 16) {
             snprintf(err, errsz, "token file %s holds fewer than 16 characters", tpath);
             return -1;
         }
         return 0;
+    }
+    if (!missing) {
+        snprintf(err, errsz, "%s", terr.message);
+        return -1;
     }
     unsigned char rnd[24];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -23,6 +24,70 @@
 #endif
 
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+
+extern char **environ;
+
+/*
+ * The variables the embedded runtime keeps from the environment of the
+ * client that starts it (a trailing '*' matches a prefix). The runtime
+ * outlives that client and passes its environment to every worker, so
+ * nothing else of the client's (its secrets, its MODAL_* settings) may
+ * reach them. The runtime reads no MODAL_* variable: its settings come
+ * from its command line. docs/runtime.md lists the same names.
+ */
+static const char *const runtime_env_keep[] = {
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TZ", "TMPDIR", "LD_LIBRARY_PATH", NULL,
+};
+
+static int env_kept(const char *entry)
+{
+    const char *eq = strchr(entry, '=');
+    if (eq == NULL)
+        return 0;
+    size_t n = (size_t)(eq - entry);
+    for (size_t i = 0; runtime_env_keep[i] != NULL; i++) {
+        const char *k = runtime_env_keep[i];
+        size_t kl = strlen(k);
+        if (k[kl - 1] == '*' ? n >= kl - 1 && strncmp(entry, k, kl - 1) == 0
+                             : n == kl && strncmp(entry, k, kl) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The runtime's environment: pointers into environ, NULL-terminated.
+ * Built before fork, since the child may not allocate. */
+static char **runtime_env(void)
+{
+    size_t n = 0;
+    while (environ != NULL && environ[n] != NULL)
+        n++;
+    char **env = modal__calloc(n + 1, sizeof *env);
+    if (env == NULL)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (env_kept(environ[i]))
+            env[k++] = environ[i];
+    return env;
+}
+
+/*
+ * Close every descriptor from 3 up in the child before exec: the client's
+ * own files and sockets that are not close-on-exec would otherwise stay
+ * open in the runtime, and in every worker, for the runtime's whole life.
+ * Only async-signal-safe calls.
+ */
+static void close_from_3(void)
+{
+    if (close_range(3, ~0U, 0) == 0)
+        return;
+    struct rlimit rl;
+    long max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                   ? (long)rl.rlim_cur : 65536;
+    for (long fd = 3; fd < max; fd++)
+        close((int)fd);
+}
 
 static modal_status mkdir_p(const char *dir, modal_error *err)
 {
@@ -145,24 +210,34 @@ modal_status modal__embedded_ensure(const char *dir, const char *sock, modal_err
     /* Double fork so the runtime is no child of this program: it outlives
      * it, and is never left a zombie. Only async-signal-safe calls run
      * between fork and exec. */
-    int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    char **envp = runtime_env();
+    if (envp == NULL) {
+        st = modal__fail(err, MODAL_ENOMEM, "out of memory starting the local runtime");
+        goto out;
+    }
+    int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
     pid_t pid = fork();
     if (pid == 0) {
         setsid();
         if (fork() != 0)
             _exit(0);
+        /* stdin from /dev/null; stdout and stderr to the runtime's log, so
+         * an error before the runtime opens its log is kept there too. */
         if (nullfd >= 0)
             dup2(nullfd, 0);
-        if (logfd >= 0) {
-            dup2(logfd, 1);
-            dup2(logfd, 2);
+        int outfd = logfd >= 0 ? logfd : nullfd;
+        if (outfd >= 0) {
+            dup2(outfd, 1);
+            dup2(outfd, 2);
         }
+        close_from_3();
         char *argv[] = {"modal-runtime", "--state-dir", (char *)dir, "--listen", listen,
                         "--idle-exit", "900", NULL};
-        execv(bin, argv);
+        execve(bin, argv, envp);
         _exit(127);
     }
+    free(envp);
     if (logfd >= 0)
         close(logfd);
     if (nullfd >= 0)

@@ -3,7 +3,8 @@
  * MODAL_HOME pointing at a fresh directory, the first remote call starts a
  * local runtime on MODAL_HOME/runtime.sock; later calls, and other
  * processes, reuse it; a stopped or killed runtime is replaced by the next
- * call.
+ * call. The runtime, and its workers, get neither the starting client's
+ * other environment variables nor its open descriptors.
  *
  * This binary is also the worker the runtime starts.
  */
@@ -23,6 +24,12 @@ static char sock_path[PATH_MAX + 32];
 static char token_path[PATH_MAX + 32];
 static char sock_url[PATH_MAX + 40];
 static long first_pid = -1;
+
+/* What the client holds when it starts the runtime, which must not leak. */
+#define SECRET_VAR "MODAL_TEST_CLIENT_SECRET"
+#define SECRET_VAR2 "CLIENT_API_KEY"
+static char secret_path[PATH_MAX + 32];
+static int secret_fd = -1;
 
 /* The token the runtime wrote, or "" if none. */
 static const char *home_token(void)
@@ -92,7 +99,63 @@ static int setup(void **state)
     setenv("MODAL_HOME", home, 1);
     /* Run directly (not from make), use the runtime built beside us. */
     setenv("MODAL_RUNTIME_BIN", harness_runtime_bin(), 0);
-    return 0;
+    /* A secret in the environment and a descriptor left open across exec,
+     * as a client program may well have when it makes its first call. */
+    setenv(SECRET_VAR, "s3cret-value", 1);
+    setenv(SECRET_VAR2, "s3cret-value-2", 1);
+    snprintf(secret_path, sizeof secret_path, "%s/client-private-file", home);
+    secret_fd = open(secret_path, O_RDWR | O_CREAT, 0600); /* no O_CLOEXEC */
+    return secret_fd >= 0 ? 0 : -1;
+}
+
+/* Fail if process pid holds var in its environment, or secret_path open;
+ * check, as a control, that its environment was read and has PATH. */
+static void expect_clean_process(long pid, const char *what)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/environ", pid);
+    size_t len = 0;
+    char *env = harness_read_file(path, &len);
+    assert_non_null(env);
+    bool has_path = false;
+    for (size_t off = 0; off < len; off += strlen(env + off) + 1) {
+        if (strncmp(env + off, "PATH=", 5) == 0)
+            has_path = true;
+        if (strncmp(env + off, SECRET_VAR "=", strlen(SECRET_VAR) + 1) == 0 ||
+            strncmp(env + off, SECRET_VAR2 "=", strlen(SECRET_VAR2) + 1) == 0) {
+            print_error("%s %ld has the client's %s\n", what, pid, env + off);
+            fail();
+        }
+    }
+    free(env);
+    assert_true(has_path);
+
+    snprintf(path, sizeof path, "/proc/%ld/fd", pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    int nfds = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        char link[PATH_MAX], target[PATH_MAX];
+        snprintf(link, sizeof link, "%s/%s", path, e->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n < 0)
+            continue;
+        target[n] = '\0';
+        nfds++;
+        if (strcmp(target, secret_path) == 0) {
+            print_error("%s %ld holds the client's descriptor as fd %s\n", what, pid,
+                        e->d_name);
+            fail();
+        }
+        /* 0-2 never reach the client's terminal or pipes either. */
+        if (atoi(e->d_name) <= 2)
+            assert_true(strcmp(target, "/dev/null") == 0 || strstr(target, home) != NULL ||
+                        strncmp(target, "pipe:", 5) == 0);
+    }
+    closedir(d);
+    assert_true(nfds >= 3);
 }
 
 static int teardown(void **state)
@@ -134,6 +197,23 @@ static void test_first_call_starts_runtime(void **state)
     char log_path[PATH_MAX + 32];
     snprintf(log_path, sizeof log_path, "%s/runtime.log", home);
     assert_int_equal(stat(log_path, &st), 0);
+}
+
+static void test_runtime_gets_clean_env_and_fds(void **state)
+{
+    assert_true(first_pid > 0);
+    /* The client itself does hold both: the control. */
+    assert_non_null(getenv(SECRET_VAR));
+    assert_true(fcntl(secret_fd, F_GETFD) == 0); /* open, not close-on-exec */
+    expect_clean_process(first_pid, "the runtime");
+    /* Its workers inherit from it, so they are clean too. */
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_remote(&mark, modal_args(modal_string("env")), &out, &err), err);
+    int64_t wpid = 0;
+    assert_ok(modal_get_int(out, &wpid, &err), err);
+    modal_value_free(out);
+    expect_clean_process((long)wpid, "a worker");
 }
 
 static void test_second_call_reuses(void **state)
@@ -211,6 +291,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_names_the_socket),
         cmocka_unit_test(test_first_call_starts_runtime),
+        cmocka_unit_test(test_runtime_gets_clean_env_and_fds),
         cmocka_unit_test(test_second_call_reuses),
         cmocka_unit_test(test_second_process_reuses),
         cmocka_unit_test(test_stop_then_restart),

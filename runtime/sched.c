@@ -467,9 +467,9 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
      * app's output lands in its own log. */
     char key[512];
     snprintf(key, sizeof key, "%s/%s/%s/%d/%d/%g/%g/%g/%d/%d/%d/%d", art->valuestring,
-             app->valuestring, fn->valuestring, pol.timeout, pol.max_retries, pol.backoff, pol.initial_delay,
-             pol.max_delay, pol.min_containers, pol.max_containers, pol.scaledown_window,
-             pol.max_inputs);
+             app->valuestring, fn->valuestring, pol.timeout, pol.max_retries, pol.backoff,
+             pol.initial_delay, pol.max_delay, pol.min_containers, pol.max_containers,
+             pol.scaledown_window, pol.max_inputs);
     for (rt_pool *p = rt.pools; p; p = p->next)
         if (strcmp(p->key, key) == 0) {
             if (p->broken)

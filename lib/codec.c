@@ -670,33 +670,46 @@ void modal__enc_free(modal__enc *enc)
 /* ---- decoder: the frame -------------------------------------------- */
 
 /*
- * cJSON turns "\u0000" into a NUL inside the string it returns and gives
- * no length, so "a\u0000b" would read as "a" everywhere after parsing: a
- * name cut short and accepted. No value this library encodes holds a NUL
- * (modal_string_n refuses one), so any such escape in a string is refused.
- * Runs on JSON cJSON accepted; returns the byte offset of the string that
- * holds one and sets *key to the last object key before it (the field at
- * fault; NULL when the string is itself a key or no key precedes it), or
- * returns SIZE_MAX when there is none.
+ * cJSON turns "\u0000" into a NUL inside the string it returns, keeps a raw
+ * NUL byte inside a string as it is, and gives no length, so "a\u0000b"
+ * would read as "a" everywhere after parsing: a name cut short and
+ * accepted. No value this library encodes holds a NUL (modal_string_n
+ * refuses one) and JSON text holds no raw NUL byte, so both are refused.
+ * Runs on JSON cJSON accepted. Returns SIZE_MAX when there is no NUL; else
+ * the offset of the string holding one (its opening quote) with *key the
+ * last object key before it (the field at fault; NULL when the string is
+ * itself a key or no key precedes it), or, for a raw NUL outside any
+ * string, its own offset with *stray set.
  */
-static size_t json_nul_string(const char *json, size_t len, const char **key, size_t *keylen)
+static size_t json_nul_string(const char *json, size_t len, const char **key, size_t *keylen,
+                              int *stray)
 {
-    /* The common case costs one memmem: no "\u0000" text at all. */
-    if (memmem(json, len, "\\u0000", 6) == NULL)
+    *key = NULL;
+    *keylen = 0;
+    *stray = 0;
+    /* The common case costs a memmem and a memchr: no NUL of either kind. */
+    if (memmem(json, len, "\\u0000", 6) == NULL && memchr(json, '\0', len) == NULL)
         return SIZE_MAX;
     const char *last_key = NULL;
     size_t last_key_len = 0;
     for (size_t i = 0; i < len; i++) {
+        if (json[i] == '\0') {
+            *stray = 1;
+            return i;
+        }
         if (json[i] != '"')
             continue;
         size_t start = i++, nul = 0;
-        for (; i < len && json[i] != '"'; i++)
+        for (; i < len && json[i] != '"'; i++) {
+            if (json[i] == '\0')
+                nul = 1;
             if (json[i] == '\\' && i + 1 < len) {
                 if (json[i + 1] == 'u' && i + 6 <= len &&
                     memcmp(json + i + 2, "0000", 4) == 0)
                     nul = 1;
                 i++; /* the escaped character; \uXXXX digits are plain */
             }
+        }
         size_t after = i + 1;
         while (after < len && (json[after] == ' ' || json[after] == '\t' ||
                                json[after] == '\n' || json[after] == '\r'))
@@ -713,6 +726,26 @@ static size_t json_nul_string(const char *json, size_t len, const char **key, si
         }
     }
     return SIZE_MAX;
+}
+
+/* The JSON string starting at its opening quote json[at], as written, for
+ * a message: at most 64 bytes, a raw NUL shown as \0. */
+static void shown_string(const char *json, size_t len, size_t at, char out[160])
+{
+    size_t o = 0;
+    for (size_t i = at + 1, n = 0; i < len && json[i] != '"' && n < 64; i++, n++) {
+        if (json[i] == '\\' && i + 1 < len) {
+            out[o++] = json[i++];
+            n++;
+        }
+        if (json[i] == '\0') {
+            out[o++] = '\\';
+            out[o++] = '0';
+        } else {
+            out[o++] = json[i];
+        }
+    }
+    out[o] = '\0';
 }
 
 modal_status modal__dec_open(modal__buf *buf, int borrow, modal__dec *dec,
@@ -844,23 +877,28 @@ modal_status modal__dec_open(modal__buf *buf, int borrow, modal__dec *dec,
                            "envelope byte %zu (frame offset %zu)",
                            at, json_off + at);
     }
-    const char *key = NULL;
-    size_t keylen = 0, at = json_nul_string(json, elen, &key, &keylen);
+    const char *key;
+    size_t keylen;
+    int stray;
+    size_t at = json_nul_string(json, elen, &key, &keylen, &stray);
     if (at != SIZE_MAX) {
-        size_t end_q = at + 1;
-        while (end_q < elen && json[end_q] != '"')
-            end_q += json[end_q] == '\\' ? 2 : 1;
-        int show = (int)(end_q - at - 1 > 64 ? 64 : end_q - at - 1);
+        char shown[160];
+        if (!stray)
+            shown_string(json, elen, at, shown);
         modal__dec_close(dec);
+        if (stray)
+            return modal__fail(err, MODAL_ECODEC,
+                               "envelope byte %zu (frame offset %zu) is a NUL byte, which JSON "
+                               "text cannot hold", at, json_off + at);
         if (key == NULL)
             return modal__fail(err, MODAL_ECODEC,
-                               "envelope: the string \"%.*s\" holds an escaped NUL (\\u0000) "
+                               "envelope: the string \"%s\" holds a NUL (\\u0000 or a NUL byte) "
                                "at envelope byte %zu; no name, key or string may contain a NUL",
-                               show, json + at + 1, at);
+                               shown, at);
         return modal__fail(err, MODAL_ECODEC,
-                           "envelope: \"%.*s\" = \"%.*s\" holds an escaped NUL (\\u0000) at "
+                           "envelope: \"%.*s\" = \"%s\" holds a NUL (\\u0000 or a NUL byte) at "
                            "envelope byte %zu; no name or string may contain a NUL",
-                           (int)(keylen > 64 ? 64 : keylen), key, show, json + at + 1, at);
+                           (int)(keylen > 64 ? 64 : keylen), key, shown, at);
     }
     dec->buf = modal__buf_ref(buf);
     dec->borrow = borrow;

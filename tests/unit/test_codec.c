@@ -898,11 +898,26 @@ static void test_bad_json(void **state)
     /* cJSON would cut these at the NUL ("a" twice, or "a"): refused. */
     expect_json_fail("{\"v\":1,\"value\":{\"m\":{\"a\\u0000x\":1,"
                      "\"a\\u0000y\":2}}}",
-                     MODAL_ECODEC, "the string \"a\\u0000x\" holds an escaped NUL");
+                     MODAL_ECODEC, "the string \"a\\u0000x\" holds a NUL");
     expect_json_fail("{\"v\":1,\"value\":\"a\\u0000b\"}", MODAL_ECODEC,
-                     "envelope: \"value\" = \"a\\u0000b\" holds an escaped NUL");
+                     "envelope: \"value\" = \"a\\u0000b\" holds a NUL");
     expect_json_fail("{\"v\":1,\"value\":[\"ok\",\"\\u0000\"]}", MODAL_ECODEC,
                      "\"value\" = \"\\u0000\"");
+    /* A raw NUL byte, which cJSON keeps inside a string: refused too. */
+    {
+        size_t len;
+        uint8_t *b = frame("{\"v\":1,\"value\":\"aZb\"}", 0, NULL, NULL, &len);
+        uint8_t *z = memchr(b, 'Z', len);
+        assert_non_null(z);
+        *z = '\0';
+        expect_fail(b, len, MODAL_ECODEC, "envelope: \"value\" = \"a\\0b\" holds a NUL");
+        free(b);
+        b = frame("{\"v\":1,Z\"value\":1}", 0, NULL, NULL, &len);
+        z = memchr(b, 'Z', len);
+        *z = '\0';
+        expect_fail(b, len, MODAL_ECODEC, "envelope byte 7 (frame offset 23) is a NUL byte");
+        free(b);
+    }
     /* An escaped backslash followed by "u0000" is six plain characters. */
     {
         size_t len;

@@ -33,7 +33,7 @@ BASEFLAGS := -std=gnu11 -pthread -fPIC $(WARN) $(SANFLAGS) -Iinclude -Ilib -D_GN
 # What a program linked with libmodal needs. libcurl is loaded at run time
 # by the client (a worker never needs it, and its cold start stays short).
 LIBS    := -lcjson -lpthread -ldl -lm
-RTLIBS  := -lmicrohttpd -lcrypto $(LIBS)
+RTLIBS  := -lmicrohttpd -lssl -lcrypto $(LIBS)
 ITLIBS  := -lcurl -lcrypto $(LIBS) -lcmocka
 
 LIB_SRC := $(sort $(wildcard lib/*.c))

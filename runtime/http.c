@@ -23,6 +23,8 @@
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
 
 #define MAX_DAEMONS 8
 #define MEMFD_BODY_MIN (1u << 20) /* bodies this large go to a memfd */
@@ -30,6 +32,7 @@
 
 static struct MHD_Daemon *daemons[MAX_DAEMONS];
 static char unix_paths[MAX_DAEMONS][108];
+static char *tls_pem[MAX_DAEMONS][2]; /* key, certificate chain: MHD keeps the pointers */
 static int ndaemons;
 
 typedef struct conn {
@@ -680,7 +683,36 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     rt_log(2, "http: %s", buf);
 }
 
-int rt_http_start(const char *listen_spec, char *err, size_t errsz)
+/*
+ * libmicrohttpd does its TLS with GnuTLS, which takes the key and the
+ * certificate chain as PEM text: write out what the context holds.
+ */
+static int tls_pems(SSL_CTX *tls, char **key, char **chain)
+{
+    BIO *kb = BIO_new(BIO_s_mem()), *cb = BIO_new(BIO_s_mem());
+    STACK_OF(X509) *extra = NULL;
+    int ok = kb != NULL && cb != NULL && SSL_CTX_get0_privatekey(tls) != NULL &&
+             SSL_CTX_get0_certificate(tls) != NULL &&
+             PEM_write_bio_PrivateKey(kb, SSL_CTX_get0_privatekey(tls), NULL, NULL, 0, NULL,
+                                      NULL) == 1 &&
+             PEM_write_bio_X509(cb, SSL_CTX_get0_certificate(tls)) == 1 &&
+             SSL_CTX_get0_chain_certs(tls, &extra) == 1;
+    for (int i = 0; ok && extra != NULL && i < sk_X509_num(extra); i++)
+        ok = PEM_write_bio_X509(cb, sk_X509_value(extra, i)) == 1;
+    BIO *bs[2] = {kb, cb};
+    char **outs[2] = {key, chain};
+    for (int i = 0; i < 2; i++) {
+        char *p;
+        long n = ok ? BIO_get_mem_data(bs[i], &p) : 0;
+        *outs[i] = n > 0 ? strndup(p, (size_t)n) : NULL;
+        ok = ok && *outs[i] != NULL;
+    }
+    BIO_free(kb);
+    BIO_free(cb);
+    return ok ? 0 : -1;
+}
+
+int rt_http_start(const char *listen_spec, SSL_CTX *tls, char *err, size_t errsz)
 {
     if (ndaemons == MAX_DAEMONS) {
         snprintf(err, errsz, "at most %d --listen addresses", MAX_DAEMONS);
@@ -727,9 +759,6 @@ int rt_http_start(const char *listen_spec, char *err, size_t errsz)
             snprintf(err, errsz, "--listen %s: \"%s\" is not an IPv4 address", listen_spec, host);
             return -1;
         }
-        if ((ntohl(sa.sin_addr.s_addr) >> 24) != 127)
-            rt_log(2, "listening on %s without TLS: the token travels in clear text; keep this "
-                   "network trusted", listen_spec);
         sa.sin_port = htons((uint16_t)port);
         fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int one = 1;
@@ -743,14 +772,38 @@ int rt_http_start(const char *listen_spec, char *err, size_t errsz)
         }
         socklen_t sl = sizeof sa;
         getsockname(fd, (struct sockaddr *)&sa, &sl);
-        snprintf(shown, sizeof shown, "tcp:%s:%d", host, ntohs(sa.sin_port));
+        snprintf(shown, sizeof shown, "%s:%s:%d", tls != NULL ? "tls" : "tcp", host,
+                 ntohs(sa.sin_port));
     } else {
         snprintf(err, errsz, "--listen \"%s\": use unix:/path/to.sock or tcp:HOST:PORT", listen_spec);
         return -1;
     }
+    char **pem = tls_pem[ndaemons];
+    if (tls != NULL && (fd < 0 || strncmp(listen_spec, "tcp:", 4) != 0 ||
+                        tls_pems(tls, &pem[0], &pem[1]) != 0)) {
+        snprintf(err, errsz, "--listen %s: cannot hand the TLS key and certificate to the HTTP "
+                 "server", listen_spec);
+        free(pem[0]);
+        free(pem[1]);
+        pem[0] = pem[1] = NULL;
+        close(fd);
+        return -1;
+    }
+    /* TLS 1.2 and 1.3 with AEAD ciphers, as runtime/tls.c sets for OpenSSL. */
+    struct MHD_OptionItem tls_opts[] = {
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, pem[0]},
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, pem[1]},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0,
+         (void *)"SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-128-GCM:"
+                 "+AES-256-GCM:+CHACHA20-POLY1305:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA"},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    struct MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, NULL}};
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG, 0,
-        NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG |
+            (tls != NULL ? MHD_USE_TLS : 0),
+        0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_ARRAY, tls != NULL ? tls_opts : no_opts,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
         /* The per-connection pool is cleared between requests: 64 KiB
@@ -758,7 +811,11 @@ int rt_http_start(const char *listen_spec, char *err, size_t errsz)
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64u << 10),
         MHD_OPTION_END);
     if (d == NULL) {
-        snprintf(err, errsz, "--listen %s: the HTTP server did not start", listen_spec);
+        snprintf(err, errsz, "--listen %s: the HTTP server did not start%s", listen_spec,
+                 tls != NULL ? " with TLS (see runtime.log)" : "");
+        free(pem[0]);
+        free(pem[1]);
+        pem[0] = pem[1] = NULL;
         close(fd);
         return -1;
     }
@@ -775,6 +832,9 @@ void rt_http_stop(void)
         MHD_stop_daemon(daemons[i]);
         if (unix_paths[i][0] != '\0')
             unlink(unix_paths[i]);
+        free(tls_pem[i][0]);
+        free(tls_pem[i][1]);
+        tls_pem[i][0] = tls_pem[i][1] = NULL;
     }
     ndaemons = 0;
 }

@@ -10,6 +10,8 @@
 
 #include <pthread.h>
 #include <stdio.h>
+
+#include <openssl/types.h>
 #include <sys/types.h>
 
 enum rt_call_state { RT_QUEUED, RT_DELAYED, RT_SENT, RT_DONE };
@@ -176,7 +178,10 @@ void rt_worker_drop_head(rt_worker *w);
 void rt_workers_shutdown(void);
 
 /* http.c */
-int rt_http_start(const char *listen, char *err, size_t errsz);
+/* Serve HTTP on listen ("unix:PATH" or "tcp:HOST:PORT"), over TLS with
+ * the context tls unless it is NULL; prints and logs "listening tcp:..."
+ * for plain and "listening tls:HOST:PORT" for TLS. */
+int rt_http_start(const char *listen, SSL_CTX *tls, char *err, size_t errsz);
 void rt_http_stop(void);
 
 #endif

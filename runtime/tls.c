@@ -291,11 +291,13 @@ SSL_CTX *rt_tls_context(const char *cert_file, const char *key_file, const char 
         snprintf(err, errsz, "cannot load the TLS certificate %s: %s", cert_file, ossl_reason());
         goto fail;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+    /* Loading a key already compares it with the certificate. */
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 &&
+        ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
         snprintf(err, errsz, "cannot load the TLS key %s: %s", key_file, ossl_reason());
         goto fail;
     }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
+    if (ERR_peek_last_error() != 0 || SSL_CTX_check_private_key(ctx) != 1) {
         snprintf(err, errsz, "the TLS key %s does not match the certificate %s: %s", key_file,
                  cert_file, ossl_reason());
         goto fail;

@@ -235,6 +235,7 @@ SSL_CTX *rt_tls_context(const char *cert_file, const char *key_file, const char 
                         size_t errsz)
 {
     char dir[600], kpath[700], cpath[700], fpath[700];
+    bool own = false; /* the self-signed pair in dir */
     pin[0] = '\0';
     snprintf(dir, sizeof dir, "%s/tls", state_dir);
     snprintf(fpath, sizeof fpath, "%s/fingerprint", dir);
@@ -268,6 +269,7 @@ SSL_CTX *rt_tls_context(const char *cert_file, const char *key_file, const char 
         }
         cert_file = cpath;
         key_file = kpath;
+        own = true;
     } else if (readable("--tls-cert", cert_file, err, errsz) != 0 ||
                readable("--tls-key", key_file, err, errsz) != 0) {
         return NULL;
@@ -317,6 +319,10 @@ SSL_CTX *rt_tls_context(const char *cert_file, const char *key_file, const char 
         goto fail;
     return ctx;
 fail:
+    if (own)
+        snprintf(err + strlen(err), errsz - strlen(err),
+                 "; remove %s and %s to have a new certificate made (clients then need its new "
+                 "fingerprint)", cpath, kpath);
     SSL_CTX_free(ctx);
     pin[0] = '\0';
     return NULL;

@@ -294,6 +294,39 @@ static void test_mismatched_cert_and_key_refused(void **state)
     harness_rmtree(dir);
 }
 
+static void test_self_signed_kept_across_restarts(void **state)
+{
+    char d[] = "/tmp/modal-tls-XXXXXX", path[80], line[100];
+    assert_non_null(mkdtemp(d));
+    const char *args[] = {"--state-dir", d, "--listen", "tls:127.0.0.1:0", "--idle-exit", "1",
+                          NULL};
+    char *first = NULL, *second = NULL;
+    assert_int_equal(run_runtime(args, &first), 0);
+    char pin[53];
+    snprintf(path, sizeof path, "%s/tls/cert.pem", d);
+    harness_openssl_pin(path, pin);
+    snprintf(line, sizeof line, "tls fingerprint %s\n", pin);
+    assert_contains(first, line);
+    /* A restart serves the same key: clients' pins stay valid. */
+    assert_int_equal(run_runtime(args, &second), 0);
+    assert_contains(second, line);
+    free(first);
+    free(second);
+    /* A damaged certificate stops the start, named, with what to do. */
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", f);
+    fclose(f);
+    int ws = run_runtime(args, &first);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 1);
+    char want[200];
+    snprintf(want, sizeof want, "cannot load the TLS certificate %s: error:", path);
+    assert_contains(first, want);
+    assert_contains(first, "to have a new certificate made");
+    free(first);
+    harness_rmtree(d);
+}
+
 static void test_non_loopback_tcp_serves_tls(void **state)
 {
     /* tcp: on a non-loopback address (0.0.0.0, reached through loopback)
@@ -367,6 +400,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_client_settings_checked),
         cmocka_unit_test(test_operator_cert_and_key),
         cmocka_unit_test(test_mismatched_cert_and_key_refused),
+        cmocka_unit_test(test_self_signed_kept_across_restarts),
         cmocka_unit_test(test_non_loopback_tcp_serves_tls),
         cmocka_unit_test(test_insecure_plain_http_is_explicit_and_loud),
     };

@@ -40,7 +40,10 @@
 #define READ_EXTRA (64u << 10) /* buffer beyond max_head, for body reads */
 #define TLS_CHUNK (64u << 10)
 
-enum { ST_TLS, ST_HEAD, ST_BODY, ST_HANDLER, ST_SUSPENDED, ST_WRITE };
+enum { ST_TLS, ST_HEAD, ST_BODY, ST_HANDLER, ST_SUSPENDED, ST_WRITE, ST_LINGER };
+
+/* How long a closing connection keeps reading what the client still sends. */
+#define LINGER_SECONDS 2.0
 enum { B_NONE, B_MEM, B_BUF, B_FD };
 
 typedef struct loop loop;
@@ -858,9 +861,27 @@ static void do_read(rt_hreq *r)
         set_events(r, r->want_write ? EPOLLOUT : EPOLLIN);
 }
 
+/* Read and drop input until the client closes. */
+static void linger_read(rt_hreq *r)
+{
+    for (;;) {
+        ssize_t k = recv(r->fd, r->in, r->in_cap, 0);
+        if (k > 0)
+            continue;
+        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        conn_close(r);
+        return;
+    }
+}
+
 /* Drive r forward from its state. */
 static void process(rt_hreq *r)
 {
+    if (r->state == ST_LINGER) {
+        linger_read(r);
+        return;
+    }
     if (r->state == ST_WRITE) {
         int rc = flush(r);
         if (rc < 0) {
@@ -884,6 +905,18 @@ static void process(rt_hreq *r)
         }
         bool close_it = r->close_after || stopping;
         request_end(r);
+        if (close_it && r->ssl == NULL && !stopping) {
+            /* Closing with unread bytes would reset the connection, and the
+             * client could lose the answer (an early 413 or 401 while it is
+             * still sending): stop writing, read and drop what still
+             * comes, for a short while. */
+            shutdown(r->fd, SHUT_WR);
+            r->state = ST_LINGER;
+            set_events(r, EPOLLIN);
+            timer_set(r, rt_now() + LINGER_SECONDS);
+            linger_read(r);
+            return;
+        }
         if (close_it) {
             conn_close(r);
             return;

@@ -33,7 +33,7 @@ BASEFLAGS := -std=gnu11 -pthread -fPIC $(WARN) $(SANFLAGS) -Iinclude -Ilib -D_GN
 # What a program linked with libmodal needs. libcurl is loaded at run time
 # by the client (a worker never needs it, and its cold start stays short).
 LIBS    := -lcjson -lpthread -ldl -lm
-RTLIBS  := -lmicrohttpd -lssl -lcrypto $(LIBS)
+RTLIBS  := -lssl -lcrypto $(LIBS)
 ITLIBS  := -lcurl -lcrypto $(LIBS) -lcmocka
 
 LIB_SRC := $(sort $(wildcard lib/*.c))
@@ -67,7 +67,7 @@ all: deps $(STATIC) $(SHARED) $(RUNTIME) $(PCFILE)
 # Installs the Debian packages the build needs when run as root; otherwise
 # names the one command to run. Checking is cheap, so every target uses it.
 DEB_PKGS := build-essential pkg-config libcurl4-openssl-dev libcjson-dev \
-            libssl-dev libmicrohttpd-dev libcmocka-dev clang valgrind
+            libssl-dev libcmocka-dev clang valgrind
 deps:
 	@./tools/deps.sh $(DEB_PKGS)
 

@@ -760,6 +760,17 @@ static pthread_mutex_t art_lock = PTHREAD_MUTEX_INITIALIZER;
 static char art_sha[65];
 static char art_uploaded_to[600]; /* runtime URL it was last uploaded to */
 
+bool modal__artifact_refused(modal_status st, const modal_error *err, const char *sha)
+{
+    if ((st != MODAL_ENOTFOUND && st != MODAL_EIO) || err == NULL || sha == NULL ||
+        strstr(err->message, sha) == NULL)
+        return false;
+    pthread_mutex_lock(&art_lock);
+    art_uploaded_to[0] = '\0';
+    pthread_mutex_unlock(&art_lock);
+    return st == MODAL_ENOTFOUND;
+}
+
 modal_status modal__artifact_ensure(const char **sha, modal_error *err)
 {
     pthread_mutex_lock(&art_lock);

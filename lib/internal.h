@@ -403,6 +403,12 @@ void modal__http_resp_free(modal__http_resp *resp);
 /* The uploaded-executable id of this process (sha256 hex), uploading it
  * to the runtime first if it is not there yet. */
 modal_status modal__artifact_ensure(const char **sha, modal_error *err);
+/* A request naming artifact sha failed with st/err. When the runtime says
+ * the artifact is missing (ENOTFOUND) or was damaged and removed (EIO),
+ * forget that it was uploaded, so the next modal__artifact_ensure uploads
+ * it again; returns true when it was missing, that is, when the request
+ * is worth one retry after that upload. */
+bool modal__artifact_refused(modal_status st, const modal_error *err, const char *sha);
 /* Status from its name ("ETIMEOUT"); MODAL_ERUNTIME when unknown. */
 modal_status modal__status_from_name(const char *name);
 /* Start the embedded runtime for state_dir unless it answers already. */

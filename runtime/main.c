@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 rt_runtime rt = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -28,7 +29,16 @@ static void usage(FILE *to)
             "                     [--tls-cert FILE --tls-key FILE] [--insecure-plain-http]\n"
             "                     [--token-file FILE] [--idle-exit SECONDS]\n"
             "                     [--max-body BYTES] [--log-level debug|info|warn|error]\n"
-            "Runs libmodal functions in warm worker processes. See docs/runtime.md.\n");
+            "                     [--max-connections N] [--header-timeout SECONDS]\n"
+            "                     [--idle-timeout SECONDS]\n"
+            "Runs libmodal functions in warm worker processes. See docs/runtime.md.\n"
+            "  --max-body BYTES          largest request body, any encoding (default 8 GiB)\n"
+            "  --max-connections N       open HTTP connections; more are answered 503 and\n"
+            "                            closed at once (default 16384)\n"
+            "  --header-timeout SECONDS  time from a request's first byte to the end of its\n"
+            "                            headers (default 10)\n"
+            "  --idle-timeout SECONDS    how long a keep-alive connection may wait for its\n"
+            "                            next request, or a body or answer stall (default 60)\n");
 }
 
 static int parse_count(const char *opt, const char *v, double lo, double hi, double *out)
@@ -87,6 +97,17 @@ int main(int argc, char **argv)
                 return 2;
         } else if (strcmp(a, "--max-body") == 0) {
             if (parse_count(a, v, 1024, 1e15, &max_body))
+                return 2;
+        } else if (strcmp(a, "--max-connections") == 0) {
+            double n;
+            if (parse_count(a, v, 1, 1000000, &n))
+                return 2;
+            rt_http.max_connections = (int)n;
+        } else if (strcmp(a, "--header-timeout") == 0) {
+            if (parse_count(a, v, 0.1, 3600, &rt_http.header_timeout))
+                return 2;
+        } else if (strcmp(a, "--idle-timeout") == 0) {
+            if (parse_count(a, v, 0.1, 86400, &rt_http.idle_timeout))
                 return 2;
         } else if (strcmp(a, "--log-level") == 0) {
             const char *lv[] = {"debug", "info", "warn", "error"};
@@ -164,6 +185,21 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit makes a write fail with EFBIG, which an upload
+     * reports, instead of killing the runtime. */
+    signal(SIGXFSZ, SIG_IGN);
+    /* Every connection is a descriptor: use all the process may have. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        (rlim_t)rt_http.max_connections + 256 > nofile.rlim_cur)
+        rt_log(2, "--max-connections %d is close to the descriptor limit %llu: connections "
+               "beyond about %llu are refused", rt_http.max_connections,
+               (unsigned long long)nofile.rlim_cur,
+               (unsigned long long)(nofile.rlim_cur > 256 ? nofile.rlim_cur - 256 : 0));
     /* Workers are reaped by the event loop; leave SIGCHLD at default. */
 
     for (int i = 0; i < nlisten; i++)

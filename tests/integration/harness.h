@@ -989,4 +989,106 @@ HARNESS_FN void harness_point_tls(int port, const char *pin)
         unsetenv("MODAL_TLS_FINGERPRINT");
 }
 
+/* ------------------------------------------------------------------ */
+/* Raw sockets and process limits (HTTP-level tests)                   */
+/* ------------------------------------------------------------------ */
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+/* Raise this process's descriptor limit to its hard limit; returns it. */
+HARNESS_FN rlim_t harness_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    return rl.rlim_cur;
+}
+
+/*
+ * harness_start_with, the runtime (and its workers) limited to files of
+ * fsize bytes (RLIMIT_FSIZE): this process sets the limit, starts the
+ * runtime, which inherits it, and restores its own.
+ */
+HARNESS_FN int harness_start_fsize(harness *h, const char *const *extra_args, bool export_env,
+                                   rlim_t fsize)
+{
+    struct rlimit old, rl;
+    getrlimit(RLIMIT_FSIZE, &old);
+    rl = old;
+    rl.rlim_cur = fsize;
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0) {
+        fprintf(stderr, "harness: setrlimit(RLIMIT_FSIZE): %s\n", strerror(errno));
+        return -1;
+    }
+    int rc = harness_start_with(h, extra_args, export_env);
+    setrlimit(RLIMIT_FSIZE, &old);
+    return rc;
+}
+
+/* A blocking TCP connection to 127.0.0.1:port, or -1. */
+HARNESS_FN int harness_tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/*
+ * Send req[0, len) on fd and read until the peer closes or timeout_s
+ * passes. *out is a malloc'd NUL-terminated copy of what came back (free
+ * it). Returns how many bytes came back, or -1 when the peer did not close
+ * within the time.
+ */
+HARNESS_FN long harness_raw_exchange(int fd, const void *req, size_t len, double timeout_s,
+                                     char **out)
+{
+    const char *p = req;
+    while (len > 0) {
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w <= 0)
+            break; /* the server may answer and close before all is sent */
+        p += w;
+        len -= (size_t)w;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    double end = harness_now() + timeout_s;
+    bool closed = false;
+    while (buf != NULL) {
+        double left = end - harness_now();
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (left <= 0 || poll(&pf, 1, (int)(left * 1000) + 1) <= 0)
+            break;
+        if (n + 1024 > cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (nb == NULL)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = recv(fd, buf + n, cap - n - 1, 0);
+        if (r <= 0) {
+            closed = true;
+            break;
+        }
+        n += (size_t)r;
+    }
+    if (buf != NULL)
+        buf[n] = '\0';
+    *out = buf;
+    return closed ? (long)n : -1;
+}
+
 #endif /* MODAL_HARNESS_H */

@@ -157,6 +157,11 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) include/modal.h lib/internal.h | deps
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
 
+# The HTTP parser lives in the runtime, a pure function on its own.
+$(BUILD)/fuzz/fuzz_http: tests/fuzz/fuzz_http.c runtime/http_parse.c runtime/http_parse.h | deps
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -Iruntime -o $@ $< runtime/http_parse.c
+
 fuzz: $(FUZZ_BIN)
 	@if [ "$(FUZZ_SECONDS)" != 0 ]; then ./tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN); fi
 

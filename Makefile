@@ -123,6 +123,13 @@ $(BUILD)/tests/%: tests/integration/%.c $(STATIC) $(RUNTIME) tests/integration/h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< $(STATIC) $(ITLIBS)
 
+# The HTTP server tested on its own (over TLS), without the rest of the runtime.
+$(BUILD)/tests/test_httpd_tls: tests/integration/test_httpd_tls.c runtime/httpd.c \
+        runtime/http_parse.c $(wildcard runtime/*.h) $(STATIC) tests/integration/harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/httpd.c \
+	    runtime/http_parse.c $(STATIC) -lssl $(ITLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)

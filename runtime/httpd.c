@@ -40,7 +40,7 @@
 #define READ_EXTRA (64u << 10) /* buffer beyond max_head, for body reads */
 #define TLS_CHUNK (64u << 10)
 
-enum { ST_TLS, ST_HEAD, ST_BODY, ST_HANDLER, ST_SUSPENDED, ST_WRITE, ST_LINGER };
+enum { ST_TLS, ST_HEAD, ST_BODY, ST_HANDLER, ST_SUSPENDED, ST_WRITE, ST_LINGER, ST_DEAD };
 
 /* How long a closing connection keeps reading what the client still sends. */
 #define LINGER_SECONDS 2.0
@@ -61,6 +61,7 @@ struct rt_hreq {
     bool resume_queued;      /* on lp's resume queue (lp->qmu) */
     rt_hreq *qnext;
     rt_hreq *prev, *next;    /* lp's connection list */
+    rt_hreq *gnext;          /* lp's closed connections, freed after each round */
 
     char *in;                /* read buffer */
     size_t in_len, in_cap, pos;
@@ -101,6 +102,7 @@ struct loop {
     rt_hreq *conns;
     pthread_mutex_t qmu;
     rt_hreq *rq;             /* resume queue */
+    rt_hreq *grave;          /* closed connections: callers up the stack may still look */
     bool stop_seen;
 };
 
@@ -558,9 +560,13 @@ static void request_end(rt_hreq *r)
     r->interim = false;
 }
 
+/* Close r. Its memory stays until the end of the event round (the
+ * functions that led here may still read r->state, which is ST_DEAD). */
 static void conn_close(rt_hreq *r)
 {
     loop *lp = r->lp;
+    if (r->state == ST_DEAD)
+        return;
     request_end(r);
     timer_clear(r);
     pthread_mutex_lock(&lp->qmu);
@@ -583,9 +589,20 @@ static void conn_close(rt_hreq *r)
         SSL_free(r->ssl);
     }
     close(r->fd);
-    free(r->in);
-    free(r);
+    r->state = ST_DEAD;
+    r->gnext = lp->grave;
+    lp->grave = r;
     atomic_fetch_sub(&nconns, 1);
+}
+
+static void bury(loop *lp)
+{
+    while (lp->grave) {
+        rt_hreq *r = lp->grave;
+        lp->grave = r->gnext;
+        free(r->in);
+        free(r);
+    }
 }
 
 /* Wait for the next request on a kept-alive connection. */
@@ -675,13 +692,15 @@ static int flush(rt_hreq *r)
     return 1;
 }
 
-/* After a callback: write the answer, or stay suspended. */
+/* After a callback: get ready to write the answer, or stay suspended.
+ * The caller then runs process(), which does the writing: nothing here
+ * calls back into the state machine, so a connection never closes under
+ * a function that still uses it. */
 static void after_callback(rt_hreq *r)
 {
     if (r->answered) {
         r->state = ST_WRITE;
         timer_set(r, rt_now() + lim.idle_timeout);
-        process(r);
         return;
     }
     if (r->state == ST_SUSPENDED)
@@ -692,7 +711,6 @@ static void after_callback(rt_hreq *r)
         rt_hreq_error(r, 500, MODAL_ERUNTIME, "the runtime did not answer %s %s", r->method,
                       r->path ? r->path : "");
         r->state = ST_WRITE;
-        process(r);
     }
 }
 
@@ -855,9 +873,7 @@ static void do_read(rt_hreq *r)
         r->in_len += (size_t)k;
         consume(r);
     }
-    if (r->state == ST_WRITE || r->state == ST_HANDLER)
-        process(r);
-    else if (r->state == ST_HEAD || r->state == ST_BODY)
+    if (r->state == ST_HEAD || r->state == ST_BODY)
         set_events(r, r->want_write ? EPOLLOUT : EPOLLIN);
 }
 
@@ -875,14 +891,26 @@ static void linger_read(rt_hreq *r)
     }
 }
 
-/* Drive r forward from its state. */
+/* Drive r forward from its state, in a loop rather than by recursion, so
+ * that pipelined requests cannot deepen the stack. */
 static void process(rt_hreq *r)
 {
-    if (r->state == ST_LINGER) {
-        linger_read(r);
-        return;
-    }
-    if (r->state == ST_WRITE) {
+    for (;;) {
+        switch (r->state) {
+        case ST_LINGER:
+            linger_read(r);
+            return;
+        case ST_HEAD:
+        case ST_BODY:
+            do_read(r);
+            if (r->state == ST_WRITE)
+                continue;
+            return;
+        case ST_WRITE:
+            break;
+        default:
+            return; /* TLS handshake, suspended, closed */
+        }
         int rc = flush(r);
         if (rc < 0) {
             conn_close(r);
@@ -900,8 +928,7 @@ static void process(rt_hreq *r)
             r->state = ST_BODY;
             timer_set(r, rt_now() + lim.idle_timeout);
             set_events(r, EPOLLIN);
-            do_read(r);
-            return;
+            continue;
         }
         bool close_it = r->close_after || stopping;
         request_end(r);
@@ -914,8 +941,7 @@ static void process(rt_hreq *r)
             r->state = ST_LINGER;
             set_events(r, EPOLLIN);
             timer_set(r, rt_now() + LINGER_SECONDS);
-            linger_read(r);
-            return;
+            continue;
         }
         if (close_it) {
             conn_close(r);
@@ -928,11 +954,7 @@ static void process(rt_hreq *r)
         await_request(r);
         if (r->in_len > 0)
             consume(r);
-        do_read(r);
-        return;
     }
-    if (r->state == ST_HEAD || r->state == ST_BODY)
-        do_read(r);
 }
 
 static void tls_handshake(rt_hreq *r)
@@ -943,7 +965,7 @@ static void tls_handshake(rt_hreq *r)
         r->state = ST_HEAD;
         r->want_write = false;
         set_events(r, EPOLLIN);
-        do_read(r);
+        process(r);
         return;
     }
     int e = SSL_get_error(r->ssl, k);
@@ -967,6 +989,7 @@ static void on_timeout(rt_hreq *r)
         if (ops.resume)
             ops.resume(r);
         after_callback(r);
+        process(r);
         return;
     case ST_HEAD:
         if (!r->head_started) {
@@ -1083,7 +1106,7 @@ static void on_accept(loop *lp, int li)
             r->state = ST_HEAD;
             r->head_started = true;
             timer_set(r, rt_now() + lim.header_timeout);
-            do_read(r);
+            process(r);
         }
     }
 }
@@ -1101,8 +1124,8 @@ static void take_resumes(loop *lp)
     for (rt_hreq *r = list; r; r = r->qnext)
         r->resume_queued = false;
     pthread_mutex_unlock(&lp->qmu);
-    /* A resumed request may close its connection, which would take it off
-     * the queue: the list was detached first, so walk a copy of it. */
+    /* Walk a copy: a resumed request may close its connection, and a
+     * request resumed again meanwhile goes on the queue anew. */
     size_t n = 0;
     for (rt_hreq *r = list; r; r = r->qnext)
         n++;
@@ -1114,9 +1137,8 @@ static void take_resumes(loop *lp)
         v2[n++] = r;
     for (size_t i = 0; i < n; i++) {
         rt_hreq *r = v2[i];
-        /* A connection closed by an earlier resume in this batch is gone:
-         * it cannot be here, because closing happens only on this thread
-         * and each entry is closed at most once after being listed. */
+        /* Stale entries (the request was answered meanwhile, or its
+         * connection closed in this round) are skipped. */
         if (r->state != ST_SUSPENDED)
             continue;
         timer_clear(r);
@@ -1124,6 +1146,7 @@ static void take_resumes(loop *lp)
         if (ops.resume)
             ops.resume(r);
         after_callback(r);
+        process(r);
     }
     free(v2);
 }
@@ -1131,6 +1154,7 @@ static void take_resumes(loop *lp)
 static void *loop_main(void *arg)
 {
     loop *lp = arg;
+    pthread_setname_np(pthread_self(), "modal-http");
     struct epoll_event evs[128];
     double stop_at = 0;
     for (;;) {
@@ -1148,6 +1172,7 @@ static void *loop_main(void *arg)
                     if (ops.resume)
                         ops.resume(r);
                     after_callback(r);
+                    process(r);
                 }
             }
         }
@@ -1182,8 +1207,8 @@ static void *loop_main(void *arg)
                 continue;
             }
             rt_hreq *r = p;
-            /* A connection closed earlier in this batch cannot appear: the
-             * only closes are of the connection an event belongs to. */
+            if (r->state == ST_DEAD)
+                continue; /* closed earlier in this round */
             if (r->state == ST_TLS)
                 tls_handshake(r);
             else if ((evs[i].events & (EPOLLERR | EPOLLHUP)) && r->state != ST_HEAD &&
@@ -1198,7 +1223,9 @@ static void *loop_main(void *arg)
             timer_clear(r);
             on_timeout(r);
         }
+        bury(lp);
     }
+    bury(lp);
     return NULL;
 }
 

@@ -33,7 +33,7 @@ BASEFLAGS := -std=gnu11 -pthread -fPIC $(WARN) $(SANFLAGS) -Iinclude -Ilib -D_GN
 # What a program linked with libmodal needs. libcurl is loaded at run time
 # by the client (a worker never needs it, and its cold start stays short).
 LIBS    := -lcjson -lpthread -ldl -lm
-RTLIBS  := -lmicrohttpd -lcrypto $(LIBS)
+RTLIBS  := -lssl -lcrypto $(LIBS)
 ITLIBS  := -lcurl -lcrypto $(LIBS) -lcmocka
 
 LIB_SRC := $(sort $(wildcard lib/*.c))
@@ -67,7 +67,7 @@ all: deps $(STATIC) $(SHARED) $(RUNTIME) $(PCFILE)
 # Installs the Debian packages the build needs when run as root; otherwise
 # names the one command to run. Checking is cheap, so every target uses it.
 DEB_PKGS := build-essential pkg-config libcurl4-openssl-dev libcjson-dev \
-            libssl-dev libmicrohttpd-dev libcmocka-dev clang valgrind
+            libssl-dev libcmocka-dev clang valgrind
 deps:
 	@./tools/deps.sh $(DEB_PKGS)
 
@@ -123,6 +123,13 @@ $(BUILD)/tests/%: tests/integration/%.c $(STATIC) $(RUNTIME) tests/integration/h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< $(STATIC) $(ITLIBS)
 
+# The HTTP server tested on its own (over TLS), without the rest of the runtime.
+$(BUILD)/tests/test_httpd_tls: tests/integration/test_httpd_tls.c runtime/httpd.c \
+        runtime/http_parse.c $(wildcard runtime/*.h) $(STATIC) tests/integration/harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/httpd.c \
+	    runtime/http_parse.c $(STATIC) -lssl $(ITLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
@@ -156,6 +163,11 @@ FUZZ_FLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -I
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) include/modal.h lib/internal.h | deps
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+
+# The HTTP parser lives in the runtime, a pure function on its own.
+$(BUILD)/fuzz/fuzz_http: tests/fuzz/fuzz_http.c runtime/http_parse.c runtime/http_parse.h | deps
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -Iruntime -o $@ $< runtime/http_parse.c
 
 fuzz: $(FUZZ_BIN)
 	@if [ "$(FUZZ_SECONDS)" != 0 ]; then ./tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN); fi

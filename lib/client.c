@@ -26,6 +26,8 @@ typedef struct conn_config {
     char url_env[512];      /* MODAL_RUNTIME_URL as read ("" when unset) */
     char token_env[256];    /* MODAL_TOKEN as read */
     char token_file[512];   /* MODAL_TOKEN_FILE as read */
+    char tls_pin[512];      /* MODAL_TLS_FINGERPRINT as read: "sha256//..." pins */
+    char tls_ca[512];       /* MODAL_TLS_CA as read: a CA bundle file */
     char base[512];         /* "http://host:port" or "http://localhost" */
     char unix_path[512];    /* socket path, "" for TCP */
     char token[256];
@@ -114,8 +116,11 @@ static modal_status load_config(modal_error *err)
     const char *url = env_or_empty("MODAL_RUNTIME_URL");
     const char *tok = env_or_empty("MODAL_TOKEN");
     const char *tokf = env_or_empty("MODAL_TOKEN_FILE");
+    const char *pin = env_or_empty("MODAL_TLS_FINGERPRINT");
+    const char *ca = env_or_empty("MODAL_TLS_CA");
     if (cfg.valid && strcmp(url, cfg.url_env) == 0 && strcmp(tok, cfg.token_env) == 0 &&
-        strcmp(tokf, cfg.token_file) == 0)
+        strcmp(tokf, cfg.token_file) == 0 && strcmp(pin, cfg.tls_pin) == 0 &&
+        strcmp(ca, cfg.tls_ca) == 0)
         return MODAL_OK;
     conn_config c;
     memset(&c, 0, sizeof c);
@@ -126,6 +131,25 @@ static modal_status load_config(modal_error *err)
     strcpy(c.url_env, url);
     strcpy(c.token_env, tok);
     strcpy(c.token_file, tokf);
+    if (strlen(pin) >= sizeof c.tls_pin || strlen(ca) >= sizeof c.tls_ca)
+        return modal__fail(err, MODAL_EINVAL, "MODAL_TLS_FINGERPRINT or MODAL_TLS_CA is longer "
+                                              "than %zu bytes", sizeof c.tls_pin - 1);
+    strcpy(c.tls_pin, pin);
+    strcpy(c.tls_ca, ca);
+    if (pin[0] != '\0') {
+        modal_status st = modal__pin_check(pin, err);
+        if (st != MODAL_OK)
+            return st;
+    }
+    if (ca[0] != '\0' && access(ca, R_OK) != 0)
+        return modal__fail(err, MODAL_EINVAL, "MODAL_TLS_CA=\"%s\": cannot read it: %s; give a "
+                           "PEM file of the CA that signed the runtime's certificate", ca,
+                           strerror(errno));
+    if ((pin[0] != '\0' || ca[0] != '\0') && strncmp(url, "http://", 7) == 0)
+        return modal__fail(err, MODAL_EINVAL,
+                           "%s is set but MODAL_RUNTIME_URL=\"%s\" is plain HTTP, where it "
+                           "would protect nothing; use https://HOST:PORT",
+                           pin[0] != '\0' ? "MODAL_TLS_FINGERPRINT" : "MODAL_TLS_CA", url);
     if (url[0] == '\0') {
         modal_status st = modal__embedded_dir(c.embedded_dir, sizeof c.embedded_dir, err);
         if (st != MODAL_OK)
@@ -151,8 +175,8 @@ static modal_status load_config(modal_error *err)
             c.base[--n] = '\0';
     } else {
         return modal__fail(err, MODAL_EINVAL,
-                           "MODAL_RUNTIME_URL=\"%s\" is not understood; use unix:/path/to.sock or "
-                           "http://host:port", url);
+                           "MODAL_RUNTIME_URL=\"%s\" is not understood; use unix:/path/to.sock, "
+                           "https://host:port or http://host:port", url);
     }
     c.valid = 1;
     cfg = c;
@@ -404,6 +428,73 @@ static modal_status http_error(long status, const modal__buf *body, const char *
     return code;
 }
 
+/*
+ * TLS to the runtime. A pin replaces the CA and host-name checks: the
+ * runtime's certificate is usually its own self-signed one, and libcurl
+ * compares the pin during the handshake, before any request (or token)
+ * is sent.
+ */
+static void tls_setopts(CURL *h, const conn_config *c)
+{
+    if (strncmp(c->base, "https://", 8) != 0)
+        return;
+    if (c->tls_pin[0] != '\0') {
+        cu.pfn_easy_setopt(h, CURLOPT_PINNEDPUBLICKEY, c->tls_pin);
+        cu.pfn_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        cu.pfn_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    } else if (c->tls_ca[0] != '\0') {
+        cu.pfn_easy_setopt(h, CURLOPT_CAINFO, c->tls_ca);
+    }
+}
+
+/*
+ * The server presented a key other than the pinned one. Say which: one
+ * more handshake, with verification off and nothing sent after it, yields
+ * the server's certificate, whose pin is computed here.
+ */
+static modal_status pin_mismatch(const conn_config *c, modal_error *err)
+{
+    char actual[MODAL__PIN_SIZE] = "", why[MODAL_ERROR_MESSAGE_SIZE] = "";
+    CURL *h = cu.pfn_easy_init();
+    if (h != NULL) {
+        cu.pfn_easy_setopt(h, CURLOPT_URL, c->base);
+        cu.pfn_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
+        cu.pfn_easy_setopt(h, CURLOPT_CERTINFO, 1L);
+        cu.pfn_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        cu.pfn_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+        cu.pfn_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        cu.pfn_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
+        CURLcode rc = cu.pfn_easy_perform(h);
+        struct curl_certinfo *ci = NULL;
+        if (rc != CURLE_OK)
+            snprintf(why, sizeof why, "%s", cu.pfn_easy_strerror(rc));
+        else if (cu.pfn_easy_getinfo(h, CURLINFO_CERTINFO, &ci) != CURLE_OK || ci == NULL ||
+                 ci->num_of_certs < 1)
+            snprintf(why, sizeof why, "libcurl gave no certificate");
+        else
+            for (struct curl_slist *l = ci->certinfo[0]; l != NULL; l = l->next)
+                if (strncmp(l->data, "Cert:", 5) == 0) {
+                    modal_error perr;
+                    if (modal__pem_cert_pin(l->data + 5, actual, &perr) != MODAL_OK)
+                        snprintf(why, sizeof why, "%s", perr.message);
+                    break;
+                }
+        cu.pfn_easy_cleanup(h);
+    }
+    if (actual[0] == '\0' && why[0] == '\0')
+        snprintf(why, sizeof why, "%s", h == NULL ? "out of memory" : "libcurl gave no certificate");
+    if (actual[0] == '\0')
+        return modal__fail(err, MODAL_EAUTH,
+                           "the TLS key of the runtime at %s does not match "
+                           "MODAL_TLS_FINGERPRINT: expected %s, the server's fingerprint could "
+                           "not be read (%s); nothing was sent", c->base, c->tls_pin, why);
+    return modal__fail(err, MODAL_EAUTH,
+                       "the TLS key of the runtime at %s does not match MODAL_TLS_FINGERPRINT: "
+                       "expected %s, the server presented %s; nothing was sent. If the "
+                       "runtime's certificate changed on purpose, set MODAL_TLS_FINGERPRINT to "
+                       "its new \"tls fingerprint\"", c->base, c->tls_pin, actual);
+}
+
 static int transient(CURLcode rc)
 {
     return rc == CURLE_COULDNT_CONNECT || rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR ||
@@ -496,6 +587,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         cu.pfn_easy_setopt(h, CURLOPT_URL, url);
         if (c.unix_path[0] != '\0')
             cu.pfn_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c.unix_path);
+        tls_setopts(h, &c);
         cu.pfn_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
         cu.pfn_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         cu.pfn_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
@@ -622,6 +714,15 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
     if (rc != CURLE_OK) {
         modal__buf_unref(rs.buf);
         const char *where = c.unix_path[0] != '\0' ? c.unix_path : c.base;
+        if (rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH)
+            return pin_mismatch(&c, err);
+        if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
+            return modal__fail(err, MODAL_ETRANSPORT,
+                               "cannot verify the TLS certificate of the runtime at %s: %s; for "
+                               "the runtime's own self-signed certificate set "
+                               "MODAL_TLS_FINGERPRINT to its \"tls fingerprint\" (also in "
+                               "<state>/tls/fingerprint), for a private CA set MODAL_TLS_CA",
+                               where, curl_err[0] ? curl_err : cu.pfn_easy_strerror(rc));
         if (rc == CURLE_OPERATION_TIMEDOUT)
             return modal__fail(err, MODAL_ETRANSPORT,
                                "the runtime at %s did not answer %s %s within %ld s",
@@ -648,6 +749,17 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
 static pthread_mutex_t art_lock = PTHREAD_MUTEX_INITIALIZER;
 static char art_sha[65];
 static char art_uploaded_to[600]; /* runtime URL it was last uploaded to */
+
+bool modal__artifact_refused(modal_status st, const modal_error *err, const char *sha)
+{
+    if ((st != MODAL_ENOTFOUND && st != MODAL_EIO) || err == NULL || sha == NULL ||
+        strstr(err->message, sha) == NULL)
+        return false;
+    pthread_mutex_lock(&art_lock);
+    art_uploaded_to[0] = '\0';
+    pthread_mutex_unlock(&art_lock);
+    return st == MODAL_ENOTFOUND;
+}
 
 modal_status modal__artifact_ensure(const char **sha, modal_error *err)
 {

@@ -432,6 +432,12 @@ modal_status modal__artifact_ensure(const char **sha, modal_error *err);
  */
 modal_status modal__token_file_read(const char *path, char *out, size_t outsz, int *missing,
                                     modal_error *err);
+/* A request naming artifact sha failed with st/err. When the runtime says
+ * the artifact is missing (ENOTFOUND) or was damaged and removed (EIO),
+ * forget that it was uploaded, so the next modal__artifact_ensure uploads
+ * it again; returns true when it was missing, that is, when the request
+ * is worth one retry after that upload. */
+bool modal__artifact_refused(modal_status st, const modal_error *err, const char *sha);
 /* Status from its name ("ETIMEOUT"); MODAL_ERUNTIME when unknown. */
 modal_status modal__status_from_name(const char *name);
 /* Start the embedded runtime for state_dir unless it answers already. */
@@ -466,6 +472,8 @@ typedef struct modal__sha256 {
 
 void modal__sha256_init(modal__sha256 *s);
 void modal__sha256_update(modal__sha256 *s, const void *data, size_t n);
+/* Finish and write the 32-byte digest. */
+void modal__sha256_final(modal__sha256 *s, uint8_t out[32]);
 /* Finish and write 64 lowercase hex digits and a NUL. */
 void modal__sha256_hex(modal__sha256 *s, char out[65]);
 modal_status modal__sha256_file(const char *path, char out[65], modal_error *err);
@@ -479,5 +487,32 @@ int modal__json_num(cJSON *obj, const char *key, double v);
 
 /* Random id with prefix ("fc-"), base32, 26 random characters. */
 void modal__random_id(const char *prefix, char *out, size_t outsz);
+
+/* ---- TLS public-key pins (lib/tls_pin.c) --------------------------- */
+
+/* "sha256//" + 44 base64 characters + NUL: libcurl's pinned-key form. */
+#define MODAL__PIN_SIZE 53
+
+/* Padded base64 of n bytes into out; returns its length, or 0 (out = "")
+ * when outsz cannot hold it and a NUL. */
+size_t modal__base64_encode(const uint8_t *p, size_t n, char *out, size_t outsz);
+/* Decode base64, skipping whitespace (PEM lines); returns the number of
+ * bytes written, or -1 for a character outside the alphabet, bad padding
+ * or more than outsz bytes. */
+long modal__base64_decode(const char *s, size_t n, uint8_t *out, size_t outsz);
+/* Find the DER SubjectPublicKeyInfo (tag and length included) inside the
+ * DER X.509 certificate der[0..len). Returns NULL, or what is malformed. */
+const char *modal__cert_spki(const uint8_t *der, size_t len, const uint8_t **spki,
+                             size_t *spki_len);
+/* The pin of a DER SubjectPublicKeyInfo. */
+void modal__spki_pin(const uint8_t *spki, size_t len, char out[MODAL__PIN_SIZE]);
+/* The pin of a DER certificate (MODAL_ETRANSPORT when malformed). */
+modal_status modal__cert_pin(const uint8_t *der, size_t len, char out[MODAL__PIN_SIZE],
+                             modal_error *err);
+/* The pin of the first certificate in PEM text. */
+modal_status modal__pem_cert_pin(const char *pem, char out[MODAL__PIN_SIZE], modal_error *err);
+/* Check MODAL_TLS_FINGERPRINT's value: one or more pins separated by ';'.
+ * MODAL_EINVAL naming the value otherwise. */
+modal_status modal__pin_check(const char *pins, modal_error *err);
 
 #endif /* MODAL_INTERNAL_H */

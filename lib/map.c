@@ -273,16 +273,23 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
         goto out;
     }
 
-    /* Create the map on the runtime. */
+    /* Create the map on the runtime; when it lost the executable, upload
+     * it again, once. */
     modal__enc enc;
-    st = modal__msg_build(modal__call_envelope(fn, artifact, NULL), "args", NULL, &enc, err);
-    if (st != MODAL_OK)
-        goto out;
-    modal__http_req req = {.method = "POST", .path = "/v1/maps", .enc = &enc,
-                           .content_type = "application/x-modal-frame", .timeout = 60};
     modal__http_resp resp;
-    st = modal__http(&req, &resp, err);
-    modal__enc_free(&enc);
+    for (int attempt = 0;; attempt++) {
+        st = modal__msg_build(modal__call_envelope(fn, artifact, NULL), "args", NULL, &enc, err);
+        if (st != MODAL_OK)
+            goto out;
+        modal__http_req req = {.method = "POST", .path = "/v1/maps", .enc = &enc,
+                               .content_type = "application/x-modal-frame", .timeout = 60};
+        st = modal__http(&req, &resp, err);
+        modal__enc_free(&enc);
+        if (st == MODAL_OK || attempt > 0 || !modal__artifact_refused(st, err, artifact))
+            break;
+        if ((st = modal__remote_prepare(fn, inputs, "map input", &artifact, err)) != MODAL_OK)
+            goto out;
+    }
     if (st == MODAL_OK) {
         cJSON *j = resp.body ? cJSON_ParseWithLength((const char *)resp.body->base, resp.body->len)
                              : NULL;

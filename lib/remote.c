@@ -222,17 +222,17 @@ modal_status modal__remote_prepare(modal_function *fn, const modal_value *list,
 }
 
 /* POST the call; wait up to `wait` seconds for it inside the request. */
-static modal_status submit(modal_function *fn, modal_value *args, double wait, modal_call *c,
-                           modal__http_resp *resp, modal_error *err)
+static modal_status submit_once(modal_function *fn, modal_value *args, double wait,
+                                modal_call *c, modal__http_resp *resp, const char **artifact,
+                                modal_error *err)
 {
-    const char *artifact;
-    modal_status st = modal__remote_prepare(fn, args, "argument", &artifact, err);
+    modal_status st = modal__remote_prepare(fn, args, "argument", artifact, err);
     if (st != MODAL_OK)
         return st;
     modal__random_id("fc-", c->id, sizeof c->id);
     snprintf(c->fn, sizeof c->fn, "%s", fn->name);
     modal__enc enc;
-    st = modal__msg_build(modal__call_envelope(fn, artifact, c->id), "args", args, &enc, err);
+    st = modal__msg_build(modal__call_envelope(fn, *artifact, c->id), "args", args, &enc, err);
     if (st != MODAL_OK)
         return st;
     char path[64];
@@ -242,6 +242,18 @@ static modal_status submit(modal_function *fn, modal_value *args, double wait, m
                            .timeout = (long)wait + 600};
     st = modal__http(&req, resp, err);
     modal__enc_free(&enc);
+    return st;
+}
+
+static modal_status submit(modal_function *fn, modal_value *args, double wait, modal_call *c,
+                           modal__http_resp *resp, modal_error *err)
+{
+    const char *artifact = NULL;
+    modal_status st = submit_once(fn, args, wait, c, resp, &artifact, err);
+    /* The runtime lost the executable (removed, or found damaged): upload
+     * it again, once. */
+    if (st != MODAL_OK && modal__artifact_refused(st, err, artifact))
+        st = submit_once(fn, args, wait, c, resp, &artifact, err);
     return st;
 }
 

@@ -82,7 +82,7 @@ void modal__sha256_update(modal__sha256 *s, const void *data, size_t n)
     s->fill = n;
 }
 
-void modal__sha256_hex(modal__sha256 *s, char out[65])
+void modal__sha256_final(modal__sha256 *s, uint8_t out[32])
 {
     uint64_t bits = s->len * 8;
     uint8_t pad = 0x80, zero = 0, lenbe[8];
@@ -92,8 +92,16 @@ void modal__sha256_hex(modal__sha256 *s, char out[65])
     for (int i = 0; i < 8; i++)
         lenbe[i] = (uint8_t)(bits >> (56 - 8 * i));
     modal__sha256_update(s, lenbe, 8);
-    for (int i = 0; i < 8; i++)
-        snprintf(out + 8 * i, 9, "%08x", s->h[i]);
+    for (int i = 0; i < 32; i++)
+        out[i] = (uint8_t)(s->h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+void modal__sha256_hex(modal__sha256 *s, char out[65])
+{
+    uint8_t md[32];
+    modal__sha256_final(s, md);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
 modal_status modal__sha256_file(const char *path, char out[65], modal_error *err)

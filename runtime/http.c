@@ -1,9 +1,13 @@
 /*
- * http.c: the HTTP API on libmicrohttpd, one thread per connection so a
- * long poll simply waits on rt.cv. Every request is authenticated before
- * its body is read; errors are JSON naming what was wrong.
+ * http.c: the HTTP API's routes and handlers, served by httpd.c. Every
+ * request is authenticated from its headers before its body is read;
+ * errors are JSON naming what was wrong. A long poll does not hold a
+ * thread: the request registers on its call (or map) and is suspended;
+ * rt_http_call_changed resumes it when the call changes, and the server
+ * resumes it when its wait runs out.
  */
 #include "rt.h"
+#include "httpd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,129 +20,158 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <unistd.h>
 
-#include <microhttpd.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
-#define MAX_DAEMONS 8
+#define MAX_LISTEN 8
 #define MEMFD_BODY_MIN (1u << 20) /* bodies this large go to a memfd */
 #define MAX_QUEUED 2000000        /* beyond this, 503 */
 
-static struct MHD_Daemon *daemons[MAX_DAEMONS];
-static char unix_paths[MAX_DAEMONS][108];
-static int ndaemons;
+rt_http_opts rt_http = {.header_timeout = 10, .idle_timeout = 60, .max_connections = 16384};
 
-typedef struct conn {
+static char unix_paths[MAX_LISTEN][108];
+static int nlisten;
+
+enum { W_NONE, W_CALL, W_MAP };
+
+/* A request's state in the handlers; also what a call's waiter list holds. */
+typedef struct rt_http_wait {
+    rt_hreq *r;
     modal__buf *body;
     size_t cap;
     int body_fd;            /* large bodies: a memfd of body_len bytes */
     size_t body_len;
     size_t expect;          /* Content-Length, 0 if absent */
-    int over;               /* body larger than allowed or announced */
-    int up_fd;              /* artifact upload temp file */
-    char up_tmp[700];
-    EVP_MD_CTX *md;
-} conn;
+    rt_upload *up;          /* artifact upload in progress */
+    bool up_failed;
+    /* A long poll: what it waits on and until when. */
+    int kind;
+    char id[64];
+    double deadline;
+    long long log_offset;
+    double after;
+    void *on;               /* the rt_call or rt_map whose list holds it (rt.mu) */
+    struct rt_http_wait *wnext, **wprev;
+} hctx;
 
-/* ---- responses ------------------------------------------------------ */
+/* ---- waiting --------------------------------------------------------------- */
 
-static enum MHD_Result send_response(struct MHD_Connection *con, unsigned status,
-                                     struct MHD_Response *r, const char *ctype)
+/* Take h off the list it waits on. With rt.mu held. */
+static void wait_unlink(hctx *h)
 {
-    if (r == NULL)
-        return MHD_NO;
-    if (ctype != NULL)
-        MHD_add_response_header(r, "Content-Type", ctype);
-    if (status == 503)
-        MHD_add_response_header(r, "Retry-After", "1");
-    enum MHD_Result ok = MHD_queue_response(con, status, r);
-    MHD_destroy_response(r);
-    return ok;
+    if (h->on == NULL)
+        return;
+    *h->wprev = h->wnext;
+    if (h->wnext)
+        h->wnext->wprev = h->wprev;
+    h->on = NULL;
+    h->wnext = NULL;
+    h->wprev = NULL;
 }
 
-static enum MHD_Result send_json(struct MHD_Connection *con, unsigned status, cJSON *j)
+static void wait_link(hctx *h, void *on, struct rt_http_wait **head)
+{
+    wait_unlink(h);
+    h->on = on;
+    h->wnext = *head;
+    if (*head)
+        (*head)->wprev = &h->wnext;
+    *head = h;
+    h->wprev = head;
+}
+
+static void wake_all(struct rt_http_wait **head)
+{
+    while (*head) {
+        hctx *h = *head;
+        wait_unlink(h);
+        rt_hreq_resume(h->r);
+    }
+}
+
+void rt_http_call_changed(rt_call *c)
+{
+    wake_all(&c->http_waits);
+    if (c->map != NULL)
+        wake_all(&c->map->http_waits);
+}
+
+void rt_http_map_changed(rt_map *m)
+{
+    wake_all(&m->http_waits);
+}
+
+/* ---- responses ------------------------------------------------------------- */
+
+static void send_json(rt_hreq *r, int status, cJSON *j)
 {
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
-    if (s == NULL)
-        return MHD_NO;
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
-    return send_response(con, status, r, "application/json");
+    if (s == NULL) {
+        rt_hreq_error(r, 503, MODAL_ENOMEM, "runtime out of memory");
+        return;
+    }
+    rt_hreq_send(r, status, "application/json", NULL, s, strlen(s));
+    free(s);
 }
 
-static unsigned http_status_for(modal_status st)
+static int http_status_for(modal_status st)
 {
     switch (st) {
     case MODAL_ENOTFOUND: return 404;
     case MODAL_EAUTH: return 401;
     case MODAL_ELIMIT: return 413;
     case MODAL_ENOMEM: return 503;
+    case MODAL_EIO: return 500;
     case MODAL_EWORKER: case MODAL_EGPU: case MODAL_EOPTION: return 422;
     default: return 400;
     }
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *con, unsigned status, modal_status code,
-                                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static enum MHD_Result send_error(struct MHD_Connection *con, unsigned status, modal_status code,
-                                  const char *fmt, ...)
+/* Send buf with one numeric header. */
+static void send_buf(rt_hreq *r, int status, modal__buf *b, const char *ctype, const char *hname,
+                     long long hval)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    cJSON *j = cJSON_CreateObject();
-    cJSON *e = cJSON_AddObjectToObject(j, "error");
-    cJSON_AddStringToObject(e, "code", modal_status_name(code));
-    cJSON_AddStringToObject(e, "message", msg);
-    return send_json(con, status, j);
+    char extra[96] = "";
+    if (hname != NULL)
+        snprintf(extra, sizeof extra, "%s: %lld\r\n", hname, hval);
+    rt_hreq_send_buf(r, status, ctype, extra, b);
 }
 
-static void unref_cb(void *cls)
-{
-    modal__buf_unref(cls);
-}
+/* ---- request bodies ---------------------------------------------------------- */
 
-/* Send buf (a reference is taken and dropped once sent). */
-static enum MHD_Result send_buf(struct MHD_Connection *con, unsigned status, modal__buf *b,
-                                const char *ctype, const char *hname, long long hval)
+static int body_append(hctx *c, const char *data, size_t n)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback_cls(
-        b->len, b->base, unref_cb, modal__buf_ref(b));
-    if (r == NULL) {
-        modal__buf_unref(b);
-        return MHD_NO;
-    }
-    if (hname != NULL) {
-        char v[32];
-        snprintf(v, sizeof v, "%lld", hval);
-        MHD_add_response_header(r, hname, v);
-    }
-    return send_response(con, status, r, ctype);
-}
-
-/* ---- request bodies --------------------------------------------------- */
-
-static int body_append(conn *c, const char *data, size_t n)
-{
-    if (c->over)
-        return 0;
     size_t have = c->body_fd >= 0 ? c->body_len : c->body ? c->body->len : 0;
-    if (have + n > rt.max_body || (c->expect && have + n > c->expect)) {
-        c->over = 1;
-        return 0;
-    }
-    if (c->body_fd >= 0 || (c->body == NULL && c->expect >= MEMFD_BODY_MIN)) {
+    if (c->expect && have + n > c->expect)
+        return -2;
+    if (c->body_fd >= 0 || (c->body == NULL && c->expect >= MEMFD_BODY_MIN) ||
+        (c->body != NULL && c->expect == 0 && c->body->len + n >= MEMFD_BODY_MIN)) {
         /* Large bodies are written to a memfd the worker maps directly:
          * write() fills fresh pages far faster than faulting them in
-         * through a mapping. */
-        if (c->body_fd < 0 && (c->body_fd = modal__memfd_new("modal-body", 0)) < 0)
-            return -1;
+         * through a mapping. A chunked body moves there once it is large. */
+        if (c->body_fd < 0) {
+            if ((c->body_fd = modal__memfd_new("modal-body", 0)) < 0)
+                return -1;
+            if (c->body != NULL) {
+                const uint8_t *p = c->body->base;
+                size_t left = c->body->len;
+                while (left > 0) {
+                    ssize_t w = write(c->body_fd, p, left);
+                    if (w < 0 && errno == EINTR)
+                        continue;
+                    if (w <= 0)
+                        return -1;
+                    p += w;
+                    left -= (size_t)w;
+                }
+                c->body_len = c->body->len;
+                modal__buf_unref(c->body);
+                c->body = NULL;
+            }
+        }
         while (n > 0) {
             ssize_t w = write(c->body_fd, data, n);
             if (w < 0 && errno == EINTR)
@@ -152,12 +185,10 @@ static int body_append(conn *c, const char *data, size_t n)
         return 0;
     }
     if (c->body == NULL) {
-        {
-            c->cap = c->expect ? c->expect : 4096;
-            c->body = modal__buf_new(c->cap);
-            if (c->body == NULL)
-                return -1;
-        }
+        c->cap = c->expect ? c->expect : 4096;
+        c->body = modal__buf_new(c->cap);
+        if (c->body == NULL)
+            return -1;
         c->body->len = 0;
     }
     if (c->body->len + n > c->cap) {
@@ -175,18 +206,12 @@ static int body_append(conn *c, const char *data, size_t n)
     return 0;
 }
 
-/* ---- handlers --------------------------------------------------------- */
-
-static const char *arg(struct MHD_Connection *con, const char *name)
-{
-    return MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, name);
-}
+/* ---- handlers ------------------------------------------------------------------ */
 
 /* Parse a number query argument within [lo, hi]; dflt when absent. */
-static int num_arg(struct MHD_Connection *con, const char *name, double lo, double hi,
-                   double dflt, double *out)
+static int num_arg(rt_hreq *r, const char *name, double lo, double hi, double dflt, double *out)
 {
-    const char *v = arg(con, name);
+    const char *v = rt_hreq_arg(r, name);
     if (v == NULL) {
         *out = dflt;
         return 0;
@@ -226,66 +251,60 @@ static const char *state_name(const rt_call *c)
     return "?";
 }
 
-static void cond_wait_until(double deadline)
+/* Answer with the call's result, or 202 and new output once the wait runs
+ * out or output beyond log_offset appears; until then the request waits
+ * on c. Called with rt.mu held; the caller suspends when this returns 1. */
+static int answer_call(hctx *h, rt_call *c)
 {
-    double left = deadline - rt_now();
-    if (left <= 0)
-        return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + left;
-    ts.tv_sec = (time_t)t;
-    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-    pthread_cond_timedwait(&rt.cv, &rt.mu, &ts);
-}
-
-/* Answer with the call's result, or 202 and new output once wait runs out
- * or output beyond log_offset appears. Called with rt.mu held. */
-static enum MHD_Result answer_call(struct MHD_Connection *con, rt_call *c, double wait,
-                                   long long log_offset)
-{
-    double deadline = rt_now() + wait;
-    c->waiters++;
-    while (c->state != RT_DONE && (long long)c->logs_len <= log_offset && !rt.stopping &&
-           rt_now() < deadline)
-        cond_wait_until(deadline);
-    c->waiters--;
-    if (c->state == RT_DONE && c->result == NULL)
-        return send_error(con, 503, MODAL_ENOMEM,
-                          "call %s finished (%s) but the runtime ran out of memory storing its "
-                          "result", c->id, modal_status_name(c->status));
+    rt_hreq *r = h->r;
+    if (c->state != RT_DONE && (long long)c->logs_len <= h->log_offset && !rt.stopping &&
+        rt_now() < h->deadline) {
+        h->kind = W_CALL;
+        snprintf(h->id, sizeof h->id, "%s", c->id);
+        wait_link(h, c, &c->http_waits);
+        return 1;
+    }
+    wait_unlink(h);
+    if (c->state == RT_DONE && c->result == NULL) {
+        rt_hreq_error(r, 503, MODAL_ENOMEM,
+                      "call %s finished (%s) but the runtime ran out of memory storing its "
+                      "result", c->id, modal_status_name(c->status));
+        return 0;
+    }
     if (c->state == RT_DONE && c->result != NULL) {
         if (c->fetched_at == 0)
             c->fetched_at = rt_now();
         if (c->result_fd >= 0) {
             /* A large result goes out with sendfile from its memfd. */
             int fd = dup(c->result_fd);
-            struct MHD_Response *r = fd >= 0 ? MHD_create_response_from_fd64(c->result->len, fd)
-                                             : NULL;
-            if (r == NULL && fd >= 0)
-                close(fd);
-            if (r != NULL) {
-                char v[32];
-                snprintf(v, sizeof v, "%zu", c->logs_len);
-                MHD_add_response_header(r, "X-Modal-Log-Size", v);
+            if (fd >= 0) {
+                char extra[64];
+                snprintf(extra, sizeof extra, "X-Modal-Log-Size: %zu\r\n", c->logs_len);
+                rt_hreq_send_fd(r, 200, "application/x-modal-frame", extra, fd, c->result->len);
+                return 0;
             }
-            return send_response(con, 200, r, "application/x-modal-frame");
         }
-        return send_buf(con, 200, c->result, "application/x-modal-frame", "X-Modal-Log-Size",
-                        (long long)c->logs_len);
+        send_buf(r, 200, c->result, "application/x-modal-frame", "X-Modal-Log-Size",
+                 (long long)c->logs_len);
+        return 0;
     }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "call_id", c->id);
     cJSON_AddStringToObject(j, "state", state_name(c));
     cJSON_AddNumberToObject(j, "attempt", c->attempt);
     cJSON_AddNumberToObject(j, "log_size", (double)c->logs_len);
-    if ((long long)c->logs_len > log_offset && log_offset >= 0)
-        cJSON_AddStringToObject(j, "logs", c->logs + log_offset);
-    return send_json(con, 202, j);
+    if ((long long)c->logs_len > h->log_offset && h->log_offset >= 0)
+        cJSON_AddStringToObject(j, "logs", c->logs + h->log_offset);
+    send_json(r, 202, j);
+    return 0;
 }
 
-static enum MHD_Result handle_health(struct MHD_Connection *con)
+static void handle_health(rt_hreq *r)
 {
+    if (strcmp(rt_hreq_method(r), "GET") != 0 && strcmp(rt_hreq_method(r), "HEAD") != 0) {
+        rt_hreq_error(r, 405, MODAL_EINVAL, "use GET /v1/health, not %s", rt_hreq_method(r));
+        return;
+    }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddBoolToObject(j, "ok", 1);
     cJSON_AddStringToObject(j, "version", MODAL_VERSION_STRING);
@@ -296,144 +315,187 @@ static enum MHD_Result handle_health(struct MHD_Connection *con)
     cJSON_AddNumberToObject(j, "calls", (double)rt.ncalls);
     pthread_mutex_unlock(&rt.mu);
     cJSON_AddNumberToObject(j, "gpus", 0);
-    return send_json(con, 200, j);
+    send_json(r, 200, j);
 }
 
-static enum MHD_Result handle_artifact(struct MHD_Connection *con, const char *method,
-                                       const char *sha, conn *c)
+static void handle_artifact(hctx *h, const char *sha)
 {
-    if (!rt_valid_sha(sha))
-        return send_error(con, 400, MODAL_EINVAL, "\"%.80s\" is not a SHA-256 (64 hex digits)", sha);
+    rt_hreq *r = h->r;
+    const char *method = rt_hreq_method(r);
+    if (!rt_valid_sha(sha)) {
+        rt_hreq_error(r, 400, MODAL_EINVAL, "\"%.80s\" is not a SHA-256 (64 hex digits)", sha);
+        return;
+    }
     if (strcmp(method, "HEAD") == 0 || strcmp(method, "GET") == 0) {
         if (!rt_artifact_exists(sha))
-            return send_error(con, 404, MODAL_ENOTFOUND, "artifact %s is not stored", sha);
-        return send_json(con, 200, cJSON_CreateObject());
+            rt_hreq_error(r, 404, MODAL_ENOTFOUND, "artifact %s is not stored", sha);
+        else
+            send_json(r, 200, cJSON_CreateObject());
+        return;
     }
-    if (strcmp(method, "PUT") != 0)
-        return send_error(con, 405, MODAL_EINVAL, "use HEAD or PUT on /v1/artifacts/<sha256>");
-    unsigned char digest[32];
-    unsigned dlen = 0;
-    char hex[65];
-    EVP_DigestFinal_ex(c->md, digest, &dlen);
-    for (int i = 0; i < 32; i++)
-        sprintf(hex + 2 * i, "%02x", digest[i]);
-    int fd = c->up_fd;
-    c->up_fd = -1;
-    if (strcmp(hex, sha) != 0) {
-        close(fd);
-        unlink(c->up_tmp);
-        return send_error(con, 400, MODAL_EINVAL,
-                          "the uploaded bytes hash to %s, not %s; the upload was discarded", hex, sha);
+    if (strcmp(method, "PUT") != 0) {
+        rt_hreq_error(r, 405, MODAL_EINVAL, "use HEAD or PUT on /v1/artifacts/<sha256>, not %s",
+                      method);
+        return;
     }
-    char path[600];
-    rt_artifact_path(sha, path, sizeof path);
-    bool existed = rt_artifact_exists(sha);
-    int ok = fchmod(fd, 0755) == 0 && fsync(fd) == 0;
-    close(fd);
-    if (!ok || rename(c->up_tmp, path) != 0) {
-        unlink(c->up_tmp);
-        return send_error(con, 503, MODAL_EIO, "cannot store artifact %s: %s", sha, strerror(errno));
+    char err[1024];
+    bool created = false;
+    rt_upload *u = h->up;
+    h->up = NULL;
+    int rc = u ? rt_upload_finish(u, &created, err, sizeof err) : -2;
+    if (u == NULL)
+        snprintf(err, sizeof err, "cannot store artifact %s: the upload did not start", sha);
+    if (rc == -1) {
+        rt_hreq_error(r, 400, MODAL_EINVAL, "%s", err);
+        return;
     }
-    if (!existed)
+    if (rc != 0) {
+        rt_log(3, "%s", err);
+        rt_hreq_error(r, 507, MODAL_EIO, "%s", err);
+        return;
+    }
+    if (created)
         rt_log(1, "stored artifact %s", sha);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "artifact", sha);
-    return send_json(con, existed ? 200 : 201, j);
+    send_json(r, created ? 201 : 200, j);
 }
 
-static enum MHD_Result handle_calls(struct MHD_Connection *con, const char *method,
-                                    const char *rest, conn *cc)
+/* GET /v1/calls/<id>?wait=...: (re)evaluated on each resume. */
+static void call_poll(hctx *h)
 {
+    pthread_mutex_lock(&rt.mu);
+    rt_call *c = rt_call_find(h->id);
+    int wait = 0;
+    if (c == NULL)
+        rt_hreq_error(h->r, 404, MODAL_ENOTFOUND,
+                      "no call %s on this runtime (unknown, or its result expired)", h->id);
+    else
+        wait = answer_call(h, c);
+    pthread_mutex_unlock(&rt.mu);
+    if (wait)
+        rt_hreq_suspend(h->r, h->deadline);
+}
+
+static void handle_calls(hctx *h, const char *rest)
+{
+    rt_hreq *r = h->r;
+    const char *method = rt_hreq_method(r);
     double wait;
-    if (num_arg(con, "wait", 0, 60, 0, &wait) != 0)
-        return send_error(con, 400, MODAL_EINVAL, "\"wait\" must be a number of seconds from 0 to 60");
+    if (num_arg(r, "wait", 0, 60, 0, &wait) != 0) {
+        rt_hreq_error(r, 400, MODAL_EINVAL, "\"wait\" must be a number of seconds from 0 to 60");
+        return;
+    }
+    h->deadline = rt_now() + wait;
     if (rest[0] == '\0') {
-        if (strcmp(method, "POST") != 0)
-            return send_error(con, 405, MODAL_EINVAL, "use POST /v1/calls to start a call");
-        if (cc->body == NULL)
-            return send_error(con, 400, MODAL_ECODEC, "POST /v1/calls needs a call frame as its body");
+        if (strcmp(method, "POST") != 0) {
+            rt_hreq_error(r, 405, MODAL_EINVAL, "use POST /v1/calls to start a call, not %s",
+                          method);
+            return;
+        }
+        if (h->body == NULL) {
+            rt_hreq_error(r, 400, MODAL_ECODEC, "POST /v1/calls needs a call frame as its body");
+            return;
+        }
         modal_error err;
         rt_call *c;
         pthread_mutex_lock(&rt.mu);
         if (rt.stopping || rt.ncalls > MAX_QUEUED) {
             pthread_mutex_unlock(&rt.mu);
-            return send_error(con, 503, MODAL_ERUNTIME, "the runtime is %s; try again",
-                              rt.stopping ? "shutting down" : "overloaded");
+            rt_hreq_error(r, 503, MODAL_ERUNTIME, "the runtime is %s; try again",
+                          rt.stopping ? "shutting down" : "overloaded");
+            return;
         }
-        modal_status st = rt_call_submit(cc->body, cc->body_fd, cc->body->len, &c, &err);
+        modal_status st = rt_call_submit(h->body, h->body_fd, h->body->len, &c, &err);
         if (st != MODAL_OK) {
             pthread_mutex_unlock(&rt.mu);
-            return send_error(con, http_status_for(st), st, "%s", err.message);
+            rt_hreq_error(r, http_status_for(st), st, "%s", err.message);
+            return;
         }
-        enum MHD_Result r = answer_call(con, c, wait, 0);
+        h->log_offset = 0;
+        int w = answer_call(h, c);
         pthread_mutex_unlock(&rt.mu);
-        return r;
+        if (w)
+            rt_hreq_suspend(r, h->deadline);
+        return;
     }
     char id[64];
     const char *slash = split_id(rest, id, sizeof id);
-    if (slash == NULL)
-        return send_error(con, 404, MODAL_ENOTFOUND, "no such call \"%.64s\"", rest);
+    if (slash == NULL) {
+        rt_hreq_error(r, 404, MODAL_ENOTFOUND, "no such call \"%.64s\"", rest);
+        return;
+    }
+    double off;
+    if (*slash != '\0' && strcmp(slash, "/logs") != 0) {
+        rt_hreq_error(r, 404, MODAL_ENOTFOUND, "no route %s /v1/calls/%.200s", method, rest);
+        return;
+    }
+    if (strcmp(slash, "/logs") == 0 && strcmp(method, "GET") != 0) {
+        rt_hreq_error(r, 405, MODAL_EINVAL, "use GET on /v1/calls/<id>/logs, not %s", method);
+        return;
+    }
+    if (*slash == '\0' && strcmp(method, "GET") != 0 && strcmp(method, "DELETE") != 0) {
+        rt_hreq_error(r, 405, MODAL_EINVAL, "use GET or DELETE on /v1/calls/<id>, not %s", method);
+        return;
+    }
+    if (*slash == '\0' && strcmp(method, "GET") == 0) {
+        if (num_arg(r, "log_offset", 0, 1e15, 0, &off) != 0) {
+            rt_hreq_error(r, 400, MODAL_EINVAL, "\"log_offset\" must be a byte offset");
+            return;
+        }
+        h->log_offset = (long long)off;
+        snprintf(h->id, sizeof h->id, "%s", id);
+        call_poll(h);
+        return;
+    }
     pthread_mutex_lock(&rt.mu);
     rt_call *c = rt_call_find(id);
     if (c == NULL) {
         pthread_mutex_unlock(&rt.mu);
-        return send_error(con, 404, MODAL_ENOTFOUND,
-                          "no call %s on this runtime (unknown, or its result expired)", id);
+        rt_hreq_error(r, 404, MODAL_ENOTFOUND,
+                      "no call %s on this runtime (unknown, or its result expired)", id);
+        return;
     }
-    enum MHD_Result r;
-    double off;
-    if (strcmp(slash, "/logs") == 0 && strcmp(method, "GET") == 0) {
-        if (num_arg(con, "offset", 0, 1e15, 0, &off) != 0) {
-            r = send_error(con, 400, MODAL_EINVAL, "\"offset\" must be a byte offset");
+    if (strcmp(slash, "/logs") == 0) {
+        if (num_arg(r, "offset", 0, 1e15, 0, &off) != 0) {
+            rt_hreq_error(r, 400, MODAL_EINVAL, "\"offset\" must be a byte offset");
         } else {
             size_t o = (size_t)off < c->logs_len ? (size_t)off : c->logs_len;
-            struct MHD_Response *resp = MHD_create_response_from_buffer(
-                c->logs_len - o, c->logs ? c->logs + o : "", MHD_RESPMEM_MUST_COPY);
-            r = send_response(con, 200, resp, "text/plain; charset=utf-8");
+            rt_hreq_send(r, 200, "text/plain; charset=utf-8", NULL, c->logs ? c->logs + o : "",
+                         c->logs_len - o);
         }
-    } else if (*slash != '\0') {
-        r = send_error(con, 404, MODAL_ENOTFOUND, "no route %s /v1/calls/%s", method, rest);
-    } else if (strcmp(method, "GET") == 0) {
-        if (num_arg(con, "log_offset", 0, 1e15, 0, &off) != 0)
-            r = send_error(con, 400, MODAL_EINVAL, "\"log_offset\" must be a byte offset");
-        else
-            r = answer_call(con, c, wait, (long long)off);
-    } else if (strcmp(method, "DELETE") == 0) {
+    } else {
         rt_call_cancel(c);
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "call_id", c->id);
         cJSON_AddStringToObject(j, "state", c->status == MODAL_ECANCELLED ? "cancelled" : "done");
-        r = send_json(con, 200, j);
-    } else {
-        r = send_error(con, 405, MODAL_EINVAL, "use GET or DELETE on /v1/calls/<id>");
+        send_json(r, 200, j);
     }
     pthread_mutex_unlock(&rt.mu);
-    return r;
 }
 
-
-static enum MHD_Result map_results(struct MHD_Connection *con, const char *id)
+/* GET /v1/maps/<id>/results: (re)evaluated on each resume. */
+static void map_poll(hctx *h)
 {
-    double after, wait;
-    if (num_arg(con, "after", 0, 1e15, 0, &after) != 0 || num_arg(con, "wait", 0, 60, 0, &wait) != 0)
-        return send_error(con, 400, MODAL_EINVAL,
-                          "\"after\" must be a sequence number and \"wait\" 0 to 60 seconds");
-    double deadline = rt_now() + wait;
+    rt_hreq *r = h->r;
     pthread_mutex_lock(&rt.mu);
-    rt_map *m = rt_map_find(id);
-    if (m != NULL)
-        rt_map_ack(m, (long long)after);
-    while (m != NULL && m->done_head == NULL && !rt.stopping && rt_now() < deadline) {
-        cond_wait_until(deadline);
-        m = rt_map_find(id); /* it may have been deleted meanwhile */
+    rt_map *m = rt_map_find(h->id);
+    if (m != NULL && m->done_head == NULL && !rt.stopping && rt_now() < h->deadline) {
+        h->kind = W_MAP;
+        wait_link(h, m, &m->http_waits);
+        pthread_mutex_unlock(&rt.mu);
+        rt_hreq_suspend(r, h->deadline);
+        return;
     }
+    wait_unlink(h);
     if (m == NULL) {
         pthread_mutex_unlock(&rt.mu);
-        return send_error(con, 404, MODAL_ENOTFOUND, "no map %s on this runtime", id);
+        rt_hreq_error(r, 404, MODAL_ENOTFOUND, "no map %s on this runtime", h->id);
+        return;
     }
     m->touched = rt_now();
     size_t n = 0, bytes = 0;
-    long long last = (long long)after;
+    long long last = (long long)h->after;
     for (rt_call *c = m->done_head; c && n < 10000 && bytes < (64u << 20); c = c->dnext)
         n++, bytes += c->result ? c->result->len : 0;
     modal__bundle_part *parts = calloc(n ? n : 1, sizeof *parts);
@@ -448,28 +510,57 @@ static enum MHD_Result map_results(struct MHD_Connection *con, const char *id)
     modal_status st = parts ? modal__bundle_build(parts, n, &b, &err) : MODAL_ENOMEM;
     pthread_mutex_unlock(&rt.mu);
     free(parts);
-    if (st != MODAL_OK)
-        return send_error(con, 503, MODAL_ENOMEM, "runtime out of memory");
-    enum MHD_Result r = send_buf(con, 200, b, "application/x-modal-bundle", "X-Modal-Seq", last);
+    if (st != MODAL_OK) {
+        rt_hreq_error(r, 503, MODAL_ENOMEM, "runtime out of memory");
+        return;
+    }
+    send_buf(r, 200, b, "application/x-modal-bundle", "X-Modal-Seq", last);
     modal__buf_unref(b);
-    return r;
 }
 
-static enum MHD_Result handle_maps(struct MHD_Connection *con, const char *method,
-                                   const char *rest, conn *cc)
+static void map_results(hctx *h, const char *id)
 {
+    rt_hreq *r = h->r;
+    double after, wait;
+    if (num_arg(r, "after", 0, 1e15, 0, &after) != 0 || num_arg(r, "wait", 0, 60, 0, &wait) != 0) {
+        rt_hreq_error(r, 400, MODAL_EINVAL,
+                      "\"after\" must be a sequence number and \"wait\" 0 to 60 seconds");
+        return;
+    }
+    h->deadline = rt_now() + wait;
+    h->after = after;
+    snprintf(h->id, sizeof h->id, "%s", id);
+    pthread_mutex_lock(&rt.mu);
+    rt_map *m = rt_map_find(id);
+    if (m != NULL)
+        rt_map_ack(m, (long long)after);
+    pthread_mutex_unlock(&rt.mu);
+    map_poll(h);
+}
+
+static void handle_maps(hctx *h, const char *rest)
+{
+    rt_hreq *r = h->r;
+    const char *method = rt_hreq_method(r);
     modal_error err;
     modal_status st;
     if (rest[0] == '\0') {
-        if (strcmp(method, "POST") != 0 || cc->body == NULL)
-            return send_error(con, 400, MODAL_EINVAL, "POST /v1/maps needs a map frame as its body");
+        if (strcmp(method, "POST") != 0) {
+            rt_hreq_error(r, 405, MODAL_EINVAL, "use POST /v1/maps to start a map, not %s", method);
+            return;
+        }
+        if (h->body == NULL) {
+            rt_hreq_error(r, 400, MODAL_EINVAL, "POST /v1/maps needs a map frame as its body");
+            return;
+        }
         rt_map *m;
         pthread_mutex_lock(&rt.mu);
         if (rt.stopping) {
             pthread_mutex_unlock(&rt.mu);
-            return send_error(con, 503, MODAL_ERUNTIME, "the runtime is shutting down; try again");
+            rt_hreq_error(r, 503, MODAL_ERUNTIME, "the runtime is shutting down; try again");
+            return;
         }
-        st = rt_map_create(cc->body, &m, &err);
+        st = rt_map_create(h->body, &m, &err);
         cJSON *j = NULL;
         if (st == MODAL_OK) {
             j = cJSON_CreateObject();
@@ -477,55 +568,78 @@ static enum MHD_Result handle_maps(struct MHD_Connection *con, const char *metho
         }
         pthread_mutex_unlock(&rt.mu);
         if (st != MODAL_OK)
-            return send_error(con, http_status_for(st), st, "%s", err.message);
-        return send_json(con, 201, j);
+            rt_hreq_error(r, http_status_for(st), st, "%s", err.message);
+        else
+            send_json(r, 201, j);
+        return;
     }
     char id[64];
     const char *slash = split_id(rest, id, sizeof id);
-    if (slash == NULL)
-        return send_error(con, 404, MODAL_ENOTFOUND, "no such map \"%.64s\"", rest);
-    if (strcmp(slash, "/results") == 0 && strcmp(method, "GET") == 0)
-        return map_results(con, id);
+    if (slash == NULL) {
+        rt_hreq_error(r, 404, MODAL_ENOTFOUND, "no such map \"%.64s\"", rest);
+        return;
+    }
+    const char *want = strcmp(slash, "/results") == 0 ? "GET"
+                     : strcmp(slash, "/inputs") == 0 ? "POST"
+                     : *slash == '\0' ? "DELETE" : NULL;
+    if (want == NULL) {
+        rt_hreq_error(r, 404, MODAL_ENOTFOUND, "no route %s /v1/maps/%.200s", method, rest);
+        return;
+    }
+    if (strcmp(method, want) != 0) {
+        rt_hreq_error(r, 405, MODAL_EINVAL, "use %s on /v1/maps/<id>%s, not %s", want, slash,
+                      method);
+        return;
+    }
+    if (strcmp(slash, "/results") == 0) {
+        map_results(h, id);
+        return;
+    }
     pthread_mutex_lock(&rt.mu);
     rt_map *m = rt_map_find(id);
-    enum MHD_Result r;
     if (m == NULL) {
-        r = send_error(con, 404, MODAL_ENOTFOUND, "no map %s on this runtime", id);
-    } else if (strcmp(slash, "/inputs") == 0 && strcmp(method, "POST") == 0) {
+        rt_hreq_error(r, 404, MODAL_ENOTFOUND, "no map %s on this runtime", id);
+    } else if (strcmp(slash, "/inputs") == 0) {
         size_t accepted = 0;
-        st = cc->body ? rt_map_add_inputs(m, cc->body, &accepted, &err)
-                      : modal__fail(&err, MODAL_ECODEC, "POST .../inputs needs a bundle of input frames");
+        st = h->body ? rt_map_add_inputs(m, h->body, &accepted, &err)
+                     : modal__fail(&err, MODAL_ECODEC, "POST .../inputs needs a bundle of input frames");
         if (st != MODAL_OK) {
-            r = send_error(con, http_status_for(st), st, "%s", err.message);
+            rt_hreq_error(r, http_status_for(st), st, "%s", err.message);
         } else {
             cJSON *j = cJSON_CreateObject();
             cJSON_AddNumberToObject(j, "accepted", (double)accepted);
-            r = send_json(con, 202, j);
+            send_json(r, 202, j);
         }
-    } else if (*slash == '\0' && strcmp(method, "DELETE") == 0) {
-        rt_map_free(m);
-        r = send_json(con, 200, cJSON_CreateObject());
     } else {
-        r = send_error(con, 404, MODAL_ENOTFOUND, "no route %s /v1/maps/%s", method, rest);
+        rt_map_free(m);
+        send_json(r, 200, cJSON_CreateObject());
     }
     pthread_mutex_unlock(&rt.mu);
-    return r;
 }
 
-static enum MHD_Result handle_app_logs(struct MHD_Connection *con, const char *rest)
+static void handle_app_logs(rt_hreq *r, const char *rest)
 {
     char app[160];
     const char *slash = strchr(rest, '/');
     size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (slash == NULL || strcmp(slash, "/logs") != 0 || len == 0 || len >= sizeof app)
-        return send_error(con, 404, MODAL_ENOTFOUND, "use GET /v1/apps/<app>/logs");
+    if (slash == NULL || strcmp(slash, "/logs") != 0 || len == 0 || len >= sizeof app) {
+        rt_hreq_error(r, 404, MODAL_ENOTFOUND, "use GET /v1/apps/<app>/logs");
+        return;
+    }
+    if (strcmp(rt_hreq_method(r), "GET") != 0) {
+        rt_hreq_error(r, 405, MODAL_EINVAL, "use GET on /v1/apps/<app>/logs, not %s",
+                      rt_hreq_method(r));
+        return;
+    }
     memcpy(app, rest, len);
     app[len] = '\0';
     for (size_t i = 0; i < len; i++)
         if (!(app[i] == '-' || app[i] == '_' || app[i] == '.' || (app[i] >= '0' && app[i] <= '9') ||
               (app[i] >= 'a' && app[i] <= 'z') || (app[i] >= 'A' && app[i] <= 'Z')) ||
-            strcmp(app, ".") == 0 || strcmp(app, "..") == 0)
-            return send_error(con, 400, MODAL_EINVAL, "\"%s\" is not an app name", app);
+            strcmp(app, ".") == 0 || strcmp(app, "..") == 0) {
+            rt_hreq_error(r, 400, MODAL_EINVAL, "\"%s\" is not an app name", app);
+            return;
+        }
     char path[700];
     snprintf(path, sizeof path, "%s/logs/%s.log", rt.state_dir, app);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -533,159 +647,170 @@ static enum MHD_Result handle_app_logs(struct MHD_Connection *con, const char *r
     if (fd < 0 || fstat(fd, &sb) != 0) {
         if (fd >= 0)
             close(fd);
-        return send_error(con, 404, MODAL_ENOTFOUND, "no logs for app %s", app);
+        rt_hreq_error(r, 404, MODAL_ENOTFOUND, "no logs for app %s", app);
+        return;
     }
-    struct MHD_Response *r = MHD_create_response_from_fd64((uint64_t)sb.st_size, fd);
-    return send_response(con, 200, r, "text/plain; charset=utf-8");
+    rt_hreq_send_fd(r, 200, "text/plain; charset=utf-8", NULL, fd, (size_t)sb.st_size);
 }
 
-static enum MHD_Result route(struct MHD_Connection *con, const char *url, const char *method,
-                             conn *c)
+static void route(hctx *h)
 {
-    if (c->body_fd >= 0 && c->body == NULL && !c->over) {
+    rt_hreq *r = h->r;
+    const char *url = rt_hreq_path(r);
+    if (h->body_fd >= 0 && h->body == NULL) {
         /* Sealed before it is mapped or passed on, so nobody can shrink it
          * under a mapping. Only the envelope at its start is read here; the
          * mapping faults in just those pages. */
-        if (modal__memfd_seal(c->body_fd) != 0)
-            return send_error(con, 503, MODAL_EIO, "cannot seal a %zu-byte body: %s",
-                              c->body_len, strerror(errno));
-        c->body = modal__buf_map_fd(c->body_fd, c->body_len, 0);
-        if (c->body == NULL)
-            return send_error(con, 503, MODAL_ENOMEM, "cannot map a %zu-byte body: %s",
-                              c->body_len, strerror(errno));
+        if (modal__memfd_seal(h->body_fd) != 0) {
+            rt_hreq_error(r, 503, MODAL_EIO, "cannot seal a %zu-byte body: %s", h->body_len,
+                          strerror(errno));
+            return;
+        }
+        h->body = modal__buf_map_fd(h->body_fd, h->body_len, 0);
+        if (h->body == NULL) {
+            rt_hreq_error(r, 503, MODAL_ENOMEM, "cannot map a %zu-byte body: %s", h->body_len,
+                          strerror(errno));
+            return;
+        }
     }
-    if (c->over)
-        return send_error(con, 413, MODAL_ELIMIT,
-                          "request body is larger than %zu bytes (the runtime's --max-body) or than "
-                          "its Content-Length", rt.max_body);
     if (strcmp(url, "/v1/health") == 0)
-        return handle_health(con);
-    if (strncmp(url, "/v1/artifacts/", 14) == 0)
-        return handle_artifact(con, method, url + 14, c);
-    if (strcmp(url, "/v1/calls") == 0)
-        return handle_calls(con, method, "", c);
-    if (strncmp(url, "/v1/calls/", 10) == 0)
-        return handle_calls(con, method, url + 10, c);
-    if (strcmp(url, "/v1/maps") == 0)
-        return handle_maps(con, method, "", c);
-    if (strncmp(url, "/v1/maps/", 9) == 0)
-        return handle_maps(con, method, url + 9, c);
-    if (strncmp(url, "/v1/apps/", 9) == 0 && strcmp(method, "GET") == 0)
-        return handle_app_logs(con, url + 9);
-    return send_error(con, 404, MODAL_ENOTFOUND, "no route %s %.200s", method, url);
+        handle_health(r);
+    else if (strncmp(url, "/v1/artifacts/", 14) == 0)
+        handle_artifact(h, url + 14);
+    else if (strcmp(url, "/v1/calls") == 0)
+        handle_calls(h, "");
+    else if (strncmp(url, "/v1/calls/", 10) == 0)
+        handle_calls(h, url + 10);
+    else if (strcmp(url, "/v1/maps") == 0)
+        handle_maps(h, "");
+    else if (strncmp(url, "/v1/maps/", 9) == 0)
+        handle_maps(h, url + 9);
+    else if (strncmp(url, "/v1/apps/", 9) == 0)
+        handle_app_logs(r, url + 9);
+    else
+        rt_hreq_error(r, 404, MODAL_ENOTFOUND, "no route %s %.200s", rt_hreq_method(r), url);
 }
 
-static int token_ok(struct MHD_Connection *con)
+static int token_ok(rt_hreq *r)
 {
-    const char *h = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Authorization");
-    if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+    size_t n;
+    const char *h = rt_hreq_header(r, "Authorization", &n);
+    if (h == NULL || n < 7 || strncmp(h, "Bearer ", 7) != 0)
         return 0;
     h += 7;
-    size_t n = strlen(h), m = strlen(rt.token);
+    n -= 7;
+    size_t m = strlen(rt.token);
     /* Compare in constant time over the expected length. */
     return n == m && CRYPTO_memcmp(h, rt.token, m) == 0;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url,
-                                  const char *method, const char *version, const char *data,
-                                  size_t *data_size, void **con_cls)
-{
-    conn *c = *con_cls;
-    if (c == NULL) {
-        c = calloc(1, sizeof *c);
-        if (c == NULL)
-            return MHD_NO;
-        c->body_fd = c->up_fd = -1;
-        *con_cls = c;
-        if (!token_ok(con))
-            return send_error(con, 401, MODAL_EAUTH,
-                              "missing or wrong token: send \"Authorization: Bearer <token>\" with "
-                              "the token from the runtime's token file");
-        const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
-        if (cl != NULL) {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(cl, &end, 10);
-            if (end == cl || *end != '\0' || errno != 0)
-                return send_error(con, 400, MODAL_EINVAL, "Content-Length \"%.40s\" is not a number", cl);
-            if (v > rt.max_body)
-                return send_error(con, 413, MODAL_ELIMIT,
-                                  "request body of %llu bytes is larger than %zu bytes (the "
-                                  "runtime's --max-body)", v, rt.max_body);
-            c->expect = (size_t)v;
-        }
-        if (strcmp(method, "PUT") == 0 && strncmp(url, "/v1/artifacts/", 14) == 0 &&
-            rt_valid_sha(url + 14)) {
-            char rnd[40];
-            modal__random_id(".up-", rnd, sizeof rnd);
-            snprintf(c->up_tmp, sizeof c->up_tmp, "%s/artifacts/%s", rt.state_dir, rnd);
-            c->up_fd = open(c->up_tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-            c->md = EVP_MD_CTX_new();
-            if (c->up_fd < 0 || c->md == NULL || EVP_DigestInit_ex(c->md, EVP_sha256(), NULL) != 1)
-                return send_error(con, 503, MODAL_EIO, "cannot store an upload under %s: %s",
-                                  rt.state_dir, strerror(errno));
-        }
-        return MHD_YES;
-    }
-    if (*data_size > 0) {
-        if (c->up_fd >= 0) {
-            const char *p = data;
-            size_t left = *data_size;
-            while (left > 0) {
-                ssize_t w = write(c->up_fd, p, left);
-                if (w <= 0 && errno != EINTR) {
-                    c->over = 0;
-                    break;
-                }
-                if (w > 0)
-                    p += w, left -= (size_t)w;
-            }
-            EVP_DigestUpdate(c->md, data, *data_size);
-        } else if (body_append(c, data, *data_size) < 0) {
-            *data_size = 0;
-            return MHD_NO; /* out of memory: drop the connection */
-        }
-        *data_size = 0;
-        return MHD_YES;
-    }
-    return route(con, url, method, c);
-}
+/* ---- the server's callbacks ------------------------------------------------------ */
 
-static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+static void on_head(rt_hreq *r)
 {
-    conn *c = *con_cls;
-    if (c == NULL)
+    hctx *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        abort(); /* the daemon may abort on out-of-memory */
+    h->r = r;
+    h->body_fd = -1;
+    rt_hreq_set_user(r, h);
+    if (!token_ok(r)) {
+        rt_hreq_error(r, 401, MODAL_EAUTH,
+                      "missing or wrong token: send \"Authorization: Bearer <token>\" with "
+                      "the token from the runtime's token file");
         return;
-    if (c->up_fd >= 0) {
-        /* An upload that did not finish leaves nothing behind. */
-        close(c->up_fd);
-        unlink(c->up_tmp);
     }
-    EVP_MD_CTX_free(c->md);
-    modal__buf_unref(c->body);
-    if (c->body_fd >= 0)
-        close(c->body_fd);
-    free(c);
-    *con_cls = NULL;
+    long long cl = rt_hreq_content_length(r);
+    if (cl > (long long)rt.max_body) {
+        rt_hreq_error(r, 413, MODAL_ELIMIT,
+                      "request body of %lld bytes is larger than %zu bytes (the runtime's "
+                      "--max-body)", cl, rt.max_body);
+        return;
+    }
+    h->expect = cl > 0 ? (size_t)cl : 0;
+    const char *path = rt_hreq_path(r);
+    if (strcmp(rt_hreq_method(r), "PUT") == 0 && strncmp(path, "/v1/artifacts/", 14) == 0 &&
+        rt_valid_sha(path + 14)) {
+        char err[1024];
+        h->up = rt_upload_begin(path + 14, err, sizeof err);
+        if (h->up == NULL) {
+            rt_log(3, "%s", err);
+            rt_hreq_error(r, 507, MODAL_EIO, "%s", err);
+        }
+    }
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+static void on_body(rt_hreq *r, const char *p, size_t n)
 {
-    char buf[512];
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    size_t n = strlen(buf);
-    while (n > 0 && buf[n - 1] == '\n')
-        buf[--n] = '\0';
-    rt_log(2, "http: %s", buf);
+    hctx *h = rt_hreq_user(r);
+    if (h->up != NULL) {
+        char err[1024];
+        if (rt_upload_append(h->up, p, n, err, sizeof err) != 0) {
+            rt_log(3, "%s", err);
+            rt_upload_abort(h->up);
+            h->up = NULL;
+            rt_hreq_error(r, 507, MODAL_EIO, "%s", err);
+        }
+        return;
+    }
+    if (strncmp(rt_hreq_path(r), "/v1/artifacts/", 14) == 0)
+        return; /* a body on a route that takes none is read and dropped */
+    int rc = body_append(h, p, n);
+    if (rc == -2)
+        rt_hreq_error(r, 400, MODAL_EINVAL, "request body is longer than its Content-Length");
+    else if (rc < 0)
+        rt_hreq_error(r, 503, MODAL_ENOMEM, "runtime out of memory reading a %zu-byte body",
+                      h->body_fd >= 0 ? h->body_len + n : n);
 }
 
-int rt_http_start(const char *listen_spec, char *err, size_t errsz)
+static void on_done(rt_hreq *r)
 {
-    if (ndaemons == MAX_DAEMONS) {
-        snprintf(err, errsz, "at most %d --listen addresses", MAX_DAEMONS);
+    route(rt_hreq_user(r));
+}
+
+static void on_resume(rt_hreq *r)
+{
+    hctx *h = rt_hreq_user(r);
+    if (h->kind == W_CALL)
+        call_poll(h);
+    else if (h->kind == W_MAP)
+        map_poll(h);
+}
+
+static void on_free(rt_hreq *r)
+{
+    hctx *h = rt_hreq_user(r);
+    if (h == NULL)
+        return;
+    if (h->on != NULL) {
+        pthread_mutex_lock(&rt.mu);
+        wait_unlink(h);
+        pthread_mutex_unlock(&rt.mu);
+    }
+    /* An upload that did not finish leaves nothing behind. */
+    rt_upload_abort(h->up);
+    modal__buf_unref(h->body);
+    if (h->body_fd >= 0)
+        close(h->body_fd);
+    free(h);
+    rt_hreq_set_user(r, NULL);
+}
+
+static const rt_httpd_ops handlers = {
+    .head = on_head, .body = on_body, .done = on_done, .resume = on_resume, .free = on_free};
+
+int rt_http_start(const char *listen_spec, SSL_CTX *tls, char *err, size_t errsz)
+{
+    if (nlisten == MAX_LISTEN) {
+        snprintf(err, errsz, "at most %d --listen addresses", MAX_LISTEN);
         return -1;
     }
+    rt_httpd_limits lim = {.max_body = rt.max_body, .max_head = RT_HTTP_MAX_HEAD,
+                           .header_timeout = rt_http.header_timeout,
+                           .idle_timeout = rt_http.idle_timeout,
+                           .max_conns = rt_http.max_connections, .threads = 2};
+    if (rt_httpd_init(&handlers, &lim, err, errsz) != 0)
+        return -1;
     int fd = -1;
     char shown[200];
     if (strncmp(listen_spec, "unix:", 5) == 0) {
@@ -698,9 +823,10 @@ int rt_http_start(const char *listen_spec, char *err, size_t errsz)
         }
         strcpy(sa.sun_path, path);
         unlink(path); /* the state lock guarantees no live runtime owns it */
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         mode_t old = umask(0177);
-        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 128) == 0;
+        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+                 listen(fd, 4096) == 0;
         umask(old);
         if (!ok) {
             snprintf(err, errsz, "--listen %s: %s", listen_spec, strerror(errno));
@@ -708,7 +834,7 @@ int rt_http_start(const char *listen_spec, char *err, size_t errsz)
                 close(fd);
             return -1;
         }
-        snprintf(unix_paths[ndaemons], sizeof unix_paths[0], "%s", path);
+        snprintf(unix_paths[nlisten], sizeof unix_paths[0], "%s", path);
         snprintf(shown, sizeof shown, "%s", listen_spec);
     } else if (strncmp(listen_spec, "tcp:", 4) == 0) {
         char host[64];
@@ -727,15 +853,12 @@ int rt_http_start(const char *listen_spec, char *err, size_t errsz)
             snprintf(err, errsz, "--listen %s: \"%s\" is not an IPv4 address", listen_spec, host);
             return -1;
         }
-        if ((ntohl(sa.sin_addr.s_addr) >> 24) != 127)
-            rt_log(2, "listening on %s without TLS: the token travels in clear text; keep this "
-                   "network trusted", listen_spec);
         sa.sin_port = htons((uint16_t)port);
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         int one = 1;
         if (fd >= 0)
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 128) != 0) {
+        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 4096) != 0) {
             snprintf(err, errsz, "--listen %s: %s", listen_spec, strerror(errno));
             if (fd >= 0)
                 close(fd);
@@ -743,26 +866,17 @@ int rt_http_start(const char *listen_spec, char *err, size_t errsz)
         }
         socklen_t sl = sizeof sa;
         getsockname(fd, (struct sockaddr *)&sa, &sl);
-        snprintf(shown, sizeof shown, "tcp:%s:%d", host, ntohs(sa.sin_port));
+        snprintf(shown, sizeof shown, "%s:%s:%d", tls != NULL ? "tls" : "tcp", host,
+                 ntohs(sa.sin_port));
     } else {
         snprintf(err, errsz, "--listen \"%s\": use unix:/path/to.sock or tcp:HOST:PORT", listen_spec);
         return -1;
     }
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG, 0,
-        NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
-        /* The per-connection pool is cleared between requests: 64 KiB
-         * keeps that cheap while bodies still arrive in large reads. */
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64u << 10),
-        MHD_OPTION_END);
-    if (d == NULL) {
-        snprintf(err, errsz, "--listen %s: the HTTP server did not start", listen_spec);
+    if (rt_httpd_listen(fd, tls, err, errsz) != 0) {
         close(fd);
         return -1;
     }
-    daemons[ndaemons++] = d;
+    nlisten++;
     printf("listening %s\n", shown);
     fflush(stdout);
     rt_log(1, "listening %s", shown);
@@ -771,10 +885,9 @@ int rt_http_start(const char *listen_spec, char *err, size_t errsz)
 
 void rt_http_stop(void)
 {
-    for (int i = 0; i < ndaemons; i++) {
-        MHD_stop_daemon(daemons[i]);
+    rt_httpd_stop();
+    for (int i = 0; i < nlisten; i++)
         if (unix_paths[i][0] != '\0')
             unlink(unix_paths[i]);
-    }
-    ndaemons = 0;
+    nlisten = 0;
 }

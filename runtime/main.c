@@ -3,12 +3,14 @@
  * handlers only set a flag; the main thread notices and shuts down.
  */
 #include "rt.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 rt_runtime rt = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -23,10 +25,20 @@ static void on_signal(int sig)
 static void usage(FILE *to)
 {
     fprintf(to,
-            "usage: modal-runtime --state-dir DIR [--listen unix:PATH|tcp:HOST:PORT]...\n"
+            "usage: modal-runtime --state-dir DIR [--listen unix:PATH|tcp:HOST:PORT|tls:HOST:PORT]...\n"
+            "                     [--tls-cert FILE --tls-key FILE] [--insecure-plain-http]\n"
             "                     [--token-file FILE] [--idle-exit SECONDS]\n"
             "                     [--max-body BYTES] [--log-level debug|info|warn|error]\n"
-            "Runs libmodal functions in warm worker processes. See docs/runtime.md.\n");
+            "                     [--max-connections N] [--header-timeout SECONDS]\n"
+            "                     [--idle-timeout SECONDS]\n"
+            "Runs libmodal functions in warm worker processes. See docs/runtime.md.\n"
+            "  --max-body BYTES          largest request body, any encoding (default 8 GiB)\n"
+            "  --max-connections N       open HTTP connections; more are answered 503 and\n"
+            "                            closed at once (default 16384)\n"
+            "  --header-timeout SECONDS  time from a request's first byte to the end of its\n"
+            "                            headers (default 10)\n"
+            "  --idle-timeout SECONDS    how long a keep-alive connection may wait for its\n"
+            "                            next request, or a body or answer stall (default 60)\n");
 }
 
 static int parse_count(const char *opt, const char *v, double lo, double hi, double *out)
@@ -46,6 +58,8 @@ static int parse_count(const char *opt, const char *v, double lo, double hi, dou
 int main(int argc, char **argv)
 {
     const char *state = NULL, *token_file = NULL, *listens[8];
+    const char *tls_cert = NULL, *tls_key = NULL;
+    bool insecure_plain = false;
     int nlisten = 0;
     double idle = 0, max_body = 8.0 * 1024 * 1024 * 1024;
     rt.log_level = 1;
@@ -57,6 +71,9 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--version") == 0) {
             printf("modal-runtime %s\n", MODAL_VERSION_STRING);
             return 0;
+        } else if (strcmp(a, "--insecure-plain-http") == 0) {
+            insecure_plain = true;
+            continue; /* takes no value */
         } else if (v == NULL) {
             fprintf(stderr, "modal-runtime: %s needs a value\n", a);
             usage(stderr);
@@ -69,6 +86,10 @@ int main(int argc, char **argv)
                 return 2;
             }
             listens[nlisten++] = v;
+        } else if (strcmp(a, "--tls-cert") == 0) {
+            tls_cert = v;
+        } else if (strcmp(a, "--tls-key") == 0) {
+            tls_key = v;
         } else if (strcmp(a, "--token-file") == 0) {
             token_file = v;
         } else if (strcmp(a, "--idle-exit") == 0) {
@@ -76,6 +97,17 @@ int main(int argc, char **argv)
                 return 2;
         } else if (strcmp(a, "--max-body") == 0) {
             if (parse_count(a, v, 1024, 1e15, &max_body))
+                return 2;
+        } else if (strcmp(a, "--max-connections") == 0) {
+            double n;
+            if (parse_count(a, v, 1, 1000000, &n))
+                return 2;
+            rt_http.max_connections = (int)n;
+        } else if (strcmp(a, "--header-timeout") == 0) {
+            if (parse_count(a, v, 0.1, 3600, &rt_http.header_timeout))
+                return 2;
+        } else if (strcmp(a, "--idle-timeout") == 0) {
+            if (parse_count(a, v, 0.1, 86400, &rt_http.idle_timeout))
                 return 2;
         } else if (strcmp(a, "--log-level") == 0) {
             const char *lv[] = {"debug", "info", "warn", "error"};
@@ -97,6 +129,35 @@ int main(int argc, char **argv)
     if (state == NULL) {
         fprintf(stderr, "modal-runtime: --state-dir is required\n");
         usage(stderr);
+        return 2;
+    }
+    if ((tls_cert == NULL) != (tls_key == NULL)) {
+        fprintf(stderr, "modal-runtime: give both --tls-cert and --tls-key, or neither for a "
+                        "self-signed certificate\n");
+        return 2;
+    }
+    /* Which listeners speak TLS is settled before anything starts. */
+    char http_specs[8][600];
+    const char *san_hosts[9];
+    bool tls_on[8] = {false}, exposed[8] = {false}, any_tls = false;
+    int nsan = 0;
+    for (int i = 0; i < nlisten; i++) {
+        char why[300];
+        if (rt_tls_listen_mode(listens[i], insecure_plain, http_specs[i], sizeof http_specs[i],
+                               &tls_on[i], &exposed[i], why, sizeof why) != 0) {
+            fprintf(stderr, "modal-runtime: %s\n", why);
+            return 2;
+        }
+        if (exposed[i])
+            fprintf(stderr, "modal-runtime: WARNING: --insecure-plain-http: %s serves plain HTTP "
+                            "on a non-loopback address; the token and every argument and result "
+                            "cross the network in clear text\n", listens[i]);
+        any_tls |= tls_on[i];
+    }
+    if (tls_cert != NULL && !any_tls) {
+        fprintf(stderr, "modal-runtime: --tls-cert %s is given but no --listen address serves "
+                        "TLS; listen on tls:HOST:PORT or on a non-loopback tcp:HOST:PORT\n",
+                tls_cert);
         return 2;
     }
     rt.max_body = (size_t)max_body;
@@ -124,17 +185,65 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit makes a write fail with EFBIG, which an upload
+     * reports, instead of killing the runtime. */
+    signal(SIGXFSZ, SIG_IGN);
+    /* Every connection is a descriptor: use all the process may have. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        (rlim_t)rt_http.max_connections + 256 > nofile.rlim_cur)
+        rt_log(2, "--max-connections %d is close to the descriptor limit %llu: connections "
+               "beyond about %llu are refused", rt_http.max_connections,
+               (unsigned long long)nofile.rlim_cur,
+               (unsigned long long)(nofile.rlim_cur > 256 ? nofile.rlim_cur - 256 : 0));
     /* Workers are reaped by the event loop; leave SIGCHLD at default. */
+
+    for (int i = 0; i < nlisten; i++)
+        if (exposed[i])
+            rt_log(2, "WARNING: --insecure-plain-http: %s serves plain HTTP on a non-loopback "
+                      "address; the token and every argument and result cross the network in "
+                      "clear text", listens[i]);
+    SSL_CTX *tls = NULL;
+    char pin[RT_TLS_PIN_SIZE] = "";
+    if (any_tls) {
+        for (int i = 0; i < nlisten; i++)
+            if (tls_on[i]) {
+                static char hosts[8][64];
+                const char *hp = http_specs[i] + 4, *colon = strrchr(hp, ':');
+                snprintf(hosts[nsan], sizeof hosts[nsan], "%.*s", (int)(colon - hp), hp);
+                san_hosts[nsan] = hosts[nsan];
+                nsan++;
+            }
+        san_hosts[nsan] = NULL;
+        tls = rt_tls_context(tls_cert, tls_key, rt.state_dir, san_hosts, pin, err, sizeof err);
+        if (tls == NULL) {
+            fprintf(stderr, "modal-runtime: %s\n", err);
+            rt_log(3, "%s", err);
+            return 1;
+        }
+    }
 
     char defsock[600];
     if (nlisten == 0) {
         snprintf(defsock, sizeof defsock, "unix:%s/runtime.sock", rt.state_dir);
-        listens[nlisten++] = defsock;
+        listens[nlisten] = defsock;
+        snprintf(http_specs[nlisten++], sizeof http_specs[0], "%s", defsock);
+    }
+    if (tls != NULL) {
+        /* Clients pin this (MODAL_TLS_FINGERPRINT); printed before the
+         * listening lines so whoever waits for those has it already. */
+        printf("tls fingerprint %s\n", pin);
+        fflush(stdout);
+        rt_log(1, "tls fingerprint %s (also in %s/tls/fingerprint)", pin, rt.state_dir);
     }
     pthread_t loop;
     pthread_create(&loop, NULL, rt_loop, NULL);
     for (int i = 0; i < nlisten; i++)
-        if (rt_http_start(listens[i], err, sizeof err) != 0) {
+        if (rt_http_start(http_specs[i], tls_on[i] ? tls : NULL, err, sizeof err) != 0) {
             fprintf(stderr, "modal-runtime: %s\n", err);
             rt_log(3, "%s", err);
             rt_http_stop();
@@ -143,6 +252,7 @@ int main(int argc, char **argv)
             pthread_mutex_unlock(&rt.mu);
             rt_wake();
             pthread_join(loop, NULL);
+            SSL_CTX_free(tls);
             return 1;
         }
     rt_log(1, "modal-runtime %s started (pid %d, state %s)", MODAL_VERSION_STRING, (int)getpid(),
@@ -188,6 +298,7 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&rt.mu);
     rt_wake();
     pthread_join(loop, NULL);
+    SSL_CTX_free(tls);
     rt_log(1, "stopped");
     return 0;
 }

@@ -28,6 +28,7 @@ typedef struct rt_call {
     bool cancelled;
     bool orphan;             /* its map is gone: free when the worker returns it */
     int waiters;             /* HTTP handlers waiting on it: not freed meanwhile */
+    struct rt_http_wait *http_waits; /* suspended requests to resume when it changes */
     modal__buf *args;        /* the call frame, forwarded to the worker as is */
     int args_fd;             /* or a memfd holding it (large bodies), -1 */
     size_t args_len;
@@ -94,6 +95,7 @@ struct rt_map {
     rt_call *done_head, *done_tail; /* finished, in completion order */
     long long next_seq;
     double touched;
+    struct rt_http_wait *http_waits; /* suspended requests for its results */
     struct rt_map *next;
 };
 
@@ -134,6 +136,29 @@ bool rt_artifact_exists(const char *sha);
 /* Checks the file can run here; fills why on failure. */
 bool rt_artifact_runnable(const char *sha, char *why, size_t whysz);
 int rt_valid_sha(const char *s);
+/*
+ * Check that sha's file still holds the bytes it is named for (size and
+ * SHA-256; remembered while its stat is unchanged). Returns 0, or -1 with
+ * why filled when it is missing, or damaged and now removed, so that the
+ * client uploads it again. Reads the file: call it without rt.mu when the
+ * file may be new.
+ */
+int rt_artifact_verify(const char *sha, char *why, size_t whysz);
+
+/* An artifact upload: bytes go to a temporary file and are hashed on the
+ * way; only a complete upload whose hash matches, written and flushed
+ * without error, is renamed into place. Errors name the artifact, the
+ * state directory and the errno text. */
+typedef struct rt_upload rt_upload;
+rt_upload *rt_upload_begin(const char *sha, char *err, size_t errsz);
+/* -1 after a write error (the upload is then only good for abort/finish). */
+int rt_upload_append(rt_upload *u, const void *p, size_t n, char *err, size_t errsz);
+/* Store it (takes rt.mu to let broken pools of sha try again). Returns 0
+ * (*created: it was not stored before), -1 when the bytes do not match the
+ * name, -2 when storing failed. Frees u either way. */
+int rt_upload_finish(rt_upload *u, bool *created, char *err, size_t errsz);
+/* Discard an upload; NULL is a no-op. */
+void rt_upload_abort(rt_upload *u);
 
 /* sched.c (all with rt.mu held unless noted) */
 rt_call *rt_call_find(const char *id);
@@ -176,7 +201,25 @@ void rt_worker_drop_head(rt_worker *w);
 void rt_workers_shutdown(void);
 
 /* http.c */
-int rt_http_start(const char *listen, char *err, size_t errsz);
+/* The HTTP server's limits; main.c sets them from its flags before the
+ * first rt_http_start. */
+typedef struct rt_http_opts {
+    double header_timeout;   /* --header-timeout */
+    double idle_timeout;     /* --idle-timeout */
+    int max_connections;     /* --max-connections */
+} rt_http_opts;
+extern rt_http_opts rt_http;
+#define RT_HTTP_MAX_HEAD (16u << 10) /* request line and headers */
+typedef struct ssl_ctx_st SSL_CTX;
+/* Listen on "unix:/path" or "tcp:HOST:PORT", with TLS when tls is not NULL
+ * (runtime/tls.c builds it); prints and logs "listening tcp:HOST:PORT", or
+ * "listening tls:HOST:PORT" for TLS. */
+int rt_http_start(const char *listen, SSL_CTX *tls, char *err, size_t errsz);
 void rt_http_stop(void);
+/* c changed (output, completion) or is going away: resume the requests
+ * waiting on it, and on its map. With rt.mu held; no I/O. */
+void rt_http_call_changed(rt_call *c);
+/* m has new results or is going away: resume the requests waiting on it. */
+void rt_http_map_changed(rt_map *m);
 
 #endif

@@ -63,6 +63,7 @@ static int table_insert(rt_call *c)
 
 static void call_free(rt_call *c)
 {
+    rt_http_call_changed(c);
     modal__buf_unref(c->args);
     modal__buf_unref(c->result);
     if (c->result_fd >= 0)
@@ -95,7 +96,7 @@ void rt_call_append_log(rt_call *c, const char *p, size_t len)
     memcpy(c->logs + c->logs_len, p, len);
     c->logs_len += len;
     c->logs[c->logs_len] = '\0';
-    pthread_cond_broadcast(&rt.cv);
+    rt_http_call_changed(c);
 }
 
 modal__buf *rt_error_frame(const rt_call *c, modal_status st, const char *msg)
@@ -143,7 +144,7 @@ void rt_call_complete(rt_call *c, modal_status st, modal__buf *result)
     }
     rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s", c->id,
            c->pool->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
-    pthread_cond_broadcast(&rt.cv);
+    rt_http_call_changed(c);
 }
 
 static int retryable(modal_status st)
@@ -472,9 +473,15 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
              pol.scaledown_window, pol.max_inputs);
     for (rt_pool *p = rt.pools; p; p = p->next)
         if (strcmp(p->key, key) == 0) {
-            if (p->broken)
+            if (p->broken) {
+                /* A damaged file may be why: then it goes, and the client
+                 * uploads it again, which lets the pool try again. */
+                char damaged[700];
+                if (rt_artifact_verify(p->artifact, damaged, sizeof damaged) != 0)
+                    return modal__fail(err, MODAL_EIO, "%s", damaged);
                 return modal__fail(err, MODAL_EWORKER, "%s", "artifact cannot serve as a worker: "
                                    "see the first call's error (upload a fixed executable)");
+            }
             *out = p;
             return MODAL_OK;
         }
@@ -483,7 +490,9 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
         return modal__fail(err, MODAL_ENOTFOUND,
                            "artifact %s is not on this runtime; upload it first with PUT "
                            "/v1/artifacts/%s", art->valuestring, art->valuestring);
-    char why[256];
+    char why[700];
+    if (rt_artifact_verify(art->valuestring, why, sizeof why) != 0)
+        return modal__fail(err, MODAL_EIO, "%s", why);
     if (!rt_artifact_runnable(art->valuestring, why, sizeof why))
         return modal__fail(err, MODAL_EWORKER, "executable %.12s cannot serve as a worker: %s",
                            art->valuestring, why);
@@ -711,6 +720,7 @@ void rt_map_ack(rt_map *m, long long seq)
 
 void rt_map_free(rt_map *m)
 {
+    rt_http_map_changed(m);
     for (rt_map **pp = &rt.maps; *pp; pp = &(*pp)->next)
         if (*pp == m) {
             *pp = m->next;

@@ -42,6 +42,8 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "internal.h"
 #include "modal.h"
@@ -885,6 +887,208 @@ HARNESS_FN modal_status harness_result_status(const void *frame, size_t len,
         snprintf(message, msgsz, "%s", m->valuestring);
     modal__dec_close(&dec);
     return MODAL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* TLS listeners                                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The port of h's listener whose runtime.log line starts with prefix
+ * ("listening tls:127.0.0.1:"), waiting up to 5 s for it; 0 (printing why)
+ * when none appears.
+ */
+HARNESS_FN int harness_log_port(harness *h, const char *prefix)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/runtime.log", h->dir);
+    for (double end = harness_now() + 5; harness_now() < end; harness_sleep(0.02)) {
+        char *log = harness_read_file(path, NULL);
+        const char *line = log ? strstr(log, prefix) : NULL;
+        int port = line ? atoi(line + strlen(prefix)) : 0;
+        free(log);
+        if (port > 0)
+            return port;
+    }
+    fprintf(stderr, "harness: no \"%s\" line in %s\n", prefix, path);
+    return 0;
+}
+
+/* The pin of h's runtime from <state>/tls/fingerprint, or "" (53 bytes). */
+HARNESS_FN void harness_tls_fingerprint(harness *h, char out[53])
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/tls/fingerprint", h->dir);
+    char *f = harness_read_file(path, NULL);
+    snprintf(out, 53, "%.*s", f ? (int)strcspn(f, "\r\n") : 0, f ? f : "");
+    free(f);
+}
+
+/*
+ * The pin of a PEM certificate file computed with OpenSSL itself
+ * ("sha256//" + base64 of the SHA-256 of the DER SubjectPublicKeyInfo),
+ * independently of the library's own code; "" when the file is unreadable.
+ */
+HARNESS_FN void harness_openssl_pin(const char *cert_path, char out[53])
+{
+    out[0] = '\0';
+    FILE *f = fopen(cert_path, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f != NULL)
+        fclose(f);
+    unsigned char *der = NULL, md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    int n = x ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der) : -1;
+    if (n > 0 && EVP_Digest(der, (size_t)n, md, &mdlen, EVP_sha256(), NULL) == 1) {
+        memcpy(out, "sha256//", 8);
+        EVP_EncodeBlock((unsigned char *)out + 8, md, (int)mdlen);
+    }
+    OPENSSL_free(der);
+    X509_free(x);
+}
+
+/*
+ * Write an EC P-256 key and a self-signed certificate for it (CN=cn) to
+ * key_path and cert_path with OpenSSL, as an operator would bring them.
+ * Returns 0 or -1.
+ */
+HARNESS_FN int harness_make_cert(const char *key_path, const char *cert_path, const char *cn)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    int ok = k != NULL && x != NULL && X509_set_version(x, 2) == 1 &&
+             ASN1_INTEGER_set(X509_get_serialNumber(x), 7) == 1 &&
+             X509_gmtime_adj(X509_getm_notBefore(x), -60) != NULL &&
+             X509_gmtime_adj(X509_getm_notAfter(x), 86400) != NULL &&
+             X509_set_pubkey(x, k) == 1 &&
+             X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                                        (const unsigned char *)cn, -1, -1, 0) == 1 &&
+             X509_set_issuer_name(x, X509_get_subject_name(x)) == 1 &&
+             X509_sign(x, k, EVP_sha256()) > 0;
+    FILE *kf = ok ? fopen(key_path, "w") : NULL, *cf = ok ? fopen(cert_path, "w") : NULL;
+    ok = kf && cf && PEM_write_PrivateKey(kf, k, NULL, NULL, 0, NULL, NULL) == 1 &&
+         PEM_write_X509(cf, x) == 1;
+    if (kf)
+        fclose(kf);
+    if (cf)
+        fclose(cf);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    return ok ? 0 : -1;
+}
+
+/* Point libmodal at https://127.0.0.1:port, pinning pin (NULL: no pin). */
+HARNESS_FN void harness_point_tls(int port, const char *pin)
+{
+    char url[64];
+    snprintf(url, sizeof url, "https://127.0.0.1:%d", port);
+    setenv("MODAL_RUNTIME_URL", url, 1);
+    if (pin != NULL)
+        setenv("MODAL_TLS_FINGERPRINT", pin, 1);
+    else
+        unsetenv("MODAL_TLS_FINGERPRINT");
+}
+
+/* ------------------------------------------------------------------ */
+/* Raw sockets and process limits (HTTP-level tests)                   */
+/* ------------------------------------------------------------------ */
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+/* Raise this process's descriptor limit to its hard limit; returns it. */
+HARNESS_FN rlim_t harness_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    return rl.rlim_cur;
+}
+
+/*
+ * harness_start_with, the runtime (and its workers) limited to files of
+ * fsize bytes (RLIMIT_FSIZE): this process sets the limit, starts the
+ * runtime, which inherits it, and restores its own.
+ */
+HARNESS_FN int harness_start_fsize(harness *h, const char *const *extra_args, bool export_env,
+                                   rlim_t fsize)
+{
+    struct rlimit old, rl;
+    getrlimit(RLIMIT_FSIZE, &old);
+    rl = old;
+    rl.rlim_cur = fsize;
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0) {
+        fprintf(stderr, "harness: setrlimit(RLIMIT_FSIZE): %s\n", strerror(errno));
+        return -1;
+    }
+    int rc = harness_start_with(h, extra_args, export_env);
+    setrlimit(RLIMIT_FSIZE, &old);
+    return rc;
+}
+
+/* A blocking TCP connection to 127.0.0.1:port, or -1. */
+HARNESS_FN int harness_tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/*
+ * Send req[0, len) on fd and read until the peer closes or timeout_s
+ * passes. *out is a malloc'd NUL-terminated copy of what came back (free
+ * it). Returns how many bytes came back, or -1 when the peer did not close
+ * within the time.
+ */
+HARNESS_FN long harness_raw_exchange(int fd, const void *req, size_t len, double timeout_s,
+                                     char **out)
+{
+    const char *p = req;
+    while (len > 0) {
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w <= 0)
+            break; /* the server may answer and close before all is sent */
+        p += w;
+        len -= (size_t)w;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    double end = harness_now() + timeout_s;
+    bool closed = false;
+    while (buf != NULL) {
+        double left = end - harness_now();
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (left <= 0 || poll(&pf, 1, (int)(left * 1000) + 1) <= 0)
+            break;
+        if (n + 1024 > cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (nb == NULL)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = recv(fd, buf + n, cap - n - 1, 0);
+        if (r <= 0) {
+            closed = true;
+            break;
+        }
+        n += (size_t)r;
+    }
+    if (buf != NULL)
+        buf[n] = '\0';
+    *out = buf;
+    return closed ? (long)n : -1;
 }
 
 #endif /* MODAL_HARNESS_H */

@@ -15,6 +15,23 @@ rt_runtime rt = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static volatile sig_atomic_t got_signal;
 
+static char listen_url[600];
+
+void rt_set_listen_url(const char *spec)
+{
+    if (listen_url[0] != '\0' || spec == NULL)
+        return;
+    if (strncmp(spec, "unix:", 5) == 0)
+        snprintf(listen_url, sizeof listen_url, "%s", spec);
+    else if (strncmp(spec, "tcp:", 4) == 0)
+        snprintf(listen_url, sizeof listen_url, "http://%s", spec + 4);
+}
+
+const char *rt_listen_url(void)
+{
+    return listen_url;
+}
+
 static void on_signal(int sig)
 {
     got_signal = sig;
@@ -131,6 +148,11 @@ int main(int argc, char **argv)
         snprintf(defsock, sizeof defsock, "unix:%s/runtime.sock", rt.state_dir);
         listens[nlisten++] = defsock;
     }
+    /* Workers reach this runtime at its first listener. Port 0 is known
+     * only once bound: the HTTP code sets that one. */
+    size_t l0 = strlen(listens[0]);
+    if (!(strncmp(listens[0], "tcp:", 4) == 0 && l0 > 2 && strcmp(listens[0] + l0 - 2, ":0") == 0))
+        rt_set_listen_url(listens[0]);
     pthread_t loop;
     pthread_create(&loop, NULL, rt_loop, NULL);
     for (int i = 0; i < nlisten; i++)

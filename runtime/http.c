@@ -766,6 +766,7 @@ int rt_http_start(const char *listen_spec, char *err, size_t errsz)
     printf("listening %s\n", shown);
     fflush(stdout);
     rt_log(1, "listening %s", shown);
+    rt_set_listen_url(shown); /* workers' nested calls come back here */
     return 0;
 }
 

@@ -23,6 +23,8 @@ void rt_set_listen_url(const char *spec)
         return;
     if (strncmp(spec, "unix:", 5) == 0)
         snprintf(listen_url, sizeof listen_url, "%s", spec);
+    else if (strncmp(spec, "tcp:0.0.0.0:", 12) == 0) /* any address: this machine's own */
+        snprintf(listen_url, sizeof listen_url, "http://127.0.0.1:%s", spec + 12);
     else if (strncmp(spec, "tcp:", 4) == 0)
         snprintf(listen_url, sizeof listen_url, "http://%s", spec + 4);
 }

@@ -539,9 +539,12 @@ static void protocol_error(rt_worker *w, const char *what)
         return;
     }
     rt_call *c = w->inflight;
-    snprintf(msg, sizeof msg, "%s: the worker (pid %d) broke the runtime protocol: %s "
-             "(attempt %d of %d); the worker was stopped", p->fn, (int)w->pid, what,
-             c != NULL ? c->attempt : 0, 1 + p->pol.max_retries);
+    char attempt[48] = "";
+    if (c != NULL)
+        snprintf(attempt, sizeof attempt, " (attempt %d of %d)", c->attempt,
+                 1 + p->pol.max_retries);
+    snprintf(msg, sizeof msg, "%s: the worker (pid %d) broke the runtime protocol: %s%s; the "
+             "worker was stopped", p->fn, (int)w->pid, what, attempt);
     rt_log(3, "%s", msg);
     stop_worker(w, "it broke the runtime protocol", msg);
 }
@@ -748,9 +751,17 @@ static void handle_log(rt_worker *w, cJSON *meta, modal__buf *payload)
 {
     const cJSON *jid = cJSON_GetObjectItemCaseSensitive(meta, "call_id");
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(meta, "stream");
-    if (!cJSON_IsString(jid) || strlen(jid->valuestring) >= sizeof w->line_id[0] ||
-        !cJSON_IsNumber(js) || (js->valueint != 1 && js->valueint != 2)) {
-        protocol_error(w, "it sent output without a call id and a stream (1 or 2)");
+    if (!cJSON_IsString(jid) || strlen(jid->valuestring) >= sizeof w->line_id[0]) {
+        protocol_error(w, "it sent output without a call id (a string of at most 47 bytes)");
+        return;
+    }
+    if (!cJSON_IsNumber(js) || (js->valuedouble != 1 && js->valuedouble != 2)) {
+        char *shown = js != NULL ? cJSON_PrintUnformatted(js) : NULL;
+        char what[160];
+        snprintf(what, sizeof what, "it sent output for stream %.40s, not 1 (stdout) or 2 (stderr)",
+                 shown != NULL ? shown : "(none)");
+        cJSON_free(shown);
+        protocol_error(w, what);
         return;
     }
     if (payload == NULL)

@@ -110,8 +110,8 @@ void rt_call_append_log(rt_call *c, const char *p, size_t len)
             keep = end;
         }
     }
-    for (const char *q = p + keep; q < p + len; q++)
-        c->logs_dropped += *q == '\n';
+    for (const char *q = p + keep, *e = p + len; (q = memchr(q, '\n', (size_t)(e - q))) != NULL; q++)
+        c->logs_dropped++;
     if (keep == 0 || !logs_add(c, p, keep))
         return;
     pthread_cond_broadcast(&rt.cv);

@@ -33,6 +33,7 @@ static struct {
     int sock;
     int fds[2];          /* read ends of the stdout and stderr pipes */
     int scratch[2];      /* a pipe that output is copied through */
+    bool plain_read;     /* tee() failed: output is read directly */
     char call[64];       /* the call running now; "" outside calls */
     char buf[MODAL__IPC_INLINE_MAX];
 } cap = {.mu = PTHREAD_MUTEX_INITIALIZER, .fds = {-1, -1}};
@@ -57,23 +58,36 @@ static void read_all(int fd, char *buf, size_t n)
  * taken from the pipe: if the function kills the process meanwhile, the
  * runtime still finds them there, and it skips a chunk it already has.
  */
+/* Send n bytes of cap.buf from stream s as a LOG message. Output that
+ * cannot be sent is lost; the call itself goes on. */
+static void send_chunk(int s, size_t n)
+{
+    char meta[128];
+    snprintf(meta, sizeof meta, "{\"call_id\":\"%s\",\"stream\":%d}", cap.call, s + 1);
+    modal__ipc_send(cap.sock, MODAL__MSG_LOG, meta, cap.buf, n, -1, NULL);
+}
+
 static int cap_read_send(int s, size_t limit)
 {
     while (limit > 0) {
         size_t want = limit < sizeof cap.buf ? limit : sizeof cap.buf;
-        ssize_t n = tee(cap.fds[s], cap.scratch[1], want, SPLICE_F_NONBLOCK);
+        ssize_t n = cap.plain_read ? read(cap.fds[s], cap.buf, want)
+                                   : tee(cap.fds[s], cap.scratch[1], want, SPLICE_F_NONBLOCK);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno != EAGAIN && !cap.plain_read) {
+            cap.plain_read = true; /* no tee here: read, and lose a chunk to a crash */
+            continue;
+        }
         if (n == 0)
             return 0;
         if (n < 0)
             return 1; /* EAGAIN: nothing (more) to read */
-        read_all(cap.scratch[0], cap.buf, (size_t)n);
-        char meta[128];
-        snprintf(meta, sizeof meta, "{\"call_id\":\"%s\",\"stream\":%d}", cap.call, s + 1);
-        /* Output that cannot be sent is lost; the call itself goes on. */
-        modal__ipc_send(cap.sock, MODAL__MSG_LOG, meta, cap.buf, (size_t)n, -1, NULL);
-        read_all(cap.fds[s], cap.buf, (size_t)n);
+        if (!cap.plain_read)
+            read_all(cap.scratch[0], cap.buf, (size_t)n);
+        send_chunk(s, (size_t)n);
+        if (!cap.plain_read)
+            read_all(cap.fds[s], cap.buf, (size_t)n); /* now take them */
         limit -= (size_t)n;
     }
     return 1;

@@ -326,12 +326,20 @@ enum {
     MODAL__MSG_CALL = 2,   /* runtime -> worker: {"call_id","attempt","index"}, call frame */
     MODAL__MSG_RESULT = 3, /* worker -> runtime: {"call_id","status"}, result frame */
     MODAL__MSG_EXIT = 4,   /* runtime -> worker: run the exit hook and exit */
-    MODAL__MSG_CALLS = 5   /* runtime -> worker: [{call meta}...], bundle of call frames */
+    MODAL__MSG_CALLS = 5,  /* runtime -> worker: [{call meta}...], bundle of call frames */
+    MODAL__MSG_LOG = 6,    /* worker -> runtime: {"call_id","stream"}, output bytes; call_id
+                            * "" for output outside calls, stream 1 stdout or 2 stderr */
+    MODAL__MSG_CANCEL = 7  /* runtime -> worker: {"call_id"}: skip that call if not started */
 };
 #define MODAL__IPC_HEADER 24
 #define MODAL__IPC_INLINE_MAX (64 * 1024)
 #define MODAL__IPC_META_MAX (16 * 1024)
 #define MODAL__IPC_FLAG_FD 1u
+/* Worker environment: the runtime socket, and the read ends of the pipes
+ * behind the worker's stdout and stderr ("4,5"), which worker mode reads
+ * itself so that output travels as LOG messages tagged with its call. */
+#define MODAL__WORKER_FD_ENV "MODAL_WORKER_FD"
+#define MODAL__WORKER_OUTPUT_ENV "MODAL_WORKER_OUTPUT_FDS"
 
 /*
  * Send a message. The payload is either p/len in memory, or, when fd >= 0,

@@ -1,7 +1,9 @@
 /*
  * remote.c: modal_fn_remote, modal_fn_spawn and call handles. A call is a
  * call frame POSTed to the runtime; its result is a result frame fetched by
- * long polls, during which the worker's output is streamed to stderr.
+ * long polls, during which the worker's output is streamed: lines the
+ * function wrote to stdout go to the caller's stdout, its stderr lines and
+ * the runtime's notices to the caller's stderr, each as "[fn] line".
  */
 #include "internal.h"
 
@@ -14,8 +16,8 @@ struct modal_call {
     char id[48];
     char fn[128];
     long long log_offset; /* bytes of output already shown */
-    char partial[512];    /* an unfinished output line */
-    size_t partial_len;
+    char *partial;        /* an unfinished output line */
+    size_t partial_len, partial_cap;
 };
 
 /* Longest single long poll; the runtime answers sooner when done. */
@@ -34,29 +36,61 @@ static int quiet_logs(void)
     return q != NULL && q[0] != '\0' && strcmp(q, "0") != 0;
 }
 
+/* Print one line of the call's output. The runtime tags each: "1 " for
+ * the function's stdout, "2 " for its stderr, "! " for its own notices. */
+static void show_line(const modal_call *c, const char *line, size_t len)
+{
+    FILE *to = stderr;
+    if (len >= 2 && line[1] == ' ' && (line[0] == '1' || line[0] == '2' || line[0] == '!')) {
+        to = line[0] == '1' ? stdout : stderr;
+        line += 2;
+        len -= 2;
+    }
+    fprintf(to, "[%s] %.*s\n", c->fn, (int)len, line);
+    if (to == stdout)
+        fflush(stdout); /* keeps its place among the stderr lines */
+}
+
 /* Print output bytes line by line, each prefixed with the function name. */
 static void show_output(modal_call *c, const char *text, size_t len)
 {
     c->log_offset += (long long)len;
     if (quiet_logs())
         return;
-    for (size_t i = 0; i < len; i++) {
-        char ch = text[i];
-        if (ch != '\n' && c->partial_len < sizeof c->partial - 1) {
-            c->partial[c->partial_len++] = ch;
-            continue;
+    while (len > 0) {
+        const char *nl = memchr(text, '\n', len);
+        size_t seg = nl != NULL ? (size_t)(nl - text) : len;
+        if (nl != NULL && c->partial_len == 0) {
+            show_line(c, text, seg);
+        } else {
+            if (c->partial_len + seg > c->partial_cap) {
+                size_t ncap = c->partial_cap ? c->partial_cap : 256;
+                while (ncap < c->partial_len + seg)
+                    ncap *= 2;
+                char *np = realloc(c->partial, ncap);
+                if (np == NULL)
+                    return; /* output is best effort; the call goes on */
+                c->partial = np;
+                c->partial_cap = ncap;
+            }
+            memcpy(c->partial + c->partial_len, text, seg);
+            c->partial_len += seg;
+            if (nl != NULL) {
+                show_line(c, c->partial, c->partial_len);
+                c->partial_len = 0;
+            }
         }
-        if (ch != '\n')
-            continue; /* an overlong line is cut */
-        fprintf(stderr, "[%s] %.*s\n", c->fn, (int)c->partial_len, c->partial);
-        c->partial_len = 0;
+        if (nl == NULL)
+            break;
+        text += seg + 1;
+        len -= seg + 1;
     }
 }
 
 static void flush_output(modal_call *c)
 {
     if (c->partial_len > 0 && !quiet_logs())
-        fprintf(stderr, "[%s] %.*s\n", c->fn, (int)c->partial_len, c->partial);
+        show_line(c, c->partial, c->partial_len);
     c->partial_len = 0;
 }
 
@@ -273,7 +307,9 @@ modal_status modal_fn_remote(modal_function *fn, modal_value *args, modal_value 
     modal_value_free(args);
     if (st != MODAL_OK)
         return st;
-    return wait_result(&c, &resp, -1, result, err);
+    st = wait_result(&c, &resp, -1, result, err);
+    free(c.partial);
+    return st;
 }
 
 modal_status modal_fn_spawn(modal_function *fn, modal_value *args, modal_call **call,
@@ -394,5 +430,7 @@ modal_status modal_call_cancel(modal_call *call, modal_error *err)
 
 void modal_call_free(modal_call *call)
 {
+    if (call != NULL)
+        free(call->partial);
     free(call);
 }

@@ -3,14 +3,182 @@
  * MODAL_WORKER_FD set; modal_worker_serve_if_worker() then serves calls to
  * one registered function over that socket and exits, so the program's
  * main body never runs inside a worker.
+ *
+ * Output capture: stdout and stderr are pipes whose read ends the runtime
+ * hands over as well. A small thread reads them and sends what it reads as
+ * LOG messages tagged with the call running now, over the same socket as
+ * the results, so every byte reaches the runtime before the RESULT of the
+ * call that wrote it. When a call ends, the main thread flushes stdio and
+ * drains what is still in the pipes itself, under the capture lock, before
+ * it answers; a call that wrote nothing pays two ioctls for that.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+
+static struct {
+    pthread_mutex_t mu;  /* held while reading the pipes and sending LOG */
+    bool on;
+    int sock;
+    int fds[2];          /* read ends of the stdout and stderr pipes */
+    int scratch[2];      /* a pipe that output is copied through */
+    bool plain_read;     /* tee() failed: output is read directly */
+    char call[64];       /* the call running now; "" outside calls */
+    char buf[MODAL__IPC_INLINE_MAX];
+} cap = {.mu = PTHREAD_MUTEX_INITIALIZER, .fds = {-1, -1}};
+
+/* Read all n bytes from fd (a pipe that holds them). */
+static void read_all(int fd, char *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = read(fd, buf, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return;
+        buf += r;
+        n -= (size_t)r;
+    }
+}
+
+/*
+ * Send up to limit bytes of stream s; cap.mu held. Returns 0 at end of
+ * file, else 1. The bytes are copied out (tee) and sent before they are
+ * taken from the pipe: if the function kills the process meanwhile, the
+ * runtime still finds them there, and it skips a chunk it already has.
+ */
+/* Send n bytes of cap.buf from stream s as a LOG message. Output that
+ * cannot be sent is lost; the call itself goes on. */
+static void send_chunk(int s, size_t n)
+{
+    char meta[128];
+    snprintf(meta, sizeof meta, "{\"call_id\":\"%s\",\"stream\":%d}", cap.call, s + 1);
+    modal__ipc_send(cap.sock, MODAL__MSG_LOG, meta, cap.buf, n, -1, NULL);
+}
+
+static int cap_read_send(int s, size_t limit)
+{
+    while (limit > 0) {
+        size_t want = limit < sizeof cap.buf ? limit : sizeof cap.buf;
+        ssize_t n = cap.plain_read ? read(cap.fds[s], cap.buf, want)
+                                   : tee(cap.fds[s], cap.scratch[1], want, SPLICE_F_NONBLOCK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN && !cap.plain_read) {
+            cap.plain_read = true; /* no tee here: read, and lose a chunk to a crash */
+            continue;
+        }
+        if (n == 0)
+            return 0;
+        if (n < 0)
+            return 1; /* EAGAIN: nothing (more) to read */
+        if (!cap.plain_read)
+            read_all(cap.scratch[0], cap.buf, (size_t)n);
+        send_chunk(s, (size_t)n);
+        if (!cap.plain_read)
+            read_all(cap.fds[s], cap.buf, (size_t)n); /* now take them */
+        limit -= (size_t)n;
+    }
+    return 1;
+}
+
+static void *cap_main(void *arg)
+{
+    struct pollfd pf[2] = {{.fd = cap.fds[0], .events = POLLIN},
+                           {.fd = cap.fds[1], .events = POLLIN}};
+    while (pf[0].fd >= 0 || pf[1].fd >= 0) {
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        pthread_mutex_lock(&cap.mu);
+        for (int s = 0; s < 2; s++)
+            if (pf[s].revents && cap_read_send(s, sizeof cap.buf) == 0)
+                pf[s].fd = -1; /* every writer closed it */
+        pthread_mutex_unlock(&cap.mu);
+    }
+    return arg;
+}
+
+/* Take over the output pipes named by MODAL_WORKER_OUTPUT_FDS ("4,5"). */
+static void cap_start(int sock)
+{
+    const char *v = getenv(MODAL__WORKER_OUTPUT_ENV);
+    int out = -1, err = -1;
+    if (v == NULL || sscanf(v, "%d,%d", &out, &err) != 2 || out < 3 || err < 3 ||
+        fcntl(out, F_GETFD) < 0 || fcntl(err, F_GETFD) < 0) {
+        unsetenv(MODAL__WORKER_OUTPUT_ENV);
+        return; /* output goes wherever fds 1 and 2 lead */
+    }
+    unsetenv(MODAL__WORKER_OUTPUT_ENV);
+    /* Programs the function starts inherit neither. */
+    fcntl(out, F_SETFD, FD_CLOEXEC);
+    fcntl(err, F_SETFD, FD_CLOEXEC);
+    fcntl(out, F_SETFL, O_NONBLOCK);
+    fcntl(err, F_SETFL, O_NONBLOCK);
+    if (pipe2(cap.scratch, O_CLOEXEC | O_NONBLOCK) != 0)
+        return; /* output goes to the runtime's copy of the pipes */
+    cap.sock = sock;
+    cap.fds[0] = out;
+    cap.fds[1] = err;
+    /* The thread takes no signals: they belong to the function's code. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    cap.on = pthread_create(&t, NULL, cap_main, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (cap.on)
+        pthread_detach(t);
+}
+
+/* Output from now on belongs to call_id. */
+static void cap_begin(const char *call_id)
+{
+    if (!cap.on)
+        return;
+    pthread_mutex_lock(&cap.mu);
+    snprintf(cap.call, sizeof cap.call, "%s", call_id);
+    pthread_mutex_unlock(&cap.mu);
+}
+
+/* Send what is written so far, tagged with the current call, and leave
+ * the output of what follows to no call. */
+static void cap_end(void)
+{
+    fflush(stdout);
+    fflush(stderr);
+    if (!cap.on)
+        return;
+    pthread_mutex_lock(&cap.mu);
+    for (int s = 0; s < 2; s++) {
+        int avail = 0;
+        if (ioctl(cap.fds[s], FIONREAD, &avail) == 0 && avail > 0)
+            cap_read_send(s, (size_t)avail);
+    }
+    cap.call[0] = '\0';
+    pthread_mutex_unlock(&cap.mu);
+}
+
+/*
+ * The socket failed. If fd 3 is no longer the runtime socket, the
+ * function's code closed or replaced it: say so and wait for the runtime,
+ * which sees the socket close while the worker lives and reports the
+ * broken protocol. Otherwise the runtime went away: exit.
+ */
+static void socket_failed(int sock, modal_function *fn, const char *what);
 
 static char *hello_meta(const char *error, modal_status code)
 {
@@ -57,11 +225,100 @@ static modal_status send_result(int sock, const char *call_id, const cJSON *inde
     char meta[160];
     snprintf(meta, sizeof meta, "{\"call_id\":\"%s\",\"status\":\"%s\"}", call_id,
              st == MODAL_OK ? "OK" : modal_status_name(st));
-    fflush(stdout);
-    fflush(stderr);
+    cap_end(); /* the call's output goes before its result */
     est = modal__ipc_send_enc(sock, MODAL__MSG_RESULT, meta, &enc, &err);
     modal__enc_free(&enc);
     return est;
+}
+
+/* ---- messages waiting to be served ---------------------------------- */
+
+/* Calls arrive ahead of time; the runtime may cancel one before it starts.
+ * Before each call the worker reads whatever else is queued on the socket
+ * without waiting, so a CANCEL sent after a call is seen before that call
+ * starts. */
+typedef struct job {
+    uint32_t type;
+    cJSON *meta;
+    modal__buf *payload;
+    struct job *next;
+} job;
+
+static job *jq_head, *jq_tail;
+static char (*cancels)[64];  /* ids of calls cancelled before they started */
+static size_t ncancels, cancels_cap;
+static bool sock_gone;       /* the runtime closed its end */
+
+static void cancel_add(const cJSON *meta)
+{
+    const cJSON *jid = cJSON_GetObjectItemCaseSensitive(meta, "call_id");
+    if (!cJSON_IsString(jid))
+        return;
+    if (ncancels == cancels_cap) {
+        size_t ncap = cancels_cap ? cancels_cap * 2 : 16;
+        void *n = realloc(cancels, ncap * sizeof *cancels);
+        if (n == NULL)
+            return; /* the call then runs, as if the cancel came late */
+        cancels = n;
+        cancels_cap = ncap;
+    }
+    snprintf(cancels[ncancels++], sizeof cancels[0], "%s", jid->valuestring);
+}
+
+/* Whether call_id was cancelled; forgets it. */
+static bool cancel_take(const char *call_id)
+{
+    for (size_t i = 0; i < ncancels; i++)
+        if (strcmp(cancels[i], call_id) == 0) {
+            cancels[i][0] = '\0';
+            memcpy(cancels[i], cancels[--ncancels], sizeof cancels[0]);
+            return true;
+        }
+    return false;
+}
+
+/* Read one message into the queue (or the cancel set). Returns 1 when
+ * none was waiting (dontwait), -1 when the socket failed. */
+static int take_message(int sock, modal_function *fn, bool dontwait)
+{
+    uint32_t type;
+    cJSON *m;
+    modal__buf *payload;
+    modal_error err;
+    modal_status st = modal__ipc_recv_flags(sock, dontwait ? MSG_DONTWAIT : 0, &type, &m,
+                                            &payload, NULL, &err);
+    if (st == MODAL_EPENDING)
+        return 1;
+    if (st != MODAL_OK) {
+        socket_failed(sock, fn, err.message);
+        sock_gone = true;
+        return -1;
+    }
+    if (type == MODAL__MSG_CANCEL) {
+        cancel_add(m);
+        cJSON_Delete(m);
+        modal__buf_unref(payload);
+        return 0;
+    }
+    job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        fprintf(stderr, "modal worker: out of memory queueing a message from the runtime\n");
+        exit(4); /* the runtime reports the worker's death */
+    }
+    *j = (job){type, m, payload, NULL};
+    if (jq_tail)
+        jq_tail->next = j;
+    else
+        jq_head = j;
+    jq_tail = j;
+    return 0;
+}
+
+/* Read every message already waiting, without blocking. */
+static void take_waiting(int sock, modal_function *fn)
+{
+    while (!sock_gone && take_message(sock, fn, true) == 0)
+        ;
 }
 
 static void serve_call(int sock, modal_function *fn, const cJSON *meta, modal__buf *payload)
@@ -70,6 +327,14 @@ static void serve_call(int sock, modal_function *fn, const cJSON *meta, modal__b
     const cJSON *jatt = cJSON_GetObjectItemCaseSensitive(meta, "attempt");
     const cJSON *jidx = cJSON_GetObjectItemCaseSensitive(meta, "index");
     const char *call_id = cJSON_IsString(jid) ? jid->valuestring : "?";
+    take_waiting(sock, fn);
+    if (cancel_take(call_id)) {
+        /* Answered so the runtime frees it; the caller was told already. */
+        send_result(sock, call_id, jidx, MODAL_ECANCELLED,
+                    "the call was cancelled before it started", NULL);
+        return;
+    }
+    cap_begin(call_id);
     modal_error err;
     modal__dec dec;
     modal_value *args = NULL, *result = NULL;
@@ -89,7 +354,8 @@ static void serve_call(int sock, modal_function *fn, const cJSON *meta, modal__b
         st = modal__invoke(fn, &ctx, args, &result, &err);
     }
     modal_value_free(args);
-    send_result(sock, call_id, jidx, st, err.message, result);
+    if (send_result(sock, call_id, jidx, st, err.message, result) != MODAL_OK)
+        socket_failed(sock, fn, "sending a result failed");
     modal_value_free(result);
 }
 
@@ -119,17 +385,34 @@ static void serve_calls(int sock, modal_function *fn, const cJSON *metas, modal_
 
 static void run_exit_hook(modal_function *fn)
 {
-    if (fn->options.exit != NULL) {
+    if (fn != NULL && fn->options.exit != NULL) {
         modal_ctx ctx = {.fn = fn, .call_id = "exit", .attempt = 1, .remote = true};
         fn->options.exit(&ctx);
     }
-    fflush(stdout);
-    fflush(stderr);
+    cap_end();
+}
+
+static void socket_failed(int sock, modal_function *fn, const char *what)
+{
+    int type = 0;
+    socklen_t tl = sizeof type;
+    if (getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_SEQPACKET) {
+        fprintf(stderr, "modal worker: %s: the runtime socket (fd %d) was closed or replaced "
+                "inside the worker; waiting to be stopped\n", what, sock);
+        cap_end();
+        for (;;)
+            pause();
+    }
+    if (sock_gone)
+        return;
+    /* The runtime went away: nothing is left to serve. */
+    run_exit_hook(fn);
+    exit(0);
 }
 
 void modal_worker_serve_if_worker(int argc, char **argv)
 {
-    const char *fdstr = getenv("MODAL_WORKER_FD");
+    const char *fdstr = getenv(MODAL__WORKER_FD_ENV);
     if (fdstr == NULL)
         return;
     char *end;
@@ -138,15 +421,19 @@ void modal_worker_serve_if_worker(int argc, char **argv)
     /* The user's code may start programs of its own; they are not workers. */
     char name[256];
     snprintf(name, sizeof name, "%s", fname != NULL ? fname : "");
-    unsetenv("MODAL_WORKER_FD");
-    unsetenv("MODAL_WORKER_FUNCTION");
     if (*end != '\0' || sock < 0 || sock > 65535) {
         fprintf(stderr, "modal worker: MODAL_WORKER_FD=\"%s\" is not a file descriptor\n", fdstr);
         exit(2);
     }
+    unsetenv(MODAL__WORKER_FD_ENV);
+    unsetenv("MODAL_WORKER_FUNCTION");
+    /* Programs the function starts must not hold the runtime socket: the
+     * runtime would keep talking to them. */
+    fcntl((int)sock, F_SETFD, FD_CLOEXEC);
     /* Output reaches the runtime through pipes; line buffering keeps it
      * flowing while a call runs instead of arriving at exit. */
     setvbuf(stdout, NULL, _IOLBF, 0);
+    cap_start((int)sock);
 
     modal_function *fn = modal_function_find(name);
     modal_error err;
@@ -170,28 +457,34 @@ void modal_worker_serve_if_worker(int argc, char **argv)
         }
     }
     char *meta = hello_meta(error, code);
-    fflush(stdout);
-    fflush(stderr);
+    cap_end();
     modal_status st = modal__ipc_send((int)sock, MODAL__MSG_HELLO, meta, NULL, 0, -1, &err);
     free(meta);
     if (st != MODAL_OK || error != NULL)
         exit(3);
 
     for (;;) {
-        uint32_t type;
-        cJSON *m;
-        modal__buf *payload;
-        if (modal__ipc_recv((int)sock, &type, &m, &payload, NULL, &err) != MODAL_OK) {
-            /* The runtime went away: nothing is left to serve. */
-            run_exit_hook(fn);
-            exit(0);
+        if (jq_head == NULL) {
+            /* Nothing is pending: any cancel left was for a call that
+             * already ran. */
+            ncancels = 0;
+            if (sock_gone || take_message((int)sock, fn, false) != 0) {
+                run_exit_hook(fn);
+                exit(0);
+            }
         }
-        if (type == MODAL__MSG_CALL)
-            serve_call((int)sock, fn, m, payload);
-        else if (type == MODAL__MSG_CALLS)
-            serve_calls((int)sock, fn, m, payload);
-        cJSON_Delete(m);
-        modal__buf_unref(payload);
+        job *j = jq_head;
+        jq_head = j->next;
+        if (jq_head == NULL)
+            jq_tail = NULL;
+        if (j->type == MODAL__MSG_CALL)
+            serve_call((int)sock, fn, j->meta, j->payload);
+        else if (j->type == MODAL__MSG_CALLS)
+            serve_calls((int)sock, fn, j->meta, j->payload);
+        uint32_t type = j->type;
+        cJSON_Delete(j->meta);
+        modal__buf_unref(j->payload);
+        free(j);
         if (type == MODAL__MSG_EXIT) {
             run_exit_hook(fn);
             exit(0);

@@ -880,6 +880,7 @@ int rt_http_start(const char *listen_spec, SSL_CTX *tls, char *err, size_t errsz
     printf("listening %s\n", shown);
     fflush(stdout);
     rt_log(1, "listening %s", shown);
+    rt_set_listen_url(shown); /* workers' nested calls come back here */
     return 0;
 }
 

@@ -17,6 +17,49 @@ rt_runtime rt = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static volatile sig_atomic_t got_signal;
 
+static char listen_url[600], listen_pin[RT_TLS_PIN_SIZE], tls_pin_all[RT_TLS_PIN_SIZE];
+static int listen_rank = 99;
+
+/* Workers' nested calls come back through the cheapest listener: a Unix
+ * socket, else plain loopback TCP, else TLS (with the pin, since the
+ * certificate may be self-signed). An address of "any" means this
+ * machine's own, reached at 127.0.0.1. Called once per bound listener. */
+void rt_set_listen_url(const char *spec)
+{
+    const char *hostport = NULL, *scheme = NULL;
+    int rank;
+    if (spec == NULL)
+        return;
+    if (strncmp(spec, "unix:", 5) == 0)
+        rank = 0;
+    else if (strncmp(spec, "tcp:", 4) == 0)
+        rank = 1, hostport = spec + 4, scheme = "http";
+    else if (strncmp(spec, "tls:", 4) == 0)
+        rank = 2, hostport = spec + 4, scheme = "https";
+    else
+        return;
+    if (rank >= listen_rank)
+        return;
+    listen_rank = rank;
+    if (hostport == NULL)
+        snprintf(listen_url, sizeof listen_url, "%s", spec);
+    else if (strncmp(hostport, "0.0.0.0:", 8) == 0)
+        snprintf(listen_url, sizeof listen_url, "%s://127.0.0.1:%s", scheme, hostport + 8);
+    else
+        snprintf(listen_url, sizeof listen_url, "%s://%s", scheme, hostport);
+    snprintf(listen_pin, sizeof listen_pin, "%s", rank == 2 ? tls_pin_all : "");
+}
+
+const char *rt_listen_url(void)
+{
+    return listen_url;
+}
+
+const char *rt_listen_pin(void)
+{
+    return listen_pin;
+}
+
 static void on_signal(int sig)
 {
     got_signal = sig;
@@ -240,6 +283,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         rt_log(1, "tls fingerprint %s (also in %s/tls/fingerprint)", pin, rt.state_dir);
     }
+    snprintf(tls_pin_all, sizeof tls_pin_all, "%s", pin);
     pthread_t loop;
     pthread_create(&loop, NULL, rt_loop, NULL);
     for (int i = 0; i < nlisten; i++)

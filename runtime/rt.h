@@ -35,8 +35,10 @@ typedef struct rt_call {
     modal__buf *result;      /* result frame once done */
     int result_fd;           /* the memfd holding it when large, else -1 */
     modal_status status;
-    char *logs;              /* captured output of every attempt */
+    char *logs;              /* captured output of every attempt: whole lines, each
+                              * tagged "1 " (stdout), "2 " (stderr) or "! " (notice) */
     size_t logs_len, logs_cap;
+    long long logs_dropped;  /* lines over the per-call limit, left to the app log */
     double ready_at;         /* RT_DELAYED: when to queue again */
     double started_at;       /* when the current attempt started */
     double done_at;
@@ -71,17 +73,22 @@ enum rt_worker_state { RT_W_STARTING, RT_W_READY, RT_W_EXITING, RT_W_DEAD };
 
 struct rt_worker {
     rt_pool *pool;
-    pid_t pid;
-    int sock, out_fd, err_fd;
+    pid_t pid;               /* also its process group */
+    int pidfd;               /* readable once the process has exited; -1 if unsupported */
+    int sock, out_fd, err_fd; /* the pipes are read here only before HELLO and after death */
     enum rt_worker_state state;
     rt_call *inflight;       /* sent calls in order; the head is running */
     rt_call *inflight_tail;
     int ninflight;
     int served;
     double started_at, idle_since;
-    char outbuf[2][1024];    /* partial lines of stdout, stderr */
-    size_t outlen[2];
-    bool more_output;        /* a pipe read filled its buffer: more may wait */
+    bool sock_closed;        /* the socket hung up while the process lived */
+    double sock_closed_at;
+    char *line[2];           /* unfinished lines of stdout, stderr */
+    size_t line_len[2], line_cap[2];
+    char line_id[2][48];     /* the call each was written by, "" for none */
+    size_t last_len[2];      /* the last output chunk sent per stream, which */
+    uint64_t last_hash[2];   /* may still be in the pipe if the worker died */
     char tail[2048];         /* last output, for crash reports */
     size_t tail_len;
     struct rt_worker *next;
@@ -127,8 +134,23 @@ void rt_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 double rt_now(void);
 int rt_state_init(const char *dir, const char *token_file, char *err, size_t errsz);
 int rt_write_atomic(const char *path, const void *p, size_t len, mode_t mode);
+/* Queue one line of worker output for logs/<app>.log (rt.mu held); cut
+ * marks a piece of a line too long to keep whole. */
 void rt_app_log(const char *app, const char *call_id, const char *fn, int stream,
-                const char *line, size_t len);
+                const char *line, size_t len, bool cut);
+/* The event loop moves queued lines out with rt.mu held, then writes them
+ * after unlocking, so no file I/O happens under the lock. */
+void rt_app_log_take(void);
+void rt_app_log_write(void);
+/* The token file the runtime reads (absolute path). */
+const char *rt_token_path(void);
+/* main.c: the address workers give nested calls, as a client URL
+ * ("unix:/path" or "http://127.0.0.1:PORT"); the first one set is kept.
+ * Takes a listen spec ("unix:/path", "tcp:HOST:PORT"). */
+void rt_set_listen_url(const char *listen_spec);
+const char *rt_listen_url(void);
+/* The TLS pin workers need for rt_listen_url(), "" when it is not TLS. */
+const char *rt_listen_pin(void);
 
 /* artifacts.c */
 int rt_artifact_path(const char *sha, char *out, size_t outsz);
@@ -198,6 +220,8 @@ void rt_wake(void);
 void rt_worker_kill(rt_worker *w, const char *why);
 /* Take w's running call off its list without starting the next one. */
 void rt_worker_drop_head(rt_worker *w);
+/* c, cancelled, was sent ahead to a worker: tell it not to start c. */
+void rt_worker_cancel_sent(rt_call *c);
 void rt_workers_shutdown(void);
 
 /* http.c */

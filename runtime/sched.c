@@ -74,29 +74,68 @@ static void call_free(rt_call *c)
     free(c);
 }
 
-void rt_call_append_log(rt_call *c, const char *p, size_t len)
+/* Add text to the call's output, growing it; returns false when out of
+ * memory. */
+static bool logs_add(rt_call *c, const char *p, size_t len)
 {
-    /* Output is capped per call so a chatty function cannot exhaust the
-     * runtime; the app log file keeps everything. */
-    const size_t cap = 4u << 20;
-    if (c->logs_len >= cap)
-        return;
-    if (len > cap - c->logs_len)
-        len = cap - c->logs_len;
     if (c->logs_len + len + 1 > c->logs_cap) {
         size_t ncap = c->logs_cap ? c->logs_cap * 2 : 1024;
         while (ncap < c->logs_len + len + 1)
             ncap *= 2;
         char *nl = realloc(c->logs, ncap);
         if (nl == NULL)
-            return;
+            return false;
         c->logs = nl;
         c->logs_cap = ncap;
     }
     memcpy(c->logs + c->logs_len, p, len);
     c->logs_len += len;
     c->logs[c->logs_len] = '\0';
+    return true;
+}
+
+void rt_call_append_log(rt_call *c, const char *p, size_t len)
+{
+    /* Output is capped per call so a chatty function cannot exhaust the
+     * runtime; the app log file keeps everything. p holds whole lines:
+     * those that fit are kept, and from the first that does not, every
+     * line is counted instead, for the notice at the end. */
+    const size_t cap = 4u << 20;
+    size_t keep = 0;
+    if (c->logs_dropped == 0) {
+        while (keep < len) {
+            const char *nl = memchr(p + keep, '\n', len - keep);
+            size_t end = nl != NULL ? (size_t)(nl - p) + 1 : len;
+            if (c->logs_len + end > cap)
+                break;
+            keep = end;
+        }
+    }
+    for (const char *q = p + keep, *e = p + len; (q = memchr(q, '\n', (size_t)(e - q))) != NULL; q++)
+        c->logs_dropped++;
+    if (keep == 0 || !logs_add(c, p, keep))
+        return;
     rt_http_call_changed(c);
+}
+
+/* When output was left out, the call's output ends by saying how much. */
+static void log_notice(rt_call *c)
+{
+    if (c->logs_dropped == 0)
+        return;
+    char num[32], grouped[48];
+    int n = snprintf(num, sizeof num, "%lld", c->logs_dropped), k = 0;
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && (n - i) % 3 == 0)
+            grouped[k++] = ',';
+        grouped[k++] = num[i];
+    }
+    grouped[k] = '\0';
+    char line[300];
+    int len = snprintf(line, sizeof line, "! \u2026 %s line%s not shown; see logs/%s.log\n", grouped,
+                       c->logs_dropped == 1 ? "" : "s", c->pool->app);
+    logs_add(c, line, (size_t)len);
+    c->logs_dropped = 0;
 }
 
 modal__buf *rt_error_frame(const rt_call *c, modal_status st, const char *msg)
@@ -119,6 +158,7 @@ modal__buf *rt_error_frame(const rt_call *c, modal_status st, const char *msg)
 
 void rt_call_complete(rt_call *c, modal_status st, modal__buf *result)
 {
+    log_notice(c);
     /* No attempt will need the arguments again; a large payload should
      * not outlive its call. A call still in a worker's list (cancelled
      * while sent ahead) keeps them until the worker has read them. */
@@ -592,6 +632,8 @@ void rt_call_cancel(rt_call *c)
     /* A call sent ahead stays in its worker's list until the worker
      * returns it; it is then dropped (see rt_call_release). */
     c->cancelled = c->state == RT_SENT && owner == NULL;
+    if (c->cancelled)
+        rt_worker_cancel_sent(c); /* so it never starts */
     rt_call_complete(c, MODAL_ECANCELLED,
                      rt_error_frame(c, MODAL_ECANCELLED, "the call was cancelled"));
     if (owner != NULL)

@@ -7,12 +7,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,6 +88,23 @@ int rt_write_atomic(const char *path, const void *p, size_t len, mode_t mode)
     return 0;
 }
 
+static char token_path[PATH_MAX];
+
+/* Kept absolute: workers read it from another working directory. */
+static void record_token_path(const char *p)
+{
+    char cwd[PATH_MAX];
+    if (p[0] == '/' || getcwd(cwd, sizeof cwd) == NULL)
+        snprintf(token_path, sizeof token_path, "%s", p);
+    else
+        snprintf(token_path, sizeof token_path, "%.2048s/%.1024s", cwd, p);
+}
+
+const char *rt_token_path(void)
+{
+    return token_path;
+}
+
 static int mkdir_in(const char *sub, mode_t mode)
 {
     char path[600];
@@ -146,6 +164,7 @@ int rt_state_init(const char *dir, const char *token_file, char *err, size_t err
         snprintf(tpath, sizeof tpath, "%s", token_file);
     else
         snprintf(tpath, sizeof tpath, "%s/token", dir);
+    record_token_path(tpath);
     /* An existing token file is refused, not repaired, when others could
      * read or swap it: its token may already be known, and chmod would
      * keep that token valid. The message says what to run. */
@@ -178,24 +197,129 @@ int rt_state_init(const char *dir, const char *token_file, char *err, size_t err
     return 0;
 }
 
+/*
+ * App logs. Lines are formatted into a queue per app under rt.mu; the
+ * event loop takes the queues (still under the lock) and writes them after
+ * unlocking, to files it opened once and keeps open. Only the event loop
+ * touches the open files.
+ */
+typedef struct app_queue {
+    char app[128];
+    char *buf;
+    size_t len, cap;
+} app_queue;
+
+static app_queue *queued, *taken;  /* queued: under rt.mu; taken: the loop's */
+static size_t nqueued, ntaken;
+
+typedef struct app_file {
+    char app[128];
+    int fd;
+} app_file;
+
+static app_file *files;            /* the event loop's */
+static size_t nfiles;
+
+/* One line is kept whole up to this size in the app log, like the call's. */
+#define CUT_MARK " [line continues]"
+
 void rt_app_log(const char *app, const char *call_id, const char *fn, int stream,
-                const char *line, size_t len)
+                const char *line, size_t len, bool cut)
 {
-    /* Opened per line: simple and robust to log rotation; output volume
-     * from workers is modest compared with the cost of a call. */
-    char path[700];
-    snprintf(path, sizeof path, "%s/logs/%s.log", rt.state_dir, app);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return;
-    char stamp[32];
-    utc_stamp(stamp);
+    static time_t stamp_at = -1;
+    static char stamp[32];
+    time_t t = time(NULL);
+    if (t != stamp_at) { /* formatting the time per line costs more than the line */
+        utc_stamp(stamp);
+        stamp_at = t;
+    }
+    app_queue *q = NULL;
+    for (size_t i = 0; i < nqueued && q == NULL; i++)
+        if (strcmp(queued[i].app, app) == 0)
+            q = &queued[i];
+    if (q == NULL) {
+        app_queue *n = realloc(queued, (nqueued + 1) * sizeof *n);
+        if (n == NULL)
+            return; /* out of memory loses log lines, never calls */
+        queued = n;
+        q = &queued[nqueued++];
+        memset(q, 0, sizeof *q);
+        snprintf(q->app, sizeof q->app, "%s", app);
+    }
     char head[256];
     int hl = snprintf(head, sizeof head, "%s %s %s %s ", stamp, call_id, fn,
                       stream == 0 ? "stdout" : "stderr");
-    struct iovec iov[3] = {{head, (size_t)hl}, {(void *)line, len}, {"\n", 1}};
-    if (writev(fd, iov, 3) < 0) {
-        /* A full disk loses log lines, never calls. */
+    size_t mark = cut ? sizeof CUT_MARK - 1 : 0;
+    size_t need = q->len + (size_t)hl + len + mark + 1;
+    if (need > q->cap) {
+        size_t ncap = q->cap ? q->cap : 4096;
+        while (ncap < need)
+            ncap *= 2;
+        char *nb = realloc(q->buf, ncap);
+        if (nb == NULL)
+            return;
+        q->buf = nb;
+        q->cap = ncap;
     }
-    close(fd);
+    memcpy(q->buf + q->len, head, (size_t)hl);
+    memcpy(q->buf + q->len + hl, line, len);
+    memcpy(q->buf + q->len + hl + len, CUT_MARK, mark);
+    q->buf[need - 1] = '\n';
+    q->len = need;
+}
+
+void rt_app_log_take(void)
+{
+    if (ntaken > 0 || nqueued == 0)
+        return; /* the last batch is not written yet */
+    taken = queued;
+    ntaken = nqueued;
+    queued = NULL;
+    nqueued = 0;
+}
+
+static int app_fd(const char *app)
+{
+    for (size_t i = 0; i < nfiles; i++)
+        if (strcmp(files[i].app, app) == 0)
+            return files[i].fd;
+    char path[700];
+    snprintf(path, sizeof path, "%s/logs/%s.log", rt.state_dir, app);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rt_log(2, "cannot open the app log %s: %s; its lines are lost", path, strerror(errno));
+        return -1;
+    }
+    app_file *n = realloc(files, (nfiles + 1) * sizeof *n);
+    if (n == NULL) {
+        close(fd);
+        return -1;
+    }
+    files = n;
+    snprintf(files[nfiles].app, sizeof files[0].app, "%s", app);
+    files[nfiles++].fd = fd;
+    return fd;
+}
+
+void rt_app_log_write(void)
+{
+    for (size_t i = 0; i < ntaken; i++) {
+        app_queue *q = &taken[i];
+        int fd = app_fd(q->app);
+        const char *p = q->buf;
+        size_t left = q->len;
+        while (fd >= 0 && left > 0) {
+            ssize_t w = write(fd, p, left);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                break; /* a full disk loses log lines, never calls */
+            p += w;
+            left -= (size_t)w;
+        }
+        free(q->buf);
+    }
+    free(taken);
+    taken = NULL;
+    ntaken = 0;
 }

@@ -1,14 +1,21 @@
 /*
  * worker.c: worker processes. A worker is the uploaded executable started
- * in worker mode with a SOCK_SEQPACKET socket on fd 3 and its stdout and
- * stderr piped here. One event-loop thread polls every worker: it reads
- * HELLO and RESULT messages, captures output per call, enforces timeouts
- * and reaps workers that exit or crash.
+ * in worker mode, in a process group of its own, with a SOCK_SEQPACKET
+ * socket on fd 3 and its stdout and stderr piped. The worker reads those
+ * pipes itself (fds 4 and 5) and sends what they carry as LOG messages
+ * tagged with the call that wrote it, in order with its RESULTs. The
+ * runtime keeps the read ends too: it reads them before the worker says
+ * HELLO and after it died, for what the worker could not send.
+ *
+ * One event-loop thread polls every worker: it reads HELLO, LOG and RESULT
+ * messages, enforces timeouts, and learns of a worker's death from its
+ * pidfd, so a child holding the socket cannot keep a dead worker's slot.
  */
 #include "rt.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -16,12 +23,20 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 extern char **environ;
 
 #define HELLO_TIMEOUT 10.0
+/* A socket that hangs up while its process lives this long was closed by
+ * the function's code; the process is then stopped. */
+#define SOCK_CLOSE_GRACE 1.0
+/* Output lines are kept whole up to this size; longer ones are cut into
+ * pieces of this size, each but the last marked. */
+#define LINE_MAX_BYTES (64 * 1024)
+#define CUT_MARK " [line continues]"
 
 void rt_wake(void)
 {
@@ -32,23 +47,45 @@ void rt_wake(void)
     }
 }
 
-/* The worker's environment: the runtime's, minus client settings, plus
- * the worker variables; fnvar is "MODAL_WORKER_FUNCTION=<fn>". Free the
- * array only: its strings are borrowed. */
-static char **worker_env(char *fnvar)
+/* The runtime's variables a worker inherits (docs/runtime.md, "Worker
+ * environment"); a name ending in '*' is a prefix. */
+static const char *const env_allowed[] = {
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TZ", "TMPDIR", "TERM",
+    "LD_LIBRARY_PATH", "CUDA_*", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
+};
+
+static bool env_allows(const char *kv)
 {
-    size_t n = 0;
+    size_t klen = strcspn(kv, "=");
+    for (size_t i = 0; i < sizeof env_allowed / sizeof env_allowed[0]; i++) {
+        const char *a = env_allowed[i];
+        size_t al = strlen(a);
+        if (a[al - 1] == '*' ? strncmp(kv, a, al - 1) == 0
+                             : (klen == al && strncmp(kv, a, al) == 0))
+            return true;
+    }
+    return false;
+}
+
+/* The worker's environment: the allowed part of the runtime's, plus the
+ * worker variables in extra (NULL-terminated). Free the array only: its
+ * strings are borrowed. */
+static char **worker_env(char **extra)
+{
+    size_t n = 0, nx = 0;
     while (environ[n])
         n++;
-    char **env = calloc(n + 3, sizeof *env);
+    while (extra[nx])
+        nx++;
+    char **env = calloc(n + nx + 1, sizeof *env);
     if (env == NULL)
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "MODAL_", 6) != 0)
+        if (env_allows(environ[i]))
             env[k++] = environ[i];
-    env[k++] = "MODAL_WORKER_FD=3";
-    env[k++] = fnvar;
+    for (size_t i = 0; i < nx; i++)
+        env[k++] = extra[i];
     return env;
 }
 
@@ -79,6 +116,9 @@ int rt_worker_spawn(rt_pool *p)
     posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
     posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
     posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    /* The read ends, for the worker to capture its own output. */
+    posix_spawn_file_actions_adddup2(&fa, outp[0], 4);
+    posix_spawn_file_actions_adddup2(&fa, errp[0], 5);
     posix_spawnattr_t at;
     posix_spawnattr_init(&at);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
@@ -89,9 +129,22 @@ int rt_worker_spawn(rt_pool *p)
     sigfillset(&all);
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &all);
-    char fnvar[160];
+    char fnvar[160], urlvar[640], tokvar[PATH_MAX + 32];
     snprintf(fnvar, sizeof fnvar, "MODAL_WORKER_FUNCTION=%s", p->fn);
-    char **env = worker_env(fnvar);
+    /* Nested calls from the function reach this runtime. */
+    snprintf(urlvar, sizeof urlvar, "MODAL_RUNTIME_URL=%s", rt_listen_url());
+    snprintf(tokvar, sizeof tokvar, "MODAL_TOKEN_FILE=%s", rt_token_path());
+    char pinvar[128];
+    snprintf(pinvar, sizeof pinvar, "MODAL_TLS_FINGERPRINT=%s", rt_listen_pin());
+    char *extra[] = {MODAL__WORKER_FD_ENV "=3", MODAL__WORKER_OUTPUT_ENV "=4,5", fnvar,
+                     NULL, NULL, NULL, NULL};
+    if (rt_listen_url()[0]) {
+        extra[3] = urlvar;
+        extra[4] = tokvar;
+        if (rt_listen_pin()[0])
+            extra[5] = pinvar;
+    }
+    char **env = worker_env(extra);
     char *argv[] = {path, NULL};
     pid_t pid = -1;
     int rc = env != NULL ? posix_spawn(&pid, path, &fa, &at, argv, env) : ENOMEM;
@@ -121,6 +174,7 @@ int rt_worker_spawn(rt_pool *p)
     fcntl(errp[0], F_SETFL, O_NONBLOCK);
     w->pool = p;
     w->pid = pid;
+    w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     w->sock = sv[0];
     w->out_fd = outp[0];
     w->err_fd = errp[0];
@@ -199,12 +253,196 @@ void rt_worker_send(rt_worker *w, rt_call **calls, size_t n)
         rt_log(3, "worker %d: %s", (int)w->pid, err.message); /* its death follows */
 }
 
+static void pool_break(rt_pool *p, modal_status st, const char *msg);
+
+/* ---- output -------------------------------------------------------- */
+
+/* Keep the last output for crash reports. */
+static void keep_tail(rt_worker *w, const char *line, size_t len)
+{
+    size_t add = len + 1;
+    if (add > sizeof w->tail - 1)
+        add = sizeof w->tail - 1;
+    if (w->tail_len + add > sizeof w->tail - 1) {
+        size_t drop = w->tail_len + add - (sizeof w->tail - 1);
+        memmove(w->tail, w->tail + drop, w->tail_len - drop);
+        w->tail_len -= drop;
+    }
+    memcpy(w->tail + w->tail_len, line + (len + 1 - add), add - 1);
+    w->tail[w->tail_len + add - 1] = '\n';
+    w->tail_len += add;
+    w->tail[w->tail_len] = '\0';
+}
+
+/* Lines for one call's output, gathered so the call is appended to (and
+ * its waiters woken) once per message rather than once per line. */
+typedef struct staging {
+    rt_call *call;
+    char *buf;
+    size_t len, cap;
+} staging;
+
+static void stage_commit(staging *st)
+{
+    if (st->call != NULL && st->len > 0)
+        rt_call_append_log(st->call, st->buf, st->len);
+    st->len = 0;
+    st->call = NULL;
+}
+
+/* The call of w that an id names, or NULL. */
+static rt_call *inflight_call(rt_worker *w, const char *id)
+{
+    if (id[0] == '\0')
+        return NULL;
+    for (rt_call *c = w->inflight; c != NULL; c = c->qnext)
+        if (strcmp(c->id, id) == 0)
+            return c;
+    return NULL;
+}
+
+/* One line (or a cut piece of one) from stream s of call id. */
+static void emit_line(rt_worker *w, staging *st, const char *id, int s, const char *p,
+                      size_t len, bool cut)
+{
+    rt_app_log(w->pool->app, id[0] ? id : "-", w->pool->fn, s, p, len, cut);
+    keep_tail(w, p, len);
+    rt_call *c = inflight_call(w, id);
+    if (c == NULL || c->cancelled || c->orphan)
+        return;
+    if (st->call != c)
+        stage_commit(st);
+    st->call = c;
+    size_t mark = cut ? sizeof CUT_MARK - 1 : 0;
+    size_t need = st->len + 2 + len + mark + 1;
+    if (need > st->cap) {
+        size_t ncap = st->cap ? st->cap : 4096;
+        while (ncap < need)
+            ncap *= 2;
+        char *nb = realloc(st->buf, ncap);
+        if (nb == NULL)
+            return;
+        st->buf = nb;
+        st->cap = ncap;
+    }
+    char *o = st->buf + st->len;
+    o[0] = s == 0 ? '1' : '2';
+    o[1] = ' ';
+    memcpy(o + 2, p, len);
+    /* The call's output is served as text: a NUL would end it early. */
+    for (char *z = memchr(o + 2, '\0', len); z != NULL; z = memchr(z, '\0', (size_t)(o + 2 + len - z)))
+        *z = '?';
+    memcpy(o + 2 + len, CUT_MARK, mark);
+    o[2 + len + mark] = '\n';
+    st->len = need;
+}
+
+static staging stage_buf; /* rt.mu guards it, like the calls */
+
+/* The unfinished line of stream s ends here (its writer is done). */
+static void end_line(rt_worker *w, int s)
+{
+    if (w->line_len[s] == 0)
+        return;
+    emit_line(w, &stage_buf, w->line_id[s], s, w->line[s], w->line_len[s], false);
+    w->line_len[s] = 0;
+}
+
+/* Every unfinished line of w ends: its call is leaving w's list. */
+static void end_lines(rt_worker *w)
+{
+    end_line(w, 0);
+    end_line(w, 1);
+    stage_commit(&stage_buf);
+}
+
+/* Output bytes of stream s written by call id ("" for none). */
+static void take_output(rt_worker *w, const char *id, int s, const char *p, size_t n)
+{
+    if (w->line_len[s] > 0 && strcmp(w->line_id[s], id) != 0)
+        end_line(w, s); /* another writer: stdout and stderr lines never merge */
+    snprintf(w->line_id[s], sizeof w->line_id[s], "%s", id);
+    while (n > 0) {
+        const char *nl = memchr(p, '\n', n);
+        size_t seg = nl != NULL ? (size_t)(nl - p) : n;
+        if (w->line_len[s] == 0 && nl != NULL && seg <= LINE_MAX_BYTES) {
+            emit_line(w, &stage_buf, id, s, p, seg, false); /* a whole line: no copy */
+        } else {
+            size_t room = LINE_MAX_BYTES - w->line_len[s];
+            size_t take = seg < room ? seg : room;
+            if (w->line_len[s] + take > w->line_cap[s]) {
+                size_t ncap = w->line_cap[s] ? w->line_cap[s] : 1024;
+                while (ncap < w->line_len[s] + take)
+                    ncap *= 2;
+                char *nb = realloc(w->line[s], ncap);
+                if (nb == NULL)
+                    return;
+                w->line[s] = nb;
+                w->line_cap[s] = ncap;
+            }
+            memcpy(w->line[s] + w->line_len[s], p, take);
+            w->line_len[s] += take;
+            if (take < seg) { /* too long: this piece goes out marked */
+                emit_line(w, &stage_buf, id, s, w->line[s], w->line_len[s], true);
+                w->line_len[s] = 0;
+                p += take;
+                n -= take;
+                continue;
+            }
+            if (nl != NULL) {
+                emit_line(w, &stage_buf, id, s, w->line[s], w->line_len[s], false);
+                w->line_len[s] = 0;
+            }
+        }
+        if (nl == NULL)
+            break;
+        p += seg + 1;
+        n -= seg + 1;
+    }
+    stage_commit(&stage_buf);
+}
+
+static uint64_t chunk_hash(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Read what the pipes hold: before HELLO (no call), or after the worker
+ * died (the call it was running). A worker sends a chunk before it takes
+ * it from the pipe; one that died in between left it there, and it is
+ * skipped here. */
+static void drain(rt_worker *w, const char *id, bool after_death)
+{
+    static char buf[MODAL__IPC_INLINE_MAX];
+    int fds[2] = {w->out_fd, w->err_fd};
+    for (int s = 0; s < 2; s++) {
+        if (fds[s] < 0)
+            continue;
+        ssize_t n;
+        bool first = after_death;
+        while ((n = read(fds[s], buf, sizeof buf)) > 0) {
+            size_t skip = 0;
+            if (first && w->last_len[s] > 0 && (size_t)n >= w->last_len[s] &&
+                chunk_hash(buf, w->last_len[s]) == w->last_hash[s])
+                skip = w->last_len[s];
+            first = false;
+            take_output(w, id, s, buf + skip, (size_t)n - skip);
+        }
+    }
+}
+
+/* ---- the in-flight list ---------------------------------------------- */
+
 /* Pop the head of w's in-flight list; the next call, if any, starts. */
 static rt_call *pop_head(rt_worker *w)
 {
     rt_call *c = w->inflight;
     if (c == NULL)
         return NULL;
+    end_lines(w);
     w->inflight = c->qnext;
     if (w->inflight == NULL)
         w->inflight_tail = NULL;
@@ -224,6 +462,7 @@ void rt_worker_drop_head(rt_worker *w)
     rt_call *c = w->inflight;
     if (c == NULL)
         return;
+    end_lines(w);
     w->inflight = c->qnext;
     if (w->inflight == NULL)
         w->inflight_tail = NULL;
@@ -231,11 +470,31 @@ void rt_worker_drop_head(rt_worker *w)
     c->qnext = NULL;
 }
 
-void rt_worker_kill(rt_worker *w, const char *why)
+void rt_worker_cancel_sent(rt_call *c)
+{
+    for (rt_worker *w = rt.workers; w; w = w->next) {
+        if (w->state == RT_W_DEAD || w->inflight == NULL || w->inflight == c)
+            continue;
+        for (rt_call *x = w->inflight->qnext; x != NULL; x = x->qnext)
+            if (x == c) {
+                char meta[96];
+                snprintf(meta, sizeof meta, "{\"call_id\":\"%s\"}", c->id);
+                /* A worker that cannot be told runs it; its result is
+                 * dropped when it comes back (see rt_call_release). */
+                modal__ipc_send(w->sock, MODAL__MSG_CANCEL, meta, NULL, 0, -1, NULL);
+                return;
+            }
+    }
+}
+
+/* Stop w and its process group. A call at the head of its list fails its
+ * attempt with msg (or a message made from why when msg is NULL). */
+static void stop_worker(rt_worker *w, const char *why, const char *msg)
 {
     if (w->state == RT_W_DEAD)
         return;
     rt_log(2, "stopping worker %d (%s): %s", (int)w->pid, w->pool->fn, why);
+    end_lines(w);
     /* A call still at the head was running: that attempt fails (a caller
      * that settled it differently took it off first with
      * rt_worker_drop_head). The calls behind it never started. */
@@ -248,64 +507,52 @@ void rt_worker_kill(rt_worker *w, const char *why)
         if (head->orphan || head->cancelled) {
             rt_call_release(head);
         } else {
-            char msg[400];
-            snprintf(msg, sizeof msg, "%s: the worker (pid %d) was stopped while running the "
+            char dflt[400];
+            snprintf(dflt, sizeof dflt, "%s: the worker (pid %d) was stopped while running the "
                      "call: %s", w->pool->fn, (int)w->pid, why);
-            rt_call_attempt_failed(head, MODAL_ECRASH, msg);
+            rt_call_attempt_failed(head, MODAL_ECRASH, msg != NULL ? msg : dflt);
         }
         rt_requeue_unstarted(w->pool, rest);
     }
     if (w->state == RT_W_STARTING)
         w->pool->nstarting--;
     w->state = RT_W_DEAD;
-    kill(w->pid, SIGKILL);
+    /* The whole group: children it forked must not outlive it. */
+    if (kill(-w->pid, SIGKILL) != 0)
+        kill(w->pid, SIGKILL);
     rt_dispatch(w->pool);
 }
 
-/* Split output into lines for the app log and the crash-report tail. */
-static void take_output(rt_worker *w, int stream, const char *p, size_t n)
+void rt_worker_kill(rt_worker *w, const char *why)
 {
-    rt_call *c = w->inflight;
-    if (c != NULL && !c->cancelled)
-        rt_call_append_log(c, p, n);
-    for (size_t i = 0; i < n; i++) {
-        size_t *len = &w->outlen[stream];
-        char *buf = w->outbuf[stream];
-        if (p[i] != '\n' && *len < sizeof w->outbuf[0] - 1) {
-            buf[(*len)++] = p[i];
-            continue;
-        }
-        if (p[i] != '\n')
-            continue;
-        rt_app_log(w->pool->app, c ? c->id : "-", w->pool->fn, stream, buf, *len);
-        /* Keep the last lines for crash reports. */
-        size_t add = *len + 1;
-        if (add > sizeof w->tail - 1)
-            add = sizeof w->tail - 1;
-        if (w->tail_len + add > sizeof w->tail - 1) {
-            size_t drop = w->tail_len + add - (sizeof w->tail - 1);
-            memmove(w->tail, w->tail + drop, w->tail_len - drop);
-            w->tail_len -= drop;
-        }
-        memcpy(w->tail + w->tail_len, buf + (*len + 1 - add), add - 1);
-        w->tail[w->tail_len + add - 1] = '\n';
-        w->tail_len += add;
-        w->tail[w->tail_len] = '\0';
-        *len = 0;
-    }
+    stop_worker(w, why, NULL);
 }
 
-static void drain(rt_worker *w)
+/* The worker broke the runtime protocol: its running call fails saying
+ * so, and the worker is stopped. */
+static void protocol_error(rt_worker *w, const char *what)
 {
-    char buf[65536];
-    int fds[2] = {w->out_fd, w->err_fd};
-    for (int s = 0; s < 2; s++) {
-        if (fds[s] < 0)
-            continue;
-        ssize_t n;
-        while ((n = read(fds[s], buf, sizeof buf)) > 0)
-            take_output(w, s, buf, (size_t)n);
+    if (w->state == RT_W_DEAD)
+        return;
+    rt_pool *p = w->pool;
+    char msg[1024];
+    if (w->state == RT_W_STARTING) {
+        snprintf(msg, sizeof msg, "executable %.12s cannot serve as a worker for %s: it broke "
+                 "the runtime protocol: %s", p->artifact, p->fn, what);
+        rt_log(3, "%s", msg);
+        stop_worker(w, "it broke the runtime protocol", NULL);
+        pool_break(p, MODAL_EWORKER, msg);
+        return;
     }
+    rt_call *c = w->inflight;
+    char attempt[48] = "";
+    if (c != NULL)
+        snprintf(attempt, sizeof attempt, " (attempt %d of %d)", c->attempt,
+                 1 + p->pol.max_retries);
+    snprintf(msg, sizeof msg, "%s: the worker (pid %d) broke the runtime protocol: %s%s; the "
+             "worker was stopped", p->fn, (int)w->pid, what, attempt);
+    rt_log(3, "%s", msg);
+    stop_worker(w, "it broke the runtime protocol", msg);
 }
 
 /* The last few lines of output, indented, for an error message. */
@@ -340,23 +587,6 @@ static void describe_exit(int status, char *out, size_t outsz)
     }
 }
 
-static void worker_remove(rt_worker *w)
-{
-    for (rt_worker **pp = &rt.workers; *pp; pp = &(*pp)->next)
-        if (*pp == w) {
-            *pp = w->next;
-            break;
-        }
-    close(w->sock);
-    if (w->out_fd >= 0)
-        close(w->out_fd);
-    if (w->err_fd >= 0)
-        close(w->err_fd);
-    w->pool->nworkers--;
-    rt.running_workers--;
-    free(w);
-}
-
 /* Fail every queued call of a pool whose executable cannot be a worker. */
 static void pool_break(rt_pool *p, modal_status st, const char *msg)
 {
@@ -371,20 +601,44 @@ static void pool_break(rt_pool *p, modal_status st, const char *msg)
     p->qtail = NULL;
 }
 
-/* The worker's socket closed: reap it and settle what it was doing. */
-static void worker_died(rt_worker *w)
+
+static void worker_remove(rt_worker *w)
 {
-    drain(w);
+    for (rt_worker **pp = &rt.workers; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    close(w->sock);
+    if (w->pidfd >= 0)
+        close(w->pidfd);
+    if (w->out_fd >= 0)
+        close(w->out_fd);
+    if (w->err_fd >= 0)
+        close(w->err_fd);
+    free(w->line[0]);
+    free(w->line[1]);
+    w->pool->nworkers--;
+    rt.running_workers--;
+    free(w);
+}
+
+/* The worker's process exited (its pidfd is readable; with no pidfd, its
+ * socket closed and it is made to exit). Reap it and settle what it was
+ * doing. Returns false when it cannot be reaped yet. */
+static bool worker_died(rt_worker *w)
+{
+    /* Its children go with it: the group is killed while the leader is
+     * still unreaped, so the id cannot have been reused. */
+    kill(-w->pid, SIGKILL);
     int status = 0;
-    pid_t r;
-    /* The socket closes as the process exits; give it a moment to finish
-     * so the real exit status is reported, then make sure it is gone. */
-    for (int i = 0; i < 100 && (r = waitpid(w->pid, &status, WNOHANG)) == 0; i++)
-        usleep(2000);
-    if (r == 0) {
-        kill(w->pid, SIGKILL);
-        waitpid(w->pid, &status, 0);
-    }
+    pid_t r = waitpid(w->pid, &status, w->pidfd >= 0 ? WNOHANG : 0);
+    if (r == 0)
+        return false; /* the pidfd fires again */
+    rt_call *c = w->inflight;
+    /* What it wrote last and could not send belongs to its running call. */
+    drain(w, c != NULL && w->state != RT_W_DEAD ? c->id : "", true);
+    end_lines(w);
     char how[128], tail[1024];
     describe_exit(status, how, sizeof how);
     last_lines(w, tail, sizeof tail, 6);
@@ -400,9 +654,8 @@ static void worker_died(rt_worker *w)
                  tail);
         rt_log(3, "%s", msg);
         pool_break(p, MODAL_EWORKER, msg);
-    } else if ((w->state == RT_W_READY || w->state == RT_W_EXITING) && w->inflight != NULL) {
+    } else if ((w->state == RT_W_READY || w->state == RT_W_EXITING) && c != NULL) {
         /* A retiring worker may still hold calls; they are settled too. */
-        rt_call *c = w->inflight;
         rt_call *rest = c->qnext;
         c->qnext = NULL;
         w->inflight = w->inflight_tail = NULL;
@@ -422,6 +675,7 @@ static void worker_died(rt_worker *w)
     }
     worker_remove(w);
     rt_dispatch(p);
+    return true;
 }
 
 static void handle_hello(rt_worker *w, cJSON *meta)
@@ -468,7 +722,11 @@ static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload, int fd
         modal__buf_unref(payload);
         if (fd >= 0)
             close(fd);
-        rt_worker_kill(w, "it answered a call it was not running");
+        char what[200];
+        snprintf(what, sizeof what, "it answered call %.60s while running %s",
+                 cJSON_IsString(jid) ? jid->valuestring : "(no call id)",
+                 c != NULL ? c->id : "none");
+        protocol_error(w, what);
         return;
     }
     pop_head(w);
@@ -495,6 +753,42 @@ static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload, int fd
     rt_dispatch(p);
 }
 
+static void handle_log(rt_worker *w, cJSON *meta, modal__buf *payload)
+{
+    const cJSON *jid = cJSON_GetObjectItemCaseSensitive(meta, "call_id");
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(meta, "stream");
+    if (!cJSON_IsString(jid) || strlen(jid->valuestring) >= sizeof w->line_id[0]) {
+        protocol_error(w, "it sent output without a call id (a string of at most 47 bytes)");
+        return;
+    }
+    if (!cJSON_IsNumber(js) || (js->valuedouble != 1 && js->valuedouble != 2)) {
+        char *shown = js != NULL ? cJSON_PrintUnformatted(js) : NULL;
+        char what[160];
+        snprintf(what, sizeof what, "it sent output for stream %.40s, not 1 (stdout) or 2 (stderr)",
+                 shown != NULL ? shown : "(none)");
+        cJSON_free(shown);
+        protocol_error(w, what);
+        return;
+    }
+    if (payload == NULL)
+        return;
+    int s = js->valueint - 1;
+    w->last_len[s] = payload->len;
+    w->last_hash[s] = chunk_hash((const char *)payload->base, payload->len);
+    take_output(w, jid->valuestring, s, (const char *)payload->base, payload->len);
+}
+
+/* The socket closed while the process may live on. */
+static void socket_closed(rt_worker *w)
+{
+    if (w->pidfd < 0) {
+        worker_died(w); /* no pidfd: the hang-up is all there is */
+        return;
+    }
+    w->sock_closed = true;
+    w->sock_closed_at = rt_now();
+}
+
 /* Handle one message; returns 0 when another may be read at once. With
  * dontwait, returns 1 when no message is queued. */
 static int handle_message(rt_worker *w, int dontwait)
@@ -508,26 +802,31 @@ static int handle_message(rt_worker *w, int dontwait)
                                             &payload, &fd, &err);
     if (rs == MODAL_EPENDING)
         return 1;
-    if (rs != MODAL_OK) {
-        worker_died(w);
+    if (rs == MODAL_EIO && strstr(err.message, "closed") != NULL) {
+        socket_closed(w);
         return 1;
     }
-    /* Output written before the message belongs to its call. The poll set
-     * lists a worker's socket before its pipes, so output written before
-     * the first message was seen in the same poll and read already, unless
-     * it filled the read buffer; later messages of this round need a look. */
-    if (dontwait || w->more_output)
-        drain(w);
-    w->more_output = false;
-    if (type == MODAL__MSG_RESULT && w->state != RT_W_STARTING) {
+    if (rs != MODAL_OK) {
+        protocol_error(w, err.message);
+        return 1;
+    }
+    if (type == MODAL__MSG_LOG) {
+        handle_log(w, meta, payload);
+        modal__buf_unref(payload);
+    } else if (type == MODAL__MSG_RESULT && w->state != RT_W_STARTING) {
         handle_result(w, meta, payload, fd);
         fd = -1;
     } else if (type == MODAL__MSG_HELLO && w->state == RT_W_STARTING) {
+        /* What it wrote before is read now, so it stays before the calls'. */
+        drain(w, "", false);
+        end_lines(w);
         handle_hello(w, meta);
         modal__buf_unref(payload);
     } else {
         modal__buf_unref(payload);
-        rt_worker_kill(w, "it sent an unexpected message");
+        char what[120];
+        snprintf(what, sizeof what, "it sent an unexpected message (type %u)", type);
+        protocol_error(w, what);
     }
     if (fd >= 0)
         close(fd);
@@ -539,7 +838,9 @@ static void check_timers(double now)
 {
     for (rt_worker *w = rt.workers; w; w = w->next) {
         rt_pool *p = w->pool;
-        if (w->state == RT_W_STARTING && now - w->started_at > HELLO_TIMEOUT) {
+        if (w->sock_closed && w->state != RT_W_DEAD && now - w->sock_closed_at > SOCK_CLOSE_GRACE) {
+            protocol_error(w, "it closed its runtime socket (fd 3) and kept running");
+        } else if (w->state == RT_W_STARTING && now - w->started_at > HELLO_TIMEOUT) {
             char msg[600];
             snprintf(msg, sizeof msg,
                      "executable %.12s cannot serve as a worker for %s: it did not answer as a "
@@ -581,42 +882,62 @@ void rt_workers_shutdown(void)
     }
 }
 
+/* What a poll slot watches. */
+enum { SLOT_WAKE, SLOT_SOCK, SLOT_PIDFD, SLOT_PIPE };
+
 void *rt_loop(void *arg)
 {
     struct pollfd *fds = NULL;
     rt_worker **owner = NULL;
+    int *kind = NULL;
     size_t cap = 0;
     pthread_mutex_lock(&rt.mu);
     for (;;) {
         if (rt.stopping && rt.workers == NULL)
             break;
-        size_t need = 1 + 3 * (size_t)rt.running_workers + 3;
+        size_t need = 1 + 4 * (size_t)rt.running_workers + 4;
         if (need > cap) {
             cap = need * 2;
             fds = realloc(fds, cap * sizeof *fds);
             owner = realloc(owner, cap * sizeof *owner);
-            if (fds == NULL || owner == NULL)
+            kind = realloc(kind, cap * sizeof *kind);
+            if (fds == NULL || owner == NULL || kind == NULL)
                 abort(); /* the daemon may abort on out-of-memory */
         }
         size_t n = 0;
-        fds[n] = (struct pollfd){.fd = rt.wake_fd, .events = POLLIN};
-        owner[n++] = NULL;
+#define SLOT(f, w_, k)                                                  \
+    do {                                                                \
+        fds[n] = (struct pollfd){.fd = (f), .events = POLLIN};         \
+        owner[n] = (w_);                                                \
+        kind[n++] = (k);                                                \
+    } while (0)
+        SLOT(rt.wake_fd, NULL, SLOT_WAKE);
         for (rt_worker *w = rt.workers; w; w = w->next) {
-            fds[n] = (struct pollfd){.fd = w->sock, .events = POLLIN};
-            owner[n++] = w;
-            if (w->out_fd >= 0) {
-                fds[n] = (struct pollfd){.fd = w->out_fd, .events = POLLIN};
-                owner[n++] = w;
-            }
-            if (w->err_fd >= 0) {
-                fds[n] = (struct pollfd){.fd = w->err_fd, .events = POLLIN};
-                owner[n++] = w;
+            if (w->state != RT_W_DEAD && !w->sock_closed)
+                SLOT(w->sock, w, SLOT_SOCK);
+            if (w->pidfd >= 0)
+                SLOT(w->pidfd, w, SLOT_PIDFD);
+            else if (w->state == RT_W_DEAD && !w->sock_closed)
+                SLOT(w->sock, w, SLOT_SOCK); /* no pidfd: its hang-up tells */
+            /* Until HELLO the worker's own capture may not run yet. */
+            if (w->state == RT_W_STARTING) {
+                if (w->out_fd >= 0)
+                    SLOT(w->out_fd, w, SLOT_PIPE);
+                if (w->err_fd >= 0)
+                    SLOT(w->err_fd, w, SLOT_PIPE);
             }
         }
+#undef SLOT
         double now = rt_now();
         double next = rt_next_timer(now);
+        for (rt_worker *w = rt.workers; w; w = w->next)
+            if (w->sock_closed && w->state != RT_W_DEAD && w->sock_closed_at + SOCK_CLOSE_GRACE < next)
+                next = w->sock_closed_at + SOCK_CLOSE_GRACE + 0.001;
         int ms = next <= now ? 0 : (int)((next - now) * 1000) + 1;
+        /* Output lines go to the app logs outside the lock. */
+        rt_app_log_take();
         pthread_mutex_unlock(&rt.mu);
+        rt_app_log_write();
         poll(fds, n, ms);
         pthread_mutex_lock(&rt.mu);
         if (fds[0].revents & POLLIN) {
@@ -625,58 +946,45 @@ void *rt_loop(void *arg)
                 /* EAGAIN: another wake-up already drained it. */
             }
         }
-        /* Output first, so a RESULT finds its call's output captured. */
-        for (size_t i = 1; i < n; i++) {
-            rt_worker *w = owner[i];
-            if (!fds[i].revents || fds[i].fd == w->sock)
-                continue;
-            char buf[65536];
-            ssize_t r = read(fds[i].fd, buf, sizeof buf);
-            int stream = fds[i].fd == w->out_fd ? 0 : 1;
-            if (r > 0) {
-                take_output(w, stream, buf, (size_t)r);
-                if ((size_t)r == sizeof buf)
-                    w->more_output = true;
-            } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-                close(fds[i].fd);
-                if (stream == 0)
-                    w->out_fd = -1;
-                else
-                    w->err_fd = -1;
-            }
-        }
-        /* Then messages and deaths; a worker may be freed here, so each
-         * is looked up again. */
+        /* A worker may be freed while handling a slot, so each is looked
+         * up again. */
         for (size_t i = 1; i < n; i++) {
             if (!fds[i].revents)
                 continue;
-            rt_worker *w = NULL;
-            for (rt_worker *x = rt.workers; x; x = x->next)
-                if (x == owner[i] && x->sock == fds[i].fd)
-                    w = x;
+            rt_worker *w = rt.workers;
+            while (w != NULL && w != owner[i])
+                w = w->next;
             if (w == NULL)
                 continue;
-            if (fds[i].revents & POLLIN) {
-                /* Results of calls sent ahead queue up: take them all now
-                 * rather than one per poll. The worker may be freed by a
-                 * death, so it is looked up again before each read. */
+            if (kind[i] == SLOT_PIPE) {
+                if (w->state == RT_W_STARTING)
+                    drain(w, "", false);
+            } else if (kind[i] == SLOT_PIDFD) {
+                worker_died(w);
+            } else if (fds[i].revents & POLLIN) {
+                /* Messages queue up (output, results of calls sent
+                 * ahead): take them all now rather than one per poll. */
                 int k = 0;
                 while (handle_message(w, k > 0) == 0 && ++k < 64) {
                     rt_worker *x = rt.workers;
                     while (x != NULL && x != w)
                         x = x->next;
-                    if (x == NULL)
+                    if (x == NULL || w->sock_closed)
                         break;
                 }
-            } else if (fds[i].revents & (POLLHUP | POLLERR))
-                worker_died(w);
+            } else if (fds[i].revents & (POLLHUP | POLLERR)) {
+                socket_closed(w);
+            }
         }
         now = rt_now();
         check_timers(now);
         rt_tick(now);
     }
+    rt_app_log_take();
     pthread_mutex_unlock(&rt.mu);
+    rt_app_log_write();
     free(fds);
     free(owner);
+    free(kind);
     return arg;
 }

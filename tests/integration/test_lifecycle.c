@@ -1,0 +1,299 @@
+/*
+ * test_lifecycle.c: a worker's life against a real runtime. Nested calls
+ * reach the runtime running the worker; workers see only the allowed
+ * environment; a call cancelled after it was sent ahead never runs;
+ * children a worker forked die with it on a timeout, and one that left its
+ * process group cannot hold the pool; a function that breaks the runtime
+ * protocol is reported as such, not as a kill.
+ *
+ * This binary is also the worker the runtime starts.
+ */
+#include "harness.h"
+
+MODAL_APP("itest-lifecycle");
+
+/* ---- functions ---------------------------------------------------- */
+
+MODAL_FUNCTION(inner, .scaledown_window = 5)
+{
+    return modal_int(getppid());
+}
+
+/* Calls inner remotely from inside its worker. */
+MODAL_FUNCTION(outer, .scaledown_window = 5)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    if (modal_fn_remote(&inner, modal_list(), &out, &err) != MODAL_OK)
+        return modal_ctx_fail(ctx, "nested call: %s", err.message);
+    return out;
+}
+
+/* Which of argument 0's variables the worker has: "name=1" or "name=0". */
+MODAL_FUNCTION(env_seen, .scaledown_window = 5)
+{
+    const char *name = modal_arg_string(args, 0);
+    return modal_int(name != NULL && getenv(name) != NULL);
+}
+
+/* Sleeps argument 0 seconds, then creates the file argument 1 (if any).
+ * One container: a second call is sent ahead behind the first. */
+MODAL_FUNCTION(slow_marker, .max_containers = 1, .scaledown_window = 5)
+{
+    harness_sleep(modal_arg_float(args, 0));
+    const char *path = modal_arg_string(args, 1);
+    if (path != NULL && path[0] != '\0') {
+        FILE *f = fopen(path, "w");
+        if (f != NULL)
+            fclose(f);
+    }
+    return modal_int(getpid());
+}
+
+/* With a path: forks a child that sleeps 1000 s (after setsid() when
+ * argument 1 is true), writes its pid there, and sleeps past the timeout.
+ * Without one, answers at once. */
+MODAL_FUNCTION(forker, .max_containers = 1, .timeout = 1, .scaledown_window = 5)
+{
+    const char *path = modal_arg_string(args, 0);
+    if (path == NULL || path[0] == '\0')
+        return modal_int(getpid());
+    bool leave = modal_arg_bool(args, 1);
+    pid_t child = fork();
+    if (child == 0) {
+        if (leave)
+            setsid();
+        harness_sleep(1000);
+        _exit(0);
+    }
+    FILE *f = fopen(path, "w");
+    if (f != NULL) {
+        fprintf(f, "%d\n", (int)child);
+        fclose(f);
+    }
+    harness_sleep(10);
+    return modal_int(getpid());
+}
+
+MODAL_FUNCTION(closes_socket, .scaledown_window = 5)
+{
+    close(3);
+    return modal_int(1);
+}
+
+MODAL_FUNCTION(garbles_socket, .scaledown_window = 5)
+{
+    if (write(3, "garbage", 7) != 7)
+        return modal_ctx_fail(ctx, "could not write to fd 3");
+    harness_sleep(2);
+    return modal_int(1);
+}
+
+/* ---- helpers -------------------------------------------------------- */
+
+static char empty_home[PATH_MAX];
+
+/* The runtime runs with HOME and MODAL_HOME in an empty directory and no
+ * modal-runtime on PATH, so a nested call can only reach it through what
+ * the worker is given; a variable the worker must not see is set too. */
+static int setup(void **state)
+{
+    snprintf(empty_home, sizeof empty_home, "/tmp/modal-lc-XXXXXX");
+    if (mkdtemp(empty_home) == NULL)
+        return -1;
+    setenv("HOME", empty_home, 1);
+    setenv("MODAL_HOME", empty_home, 1);
+    setenv("PATH", "/usr/bin:/bin", 1);
+    setenv("ITEST_PRIVATE", "not for workers", 1);
+    setenv("LC_ITEST", "allowed", 1);
+    return harness_group_setup(state);
+}
+
+static int teardown(void **state)
+{
+    harness_group_teardown(state);
+    harness_rmtree(empty_home);
+    return 0;
+}
+
+/* Whether pid is gone: no process, or a zombie nobody reaped yet. */
+static bool pid_gone(pid_t pid)
+{
+    if (kill(pid, 0) != 0)
+        return true;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return true;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren != NULL && paren[1] == ' ' && paren[2] == 'Z';
+}
+
+static pid_t read_pid(const char *path)
+{
+    for (int i = 0; i < 200; i++) {
+        char *s = harness_read_file(path, NULL);
+        if (s != NULL) {
+            int pid = atoi(s);
+            free(s);
+            if (pid > 0)
+                return pid;
+        }
+        harness_sleep(0.01);
+    }
+    return -1;
+}
+
+/* ---- tests ---------------------------------------------------------- */
+
+static void test_nested_call_reaches_same_runtime(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    int64_t ppid = 0;
+    assert_ok(modal_fn_remote(&outer, modal_list(), &out, &err), err);
+    assert_ok(modal_get_int(out, &ppid, &err), err);
+    modal_value_free(out);
+    /* inner's worker is a child of the runtime the test started. */
+    assert_int_equal(ppid, rt.pid);
+}
+
+static void test_worker_environment_is_allow_listed(void **state)
+{
+    struct {
+        const char *name;
+        int64_t want;
+    } cases[] = {{"ITEST_PRIVATE", 0}, {"MODAL_TOKEN", 0}, {"MODAL_HOME", 0},
+                 {"LC_ITEST", 1}, {"PATH", 1}, {"HOME", 1},
+                 {"MODAL_RUNTIME_URL", 1}, {"MODAL_TOKEN_FILE", 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        modal_value *out = NULL;
+        modal_error err;
+        int64_t v = -1;
+        assert_ok(modal_fn_remote(&env_seen, modal_args(modal_string(cases[i].name)), &out, &err),
+                  err);
+        assert_ok(modal_get_int(out, &v, &err), err);
+        modal_value_free(out);
+        if (v != cases[i].want)
+            print_error("%s: seen %lld, expected %lld\n", cases[i].name, (long long)v,
+                        (long long)cases[i].want);
+        assert_int_equal(v, cases[i].want);
+    }
+}
+
+static void test_cancelled_call_sent_ahead_never_runs(void **state)
+{
+    char marker[PATH_MAX + 32];
+    snprintf(marker, sizeof marker, "%s/cancelled-ran", rt.dir);
+    modal_call *busy = NULL, *victim = NULL;
+    modal_value *out = NULL;
+    modal_error err;
+    /* Warm the pool so the next call starts at once. */
+    assert_ok(modal_fn_remote(&slow_marker, modal_args(modal_float(0), modal_string("")), &out,
+                              &err), err);
+    int64_t pid1 = 0, pid2 = 0;
+    assert_ok(modal_get_int(out, &pid1, &err), err);
+    modal_value_free(out);
+    assert_ok(modal_fn_spawn(&slow_marker, modal_args(modal_float(1.5), modal_string("")), &busy,
+                             &err), err);
+    harness_sleep(0.3); /* busy is running; the next is sent ahead to it */
+    assert_ok(modal_fn_spawn(&slow_marker, modal_args(modal_float(0), modal_string(marker)),
+                             &victim, &err), err);
+    harness_sleep(0.2);
+    assert_ok(modal_call_cancel(victim, &err), err);
+    assert_status(modal_call_get(victim, 10, &out, &err), MODAL_ECANCELLED, err);
+    assert_ok(modal_call_get(busy, 30, &out, &err), err);
+    modal_value_free(out);
+    /* The worker goes on serving, and the cancelled call never ran. */
+    assert_ok(modal_fn_remote(&slow_marker, modal_args(modal_float(0), modal_string("")), &out,
+                              &err), err);
+    assert_ok(modal_get_int(out, &pid2, &err), err);
+    modal_value_free(out);
+    assert_int_equal(pid1, pid2);
+    harness_sleep(0.5);
+    assert_int_equal(access(marker, F_OK), -1);
+    modal_call_free(busy);
+    modal_call_free(victim);
+}
+
+/* forker in a worker with a child; after the timeout the next call must be
+ * served at once. Returns the child's pid. */
+static pid_t time_out_with_child(bool leave)
+{
+    char pidfile[PATH_MAX + 32];
+    snprintf(pidfile, sizeof pidfile, "%s/child-%d.pid", rt.dir, (int)leave);
+    modal_value *out = NULL;
+    modal_error err;
+    assert_status(modal_fn_remote(&forker, modal_args(modal_string(pidfile), modal_bool(leave)),
+                                  &out, &err), MODAL_ETIMEOUT, err);
+    assert_message_contains(err, "attempt 1 of 1");
+    pid_t child = read_pid(pidfile);
+    assert_true(child > 0);
+    /* The pool has one slot: the next call needs the dead worker's. */
+    modal_call *c = NULL;
+    double t0 = harness_now();
+    assert_ok(modal_fn_spawn(&forker, modal_args(modal_string(""), modal_bool(false)), &c, &err),
+              err);
+    assert_ok(modal_call_get(c, 5, &out, &err), err);
+    modal_value_free(out);
+    modal_call_free(c);
+    assert_true(harness_now() - t0 < 2.0);
+    return child;
+}
+
+static void test_timeout_kills_forked_children(void **state)
+{
+    pid_t child = time_out_with_child(false);
+    double deadline = harness_now() + 2;
+    while (!pid_gone(child) && harness_now() < deadline)
+        harness_sleep(0.02);
+    assert_true(pid_gone(child));
+}
+
+static void test_child_leaving_group_does_not_hold_pool(void **state)
+{
+    pid_t child = time_out_with_child(true);
+    /* It left the group, so it lives on; it must not matter. */
+    if (!pid_gone(child))
+        kill(child, SIGKILL);
+}
+
+static void test_closed_socket_is_a_protocol_error(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    assert_status(modal_fn_remote(&closes_socket, modal_list(), &out, &err), MODAL_ECRASH, err);
+    assert_message_contains(err, "broke the runtime protocol");
+    assert_message_contains(err, "closed its runtime socket");
+    assert_null(strstr(err.message, "SIGKILL"));
+}
+
+static void test_garbage_on_socket_is_a_protocol_error(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    assert_status(modal_fn_remote(&garbles_socket, modal_list(), &out, &err), MODAL_ECRASH, err);
+    assert_message_contains(err, "broke the runtime protocol");
+    assert_message_contains(err, "7 bytes is truncated or malformed");
+    assert_message_contains(err, "attempt 1 of 1");
+    assert_null(strstr(err.message, "SIGKILL"));
+}
+
+int main(int argc, char **argv)
+{
+    modal_worker_serve_if_worker(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nested_call_reaches_same_runtime),
+        cmocka_unit_test(test_worker_environment_is_allow_listed),
+        cmocka_unit_test(test_cancelled_call_sent_ahead_never_runs),
+        cmocka_unit_test(test_timeout_kills_forked_children),
+        cmocka_unit_test(test_child_leaving_group_does_not_hold_pool),
+        cmocka_unit_test(test_closed_socket_is_a_protocol_error),
+        cmocka_unit_test(test_garbage_on_socket_is_a_protocol_error),
+    };
+    return cmocka_run_group_tests_name("lifecycle", tests, setup, teardown);
+}

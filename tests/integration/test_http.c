@@ -28,7 +28,15 @@ MODAL_FUNCTION(noop3, .timeout = 30)
     return modal_int(3);
 }
 
+/* Its worker exits after 1 idle second, so the next call starts another. */
+MODAL_FUNCTION(brief, .timeout = 30, .scaledown_window = 1)
+{
+    return modal_int(4);
+}
+
 /* ---- helpers ---------------------------------------------------------- */
+
+static void cut_stored_copy(const char *file);
 
 /* The status of a raw answer ("HTTP/1.1 404 ..."), or 0. */
 static int raw_status(const char *resp)
@@ -569,21 +577,9 @@ static void test_damaged_artifact_is_uploaded_again(void **state)
     assert_int_equal(harness_self_sha256(hex), 0);
     snprintf(file, sizeof file, "%s/artifacts/%s", h.dir, hex);
 
-    /* Cut the stored executable short: a new pool must not start from it.
-     * (A running executable cannot be opened for writing, so its first half
-     * replaces it, the way a damaged copy would.) */
+    /* Cut the stored executable short: a new pool must not start from it. */
     struct stat sb;
-    size_t len = 0;
-    char *exe = harness_read_file(file, &len);
-    assert_non_null(exe);
-    char tmp[PATH_MAX + 120];
-    snprintf(tmp, sizeof tmp, "%s.cut", file);
-    FILE *f = fopen(tmp, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(exe, 1, len / 2, f), len / 2);
-    fclose(f);
-    free(exe);
-    assert_int_equal(rename(tmp, file), 0);
+    cut_stored_copy(file);
     assert_status(call_fn(&noop2, &err), MODAL_EIO, err);
     assert_message_contains(err, hex);
     assert_message_contains(err, "damaged");
@@ -600,6 +596,58 @@ static void test_damaged_artifact_is_uploaded_again(void **state)
     harness_stop(&h);
 }
 
+/* Replace the stored copy of this executable by its first 8 KiB, still
+ * executable (a running executable cannot be opened for writing; a copy
+ * cut short by a full disk looks like this). */
+static void cut_stored_copy(const char *file)
+{
+    size_t len = 0;
+    char *exe = harness_read_file(file, &len);
+    assert_non_null(exe);
+    char tmp[PATH_MAX + 120];
+    snprintf(tmp, sizeof tmp, "%s.cut", file);
+    FILE *f = fopen(tmp, "wb");
+    assert_non_null(f);
+    assert_true(len > 8192);
+    assert_int_equal(fwrite(exe, 1, 8192, f), 8192);
+    fchmod(fileno(f), 0755);
+    fclose(f);
+    free(exe);
+    assert_int_equal(rename(tmp, file), 0);
+}
+
+/* A pool whose worker failed to start from a damaged file recovers once the
+ * executable is uploaded again, without a restart of the runtime. */
+static void test_broken_pool_recovers(void **state)
+{
+    harness h;
+    assert_int_equal(harness_start_with(&h, NULL, true), 0);
+    modal_error err;
+    assert_ok(call_fn(&brief, &err), err);
+    char hex[65], file[PATH_MAX + 100];
+    assert_int_equal(harness_self_sha256(hex), 0);
+    snprintf(file, sizeof file, "%s/artifacts/%s", h.dir, hex);
+    cut_stored_copy(file);
+    /* Workers of this runtime only: other runtimes run this executable too. */
+    assert_int_equal(harness_wait_no_workers(h.dir, "", 10), 0);
+    /* The pool's next worker cannot start from the damaged file. */
+    modal_status st = call_fn(&brief, &err);
+    print_message("call with a damaged executable: %s: %s\n", modal_status_name(st), err.message);
+    assert_int_not_equal(st, MODAL_OK);
+    /* Asked again, the runtime finds the damage, removes the file and says so. */
+    if (st != MODAL_EIO) {
+        st = call_fn(&brief, &err);
+        print_message("next call: %s: %s\n", modal_status_name(st), err.message);
+        assert_status(st, MODAL_EIO, err);
+    }
+    assert_message_contains(err, "damaged");
+    assert_false(access(file, F_OK) == 0);
+    /* The next call uploads it again, and the pool serves once more. */
+    assert_ok(call_fn(&brief, &err), err);
+    assert_ok(call_fn(&brief, &err), err);
+    harness_stop(&h);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -612,6 +660,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_connection_limit),
         cmocka_unit_test(test_upload_write_error_discards),
         cmocka_unit_test(test_damaged_artifact_is_uploaded_again),
+        cmocka_unit_test(test_broken_pool_recovers),
         cmocka_unit_test(test_slow_clients_do_not_shut_out_others),
     };
     int rc = cmocka_run_group_tests_name("http", tests, harness_group_setup,

@@ -309,6 +309,46 @@ static void test_keep_alive_and_pipelining(void **state)
     free(req);
 }
 
+/* "Expect: 100-continue" gets 100 Continue only after the headers passed
+ * the checks: without the token, the answer is 401 at once. */
+static void test_expect_continue(void **state)
+{
+    char req[512];
+    int fd = harness_tcp_connect(rt.port);
+    assert_true(fd >= 0);
+    snprintf(req, sizeof req, "POST /v1/calls HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+             "Expect: 100-continue\r\n\r\n");
+    char *resp = NULL;
+    assert_true(harness_raw_exchange(fd, req, strlen(req), 5.0, &resp) > 0);
+    close(fd);
+    check_json_error("Expect without a token", resp, 401);
+    assert_null(strstr(resp, "100 Continue"));
+    free(resp);
+
+    fd = harness_tcp_connect(rt.port);
+    assert_true(fd >= 0);
+    snprintf(req, sizeof req, "POST /v1/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+             "Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+             rt.token);
+    assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    char got[256] = "";
+    struct pollfd pf = {fd, POLLIN, 0};
+    assert_int_equal(poll(&pf, 1, 5000), 1);
+    ssize_t n = recv(fd, got, sizeof got - 1, 0);
+    assert_true(n > 0);
+    got[n] = '\0';
+    assert_contains(got, "HTTP/1.1 100 Continue\r\n\r\n");
+    /* Then the body, which is not a frame. */
+    assert_true(harness_raw_exchange(fd, "hello", 5, 5.0, &resp) >= 0);
+    close(fd);
+    char *all = malloc(strlen(got) + strlen(resp) + 1);
+    strcpy(all, got + strlen("HTTP/1.1 100 Continue\r\n\r\n"));
+    strcat(all, resp);
+    check_json_error("Expect with the token, then a bad frame", all, 400);
+    free(all);
+    free(resp);
+}
+
 static void test_delete_health_is_405(void **state)
 {
     long status = 0;
@@ -655,6 +695,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_malformed_requests),
         cmocka_unit_test(test_keep_alive_and_pipelining),
         cmocka_unit_test(test_delete_health_is_405),
+        cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_chunked_body_limit),
         cmocka_unit_test(test_header_timeout),
         cmocka_unit_test(test_connection_limit),

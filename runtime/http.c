@@ -29,7 +29,9 @@
 #define MEMFD_BODY_MIN (1u << 20) /* bodies this large go to a memfd */
 #define MAX_QUEUED 2000000        /* beyond this, 503 */
 
-rt_http_opts rt_http = {.header_timeout = 10, .idle_timeout = 60, .max_connections = 16384};
+rt_http_opts rt_http = {.header_timeout = RT_HTTP_HEADER_TIMEOUT,
+                        .idle_timeout = RT_HTTP_IDLE_TIMEOUT,
+                        .max_connections = RT_HTTP_MAX_CONNECTIONS};
 
 static char unix_paths[MAX_LISTEN][108];
 static int nlisten;

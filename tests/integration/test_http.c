@@ -34,6 +34,12 @@ MODAL_FUNCTION(brief, .timeout = 30, .scaledown_window = 1)
     return modal_int(4);
 }
 
+MODAL_FUNCTION(sleeper, .timeout = 60)
+{
+    harness_sleep(modal_arg_float(args, 0));
+    return modal_int(5);
+}
+
 /* ---- helpers ---------------------------------------------------------- */
 
 static void cut_stored_copy(const char *file);
@@ -359,6 +365,50 @@ static void test_delete_health_is_405(void **state)
     assert_int_equal(harness_json_error(resp, code, sizeof code, msg, sizeof msg), 0);
     assert_contains(msg, "GET");
     free(resp);
+}
+
+/* Long polls hold no thread: 1000 requests waiting on a running call (a
+ * thread each would be more than the old server's 512) leave the runtime
+ * free to serve others, and all of them are answered when the call ends. */
+static void test_long_polls_hold_no_thread(void **state)
+{
+    enum { WAITERS = 1000 };
+    if (harness_raise_nofile() < WAITERS + 200) {
+        print_message("skipping: too low a descriptor limit for %d connections\n", WAITERS);
+        skip();
+    }
+    modal_error err;
+    modal_call *call = NULL;
+    assert_ok(call_fn(&noop, &err), err); /* noop's worker is warm */
+    assert_ok(modal_fn_spawn(&sleeper, modal_args(modal_float(2.0)), &call, &err), err);
+    char req[512];
+    snprintf(req, sizeof req, "GET /v1/calls/%s?wait=30 HTTP/1.1\r\nHost: x\r\n"
+             "Authorization: Bearer %s\r\nConnection: close\r\n\r\n", modal_call_id(call),
+             rt.token);
+    static int fds[WAITERS];
+    for (int i = 0; i < WAITERS; i++) {
+        fds[i] = harness_tcp_connect(rt.port);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(send(fds[i], req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    }
+    double t0 = harness_now();
+    assert_ok(call_fn(&noop, &err), err);
+    double took = harness_now() - t0;
+    print_message("a warm call beside %d long polls took %.2f ms\n", WAITERS, took * 1e3);
+    assert_true(took < 0.5);
+    int answered = 0;
+    for (int i = 0; i < WAITERS; i++) {
+        char *resp = NULL;
+        if (harness_raw_exchange(fds[i], "", 0, 20.0, &resp) > 0 && raw_status(resp) == 200)
+            answered++;
+        free(resp);
+        close(fds[i]);
+    }
+    assert_int_equal(answered, WAITERS);
+    modal_value *res = NULL;
+    assert_ok(modal_call_get(call, 10, &res, &err), err);
+    modal_value_free(res);
+    modal_call_free(call);
 }
 
 /* ---- body limits -------------------------------------------------------------- */
@@ -696,6 +746,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_keep_alive_and_pipelining),
         cmocka_unit_test(test_delete_health_is_405),
         cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_long_polls_hold_no_thread),
         cmocka_unit_test(test_chunked_body_limit),
         cmocka_unit_test(test_header_timeout),
         cmocka_unit_test(test_connection_limit),

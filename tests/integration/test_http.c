@@ -683,6 +683,19 @@ static void test_damaged_artifact_is_uploaded_again(void **state)
     assert_int_equal(unlink(file), 0);
     assert_ok(call_fn(&noop3, &err), err);
     assert_int_equal(access(file, F_OK), 0);
+
+    /* HEAD, which a client sends before its first call, checks the file
+     * too: a damaged one is removed and reported missing. */
+    cut_stored_copy(file);
+    char path[128], *resp = NULL, code[64], msg[1024];
+    long status = 0;
+    snprintf(path, sizeof path, "/v1/artifacts/%s", hex);
+    harness_http(&h, "GET", path, h.token, NULL, 0, &status, &resp, NULL);
+    assert_int_equal(status, 404);
+    assert_int_equal(harness_json_error(resp, code, sizeof code, msg, sizeof msg), 0);
+    assert_contains(msg, "damaged");
+    free(resp);
+    assert_false(access(file, F_OK) == 0);
     harness_stop(&h);
 }
 

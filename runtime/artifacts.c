@@ -150,8 +150,9 @@ int rt_upload_append(rt_upload *u, const void *p, size_t n, char *err, size_t er
     return 0;
 }
 
-/* Forget what is known about sha's file (see rt_artifact_verify). */
+/* Forget, or remember, that sha's file was checked (see rt_artifact_verify). */
 static void verified_forget(const char *sha);
+static void verified_add(const char *sha, const struct stat *sb);
 
 int rt_upload_finish(rt_upload *u, bool *created, char *err, size_t errsz)
 {
@@ -191,7 +192,12 @@ int rt_upload_finish(rt_upload *u, bool *created, char *err, size_t errsz)
         return rc;
     }
     u->tmp[0] = '\0'; /* renamed: nothing to remove */
+    /* The bytes were hashed on their way in: remember the file as checked,
+     * so a pool starting from it costs a stat, not a hash under rt.mu. */
     verified_forget(u->sha);
+    struct stat sb;
+    if (stat(path, &sb) == 0)
+        verified_add(u->sha, &sb);
     /* Pools that failed on an earlier copy of this executable may try again. */
     pthread_mutex_lock(&rt.mu);
     for (rt_pool *p = rt.pools; p; p = p->next)
@@ -246,6 +252,19 @@ static void verified_forget(const char *sha)
     pthread_mutex_unlock(&verified_mu);
 }
 
+static void verified_add(const char *sha, const struct stat *sb)
+{
+    pthread_mutex_lock(&verified_mu);
+    unsigned i = verified_next++ % VERIFIED_MAX;
+    snprintf(verified[i].sha, sizeof verified[i].sha, "%s", sha);
+    verified[i].dev = sb->st_dev;
+    verified[i].ino = sb->st_ino;
+    verified[i].size = sb->st_size;
+    verified[i].mtime = sb->st_mtim;
+    verified[i].ctime = sb->st_ctim;
+    pthread_mutex_unlock(&verified_mu);
+}
+
 int rt_artifact_verify(const char *sha, char *why, size_t whysz)
 {
     char path[600];
@@ -287,15 +306,7 @@ int rt_artifact_verify(const char *sha, char *why, size_t whysz)
     for (int i = 0; i < 32; i++)
         sprintf(hex + 2 * i, "%02x", digest[i]);
     if (n == 0 && strcmp(hex, sha) == 0) {
-        pthread_mutex_lock(&verified_mu);
-        unsigned i = verified_next++ % VERIFIED_MAX;
-        snprintf(verified[i].sha, sizeof verified[i].sha, "%s", sha);
-        verified[i].dev = sb.st_dev;
-        verified[i].ino = sb.st_ino;
-        verified[i].size = sb.st_size;
-        verified[i].mtime = sb.st_mtim;
-        verified[i].ctime = sb.st_ctim;
-        pthread_mutex_unlock(&verified_mu);
+        verified_add(sha, &sb);
         return 0;
     }
     verified_forget(sha);

@@ -29,7 +29,9 @@
 #define MEMFD_BODY_MIN (1u << 20) /* bodies this large go to a memfd */
 #define MAX_QUEUED 2000000        /* beyond this, 503 */
 
-rt_http_opts rt_http = {.header_timeout = 10, .idle_timeout = 60, .max_connections = 16384};
+rt_http_opts rt_http = {.header_timeout = RT_HTTP_HEADER_TIMEOUT,
+                        .idle_timeout = RT_HTTP_IDLE_TIMEOUT,
+                        .max_connections = RT_HTTP_MAX_CONNECTIONS};
 
 static char unix_paths[MAX_LISTEN][108];
 static int nlisten;
@@ -327,8 +329,14 @@ static void handle_artifact(hctx *h, const char *sha)
         return;
     }
     if (strcmp(method, "HEAD") == 0 || strcmp(method, "GET") == 0) {
+        /* A client asks before its first call: check the stored file here,
+         * outside rt.mu, so that a damaged one is uploaded again at once
+         * and a new pool finds it checked already. */
+        char why[700];
         if (!rt_artifact_exists(sha))
             rt_hreq_error(r, 404, MODAL_ENOTFOUND, "artifact %s is not stored", sha);
+        else if (rt_artifact_verify(sha, why, sizeof why) != 0)
+            rt_hreq_error(r, 404, MODAL_ENOTFOUND, "%s", why);
         else
             send_json(r, 200, cJSON_CreateObject());
         return;

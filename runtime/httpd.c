@@ -852,6 +852,12 @@ static void consume(rt_hreq *r)
 /* Read what the socket has, as long as the state wants input. */
 static void do_read(rt_hreq *r)
 {
+    if (r->in == NULL) {
+        /* Only now: a connection that never sends costs no buffer. */
+        r->in_cap = lim.max_head + READ_EXTRA;
+        if ((r->in = malloc(r->in_cap)) == NULL)
+            abort();
+    }
     while (r->state == ST_HEAD || r->state == ST_BODY) {
         if (r->in_len == r->in_cap) {
             consume(r);
@@ -880,8 +886,9 @@ static void do_read(rt_hreq *r)
 /* Read and drop input until the client closes. */
 static void linger_read(rt_hreq *r)
 {
+    char drop[4096];
     for (;;) {
-        ssize_t k = recv(r->fd, r->in, r->in_cap, 0);
+        ssize_t k = recv(r->fd, drop, sizeof drop, 0);
         if (k > 0)
             continue;
         if (k < 0 && (errno == EAGAIN || errno == EINTR))
@@ -1073,13 +1080,10 @@ static void on_accept(loop *lp, int li)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails harmlessly on unix */
         rt_hreq *r = calloc(1, sizeof *r);
-        char *in = malloc(lim.max_head + READ_EXTRA);
-        if (r == NULL || in == NULL)
+        if (r == NULL)
             abort();
         r->lp = lp;
         r->fd = fd;
-        r->in = in;
-        r->in_cap = lim.max_head + READ_EXTRA;
         r->heap_idx = -1;
         r->body_fd = -1;
         r->next = lp->conns;

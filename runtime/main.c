@@ -77,11 +77,12 @@ static void usage(FILE *to)
             "Runs libmodal functions in warm worker processes. See docs/runtime.md.\n"
             "  --max-body BYTES          largest request body, any encoding (default 8 GiB)\n"
             "  --max-connections N       open HTTP connections; more are answered 503 and\n"
-            "                            closed at once (default 16384)\n"
+            "                            closed at once (default %d)\n"
             "  --header-timeout SECONDS  time from a request's first byte to the end of its\n"
-            "                            headers (default 10)\n"
+            "                            headers (default %d)\n"
             "  --idle-timeout SECONDS    how long a keep-alive connection may wait for its\n"
-            "                            next request, or a body or answer stall (default 60)\n");
+            "                            next request, or a body or answer stall (default %d)\n",
+            RT_HTTP_MAX_CONNECTIONS, RT_HTTP_HEADER_TIMEOUT, RT_HTTP_IDLE_TIMEOUT);
 }
 
 static int parse_count(const char *opt, const char *v, double lo, double hi, double *out)

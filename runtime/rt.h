@@ -1,7 +1,8 @@
 /*
  * rt.h: the runtime's shared types. One mutex (rt.mu) guards every call,
- * map, pool and worker; HTTP handler threads and the worker event loop take
- * it briefly and wait on rt.cv for changes.
+ * map, pool and worker; the HTTP event threads and the worker event loop
+ * take it briefly. A request waiting on a call or map is suspended, not
+ * blocked, and rt_http_call_changed resumes it.
  */
 #ifndef RT_H
 #define RT_H
@@ -227,6 +228,9 @@ void rt_workers_shutdown(void);
 /* http.c */
 /* The HTTP server's limits; main.c sets them from its flags before the
  * first rt_http_start. */
+#define RT_HTTP_MAX_CONNECTIONS 16384 /* defaults of the flags below */
+#define RT_HTTP_HEADER_TIMEOUT 10
+#define RT_HTTP_IDLE_TIMEOUT 60
 typedef struct rt_http_opts {
     double header_timeout;   /* --header-timeout */
     double idle_timeout;     /* --idle-timeout */

@@ -89,6 +89,8 @@ static char **worker_env(char **extra)
     return env;
 }
 
+static void pool_break(rt_pool *p, modal_status st, const char *msg);
+
 int rt_worker_spawn(rt_pool *p)
 {
     if (rt.stopping)
@@ -158,7 +160,14 @@ int rt_worker_spawn(rt_pool *p)
         close(sv[0]);
         close(outp[0]);
         close(errp[0]);
-        rt_log(3, "cannot start a worker from %s: %s", path, strerror(rc));
+        char msg[900];
+        snprintf(msg, sizeof msg, "cannot start a worker for %s from %s: %s", p->fn, path,
+                 strerror(rc));
+        rt_log(3, "%s", msg);
+        /* Calls waiting for this worker would wait forever: fail them, as
+         * for a worker that dies before it answers. */
+        if (p->nworkers == 0 && p->nstarting == 0)
+            pool_break(p, MODAL_EWORKER, msg);
         return -1;
     }
     rt_worker *w = calloc(1, sizeof *w);

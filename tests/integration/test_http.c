@@ -28,7 +28,21 @@ MODAL_FUNCTION(noop3, .timeout = 30)
     return modal_int(3);
 }
 
+/* Its worker exits after 1 idle second, so the next call starts another. */
+MODAL_FUNCTION(brief, .timeout = 30, .scaledown_window = 1)
+{
+    return modal_int(4);
+}
+
+MODAL_FUNCTION(sleeper, .timeout = 60)
+{
+    harness_sleep(modal_arg_float(args, 0));
+    return modal_int(5);
+}
+
 /* ---- helpers ---------------------------------------------------------- */
+
+static void cut_stored_copy(const char *file);
 
 /* The status of a raw answer ("HTTP/1.1 404 ..."), or 0. */
 static int raw_status(const char *resp)
@@ -301,6 +315,46 @@ static void test_keep_alive_and_pipelining(void **state)
     free(req);
 }
 
+/* "Expect: 100-continue" gets 100 Continue only after the headers passed
+ * the checks: without the token, the answer is 401 at once. */
+static void test_expect_continue(void **state)
+{
+    char req[512];
+    int fd = harness_tcp_connect(rt.port);
+    assert_true(fd >= 0);
+    snprintf(req, sizeof req, "POST /v1/calls HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+             "Expect: 100-continue\r\n\r\n");
+    char *resp = NULL;
+    assert_true(harness_raw_exchange(fd, req, strlen(req), 5.0, &resp) > 0);
+    close(fd);
+    check_json_error("Expect without a token", resp, 401);
+    assert_null(strstr(resp, "100 Continue"));
+    free(resp);
+
+    fd = harness_tcp_connect(rt.port);
+    assert_true(fd >= 0);
+    snprintf(req, sizeof req, "POST /v1/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+             "Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+             rt.token);
+    assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    char got[256] = "";
+    struct pollfd pf = {fd, POLLIN, 0};
+    assert_int_equal(poll(&pf, 1, 5000), 1);
+    ssize_t n = recv(fd, got, sizeof got - 1, 0);
+    assert_true(n > 0);
+    got[n] = '\0';
+    assert_contains(got, "HTTP/1.1 100 Continue\r\n\r\n");
+    /* Then the body, which is not a frame. */
+    assert_true(harness_raw_exchange(fd, "hello", 5, 5.0, &resp) >= 0);
+    close(fd);
+    char *all = malloc(strlen(got) + strlen(resp) + 1);
+    strcpy(all, got + strlen("HTTP/1.1 100 Continue\r\n\r\n"));
+    strcat(all, resp);
+    check_json_error("Expect with the token, then a bad frame", all, 400);
+    free(all);
+    free(resp);
+}
+
 static void test_delete_health_is_405(void **state)
 {
     long status = 0;
@@ -311,6 +365,50 @@ static void test_delete_health_is_405(void **state)
     assert_int_equal(harness_json_error(resp, code, sizeof code, msg, sizeof msg), 0);
     assert_contains(msg, "GET");
     free(resp);
+}
+
+/* Long polls are suspended requests: 1000 of them waiting on a running call
+ * do not slow a warm call beside them, and each is resumed and answered
+ * when the call ends. */
+static void test_long_polls_hold_no_thread(void **state)
+{
+    enum { WAITERS = 1000 };
+    if (harness_raise_nofile() < WAITERS + 200) {
+        print_message("skipping: too low a descriptor limit for %d connections\n", WAITERS);
+        skip();
+    }
+    modal_error err;
+    modal_call *call = NULL;
+    assert_ok(call_fn(&noop, &err), err); /* noop's worker is warm */
+    double unloaded = warm_median(21);
+    assert_ok(modal_fn_spawn(&sleeper, modal_args(modal_float(3.0)), &call, &err), err);
+    char req[512];
+    snprintf(req, sizeof req, "GET /v1/calls/%s?wait=30 HTTP/1.1\r\nHost: x\r\n"
+             "Authorization: Bearer %s\r\nConnection: close\r\n\r\n", modal_call_id(call),
+             rt.token);
+    static int fds[WAITERS];
+    for (int i = 0; i < WAITERS; i++) {
+        fds[i] = harness_tcp_connect(rt.port);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(send(fds[i], req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    }
+    double loaded = warm_median(21);
+    print_message("warm call median: %.3f ms alone, %.3f ms beside %d long polls\n",
+                  unloaded * 1e3, loaded * 1e3, WAITERS);
+    assert_true(loaded <= 2 * unloaded + 0.002);
+    int answered = 0;
+    for (int i = 0; i < WAITERS; i++) {
+        char *resp = NULL;
+        if (harness_raw_exchange(fds[i], "", 0, 20.0, &resp) > 0 && raw_status(resp) == 200)
+            answered++;
+        free(resp);
+        close(fds[i]);
+    }
+    assert_int_equal(answered, WAITERS);
+    modal_value *res = NULL;
+    assert_ok(modal_call_get(call, 10, &res, &err), err);
+    modal_value_free(res);
+    modal_call_free(call);
 }
 
 /* ---- body limits -------------------------------------------------------------- */
@@ -569,21 +667,9 @@ static void test_damaged_artifact_is_uploaded_again(void **state)
     assert_int_equal(harness_self_sha256(hex), 0);
     snprintf(file, sizeof file, "%s/artifacts/%s", h.dir, hex);
 
-    /* Cut the stored executable short: a new pool must not start from it.
-     * (A running executable cannot be opened for writing, so its first half
-     * replaces it, the way a damaged copy would.) */
+    /* Cut the stored executable short: a new pool must not start from it. */
     struct stat sb;
-    size_t len = 0;
-    char *exe = harness_read_file(file, &len);
-    assert_non_null(exe);
-    char tmp[PATH_MAX + 120];
-    snprintf(tmp, sizeof tmp, "%s.cut", file);
-    FILE *f = fopen(tmp, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(exe, 1, len / 2, f), len / 2);
-    fclose(f);
-    free(exe);
-    assert_int_equal(rename(tmp, file), 0);
+    cut_stored_copy(file);
     assert_status(call_fn(&noop2, &err), MODAL_EIO, err);
     assert_message_contains(err, hex);
     assert_message_contains(err, "damaged");
@@ -597,6 +683,71 @@ static void test_damaged_artifact_is_uploaded_again(void **state)
     assert_int_equal(unlink(file), 0);
     assert_ok(call_fn(&noop3, &err), err);
     assert_int_equal(access(file, F_OK), 0);
+
+    /* HEAD, which a client sends before its first call, checks the file
+     * too: a damaged one is removed and reported missing. */
+    cut_stored_copy(file);
+    char path[128], *resp = NULL, code[64], msg[1024];
+    long status = 0;
+    snprintf(path, sizeof path, "/v1/artifacts/%s", hex);
+    harness_http(&h, "GET", path, h.token, NULL, 0, &status, &resp, NULL);
+    assert_int_equal(status, 404);
+    assert_int_equal(harness_json_error(resp, code, sizeof code, msg, sizeof msg), 0);
+    assert_contains(msg, "damaged");
+    free(resp);
+    assert_false(access(file, F_OK) == 0);
+    harness_stop(&h);
+}
+
+/* Replace the stored copy of this executable by its first 8 KiB, still
+ * executable (a running executable cannot be opened for writing; a copy
+ * cut short by a full disk looks like this). */
+static void cut_stored_copy(const char *file)
+{
+    size_t len = 0;
+    char *exe = harness_read_file(file, &len);
+    assert_non_null(exe);
+    char tmp[PATH_MAX + 120];
+    snprintf(tmp, sizeof tmp, "%s.cut", file);
+    FILE *f = fopen(tmp, "wb");
+    assert_non_null(f);
+    assert_true(len > 8192);
+    assert_int_equal(fwrite(exe, 1, 8192, f), 8192);
+    fchmod(fileno(f), 0755);
+    fclose(f);
+    free(exe);
+    assert_int_equal(rename(tmp, file), 0);
+}
+
+/* A pool whose worker failed to start from a damaged file recovers once the
+ * executable is uploaded again, without a restart of the runtime. */
+static void test_broken_pool_recovers(void **state)
+{
+    harness h;
+    assert_int_equal(harness_start_with(&h, NULL, true), 0);
+    modal_error err;
+    assert_ok(call_fn(&brief, &err), err);
+    char hex[65], file[PATH_MAX + 100];
+    assert_int_equal(harness_self_sha256(hex), 0);
+    snprintf(file, sizeof file, "%s/artifacts/%s", h.dir, hex);
+    cut_stored_copy(file);
+    /* Workers of this runtime only: other runtimes run this executable too. */
+    assert_int_equal(harness_wait_no_workers(h.dir, "", 10), 0);
+    /* The pool's next worker cannot start from the damaged file. */
+    modal_status st = call_fn(&brief, &err);
+    print_message("call with a damaged executable: %s: %s\n", modal_status_name(st), err.message);
+    assert_int_not_equal(st, MODAL_OK);
+    /* Asked again, the runtime finds the damage, removes the file and says so. */
+    if (st != MODAL_EIO) {
+        st = call_fn(&brief, &err);
+        print_message("next call: %s: %s\n", modal_status_name(st), err.message);
+        assert_status(st, MODAL_EIO, err);
+    }
+    assert_message_contains(err, "damaged");
+    assert_false(access(file, F_OK) == 0);
+    /* The next call uploads it again, and the pool serves once more. */
+    assert_ok(call_fn(&brief, &err), err);
+    assert_ok(call_fn(&brief, &err), err);
     harness_stop(&h);
 }
 
@@ -607,11 +758,14 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_malformed_requests),
         cmocka_unit_test(test_keep_alive_and_pipelining),
         cmocka_unit_test(test_delete_health_is_405),
+        cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_long_polls_hold_no_thread),
         cmocka_unit_test(test_chunked_body_limit),
         cmocka_unit_test(test_header_timeout),
         cmocka_unit_test(test_connection_limit),
         cmocka_unit_test(test_upload_write_error_discards),
         cmocka_unit_test(test_damaged_artifact_is_uploaded_again),
+        cmocka_unit_test(test_broken_pool_recovers),
         cmocka_unit_test(test_slow_clients_do_not_shut_out_others),
     };
     int rc = cmocka_run_group_tests_name("http", tests, harness_group_setup,

@@ -28,31 +28,34 @@ static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 extern char **environ;
 
 /*
- * The variables the embedded runtime keeps from the environment of the
- * client that starts it (a trailing '*' matches a prefix). The runtime
- * outlives that client and passes its environment to every worker, so
- * nothing else of the client's (its secrets, its MODAL_* settings) may
- * reach them. The runtime reads no MODAL_* variable: its settings come
- * from its command line. docs/runtime.md lists the same names.
+ * The variables a process started on a client's or a runtime's behalf
+ * keeps from its parent's environment (a trailing '*' matches a prefix):
+ * the embedded runtime from the client that starts it, and every worker
+ * from its runtime. The runtime outlives that client and passes its
+ * environment on to every worker, so nothing else of the client's (its
+ * secrets, its MODAL_* settings) may reach them. The runtime reads no
+ * MODAL_* variable: its settings come from its command line.
+ * docs/runtime.md lists the same names.
  */
-static const char *const runtime_env_keep[] = {
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TZ", "TMPDIR", "LD_LIBRARY_PATH", NULL,
+static const char *const env_inherited[] = {
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TZ", "TMPDIR", "TERM",
+    "LD_LIBRARY_PATH", "CUDA_*", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", NULL,
 };
 
-static int env_kept(const char *entry)
+bool modal__env_inherited(const char *entry)
 {
     const char *eq = strchr(entry, '=');
     if (eq == NULL)
-        return 0;
+        return false;
     size_t n = (size_t)(eq - entry);
-    for (size_t i = 0; runtime_env_keep[i] != NULL; i++) {
-        const char *k = runtime_env_keep[i];
+    for (size_t i = 0; env_inherited[i] != NULL; i++) {
+        const char *k = env_inherited[i];
         size_t kl = strlen(k);
         if (k[kl - 1] == '*' ? n >= kl - 1 && strncmp(entry, k, kl - 1) == 0
                              : n == kl && strncmp(entry, k, kl) == 0)
-            return 1;
+            return true;
     }
-    return 0;
+    return false;
 }
 
 /* The runtime's environment: pointers into environ, NULL-terminated.
@@ -67,7 +70,7 @@ static char **runtime_env(void)
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (env_kept(environ[i]))
+        if (modal__env_inherited(environ[i]))
             env[k++] = environ[i];
     return env;
 }

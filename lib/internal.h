@@ -448,6 +448,10 @@ modal_status modal__token_file_read(const char *path, char *out, size_t outsz, i
 bool modal__artifact_refused(modal_status st, const modal_error *err, const char *sha);
 /* Status from its name ("ETIMEOUT"); MODAL_ERUNTIME when unknown. */
 modal_status modal__status_from_name(const char *name);
+/* Whether the environment entry "NAME=value" passes from a parent to the
+ * embedded runtime, and from a runtime to its workers (one allow-list for
+ * both, listed in docs/runtime.md). */
+bool modal__env_inherited(const char *entry);
 /* Start the embedded runtime for state_dir unless it answers already. */
 modal_status modal__embedded_ensure(const char *state_dir, const char *sock,
                                     modal_error *err);

@@ -47,26 +47,6 @@ void rt_wake(void)
     }
 }
 
-/* The runtime's variables a worker inherits (docs/runtime.md, "Worker
- * environment"); a name ending in '*' is a prefix. */
-static const char *const env_allowed[] = {
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TZ", "TMPDIR", "TERM",
-    "LD_LIBRARY_PATH", "CUDA_*", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
-};
-
-static bool env_allows(const char *kv)
-{
-    size_t klen = strcspn(kv, "=");
-    for (size_t i = 0; i < sizeof env_allowed / sizeof env_allowed[0]; i++) {
-        const char *a = env_allowed[i];
-        size_t al = strlen(a);
-        if (a[al - 1] == '*' ? strncmp(kv, a, al - 1) == 0
-                             : (klen == al && strncmp(kv, a, al) == 0))
-            return true;
-    }
-    return false;
-}
-
 /* The worker's environment: the allowed part of the runtime's, plus the
  * worker variables in extra (NULL-terminated). Free the array only: its
  * strings are borrowed. */
@@ -82,7 +62,7 @@ static char **worker_env(char **extra)
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (env_allows(environ[i]))
+        if (modal__env_inherited(environ[i]))
             env[k++] = environ[i];
     for (size_t i = 0; i < nx; i++)
         env[k++] = extra[i];

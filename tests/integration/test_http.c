@@ -751,6 +751,31 @@ static void test_broken_pool_recovers(void **state)
     harness_stop(&h);
 }
 
+/* The executable is uploaded again when the runtime lost it, also for a
+ * caller that passes no modal_error. */
+static void test_lost_artifact_uploaded_again_without_err(void **state)
+{
+    harness h;
+    assert_int_equal(harness_start_with(&h, NULL, true), 0);
+    modal_error err;
+    assert_ok(call_fn(&noop, &err), err);
+    char hex[65], file[PATH_MAX + 100];
+    assert_int_equal(harness_self_sha256(hex), 0);
+    snprintf(file, sizeof file, "%s/artifacts/%s", h.dir, hex);
+    assert_int_equal(unlink(file), 0);
+    assert_int_equal(call_fn(&noop2, NULL), MODAL_OK);
+    assert_int_equal(access(file, F_OK), 0);
+    /* A map, too. */
+    assert_int_equal(unlink(file), 0);
+    modal_value *res = NULL;
+    assert_int_equal(modal_fn_map(&noop3, modal_args(modal_int(1), modal_int(2)), NULL, &res,
+                                  NULL),
+                     MODAL_OK);
+    modal_value_free(res);
+    assert_int_equal(access(file, F_OK), 0);
+    harness_stop(&h);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -766,6 +791,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_upload_write_error_discards),
         cmocka_unit_test(test_damaged_artifact_is_uploaded_again),
         cmocka_unit_test(test_broken_pool_recovers),
+        cmocka_unit_test(test_lost_artifact_uploaded_again_without_err),
         cmocka_unit_test(test_slow_clients_do_not_shut_out_others),
     };
     int rc = cmocka_run_group_tests_name("http", tests, harness_group_setup,

@@ -790,7 +790,9 @@ static void on_free(rt_hreq *r)
     hctx *h = rt_hreq_user(r);
     if (h == NULL)
         return;
-    if (h->on != NULL) {
+    /* h->on is read under rt.mu: rt_http_call_changed may be waking h on
+     * another thread right now, and must be done with h before it goes. */
+    if (h->kind != W_NONE) {
         pthread_mutex_lock(&rt.mu);
         wait_unlink(h);
         pthread_mutex_unlock(&rt.mu);

@@ -117,7 +117,7 @@ static struct {
 static int nlisteners;
 static atomic_int nconns;
 static volatile int stopping;
-static int reserve_fd = -1; /* closed to accept and refuse when out of descriptors */
+static atomic_int reserve_fd = -1; /* closed to accept and refuse when out of descriptors */
 
 static void process(rt_hreq *r);
 static void conn_close(rt_hreq *r);
@@ -1058,12 +1058,13 @@ static void on_accept(loop *lp, int li)
     for (int i = 0; i < 256; i++) {
         int fd = accept4(listeners[li].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if ((errno == EMFILE || errno == ENFILE) && reserve_fd >= 0) {
+            int spare; /* taken by one thread only: two closing it could close another's fd */
+            if ((errno == EMFILE || errno == ENFILE) &&
+                (spare = atomic_exchange(&reserve_fd, -1)) >= 0) {
                 /* Out of descriptors: free the reserve to take one
                  * connection off the backlog and refuse it, rather than
                  * leave clients waiting there. */
-                close(reserve_fd);
-                reserve_fd = -1;
+                close(spare);
                 fd = accept4(listeners[li].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd >= 0)
                     refuse(fd, listeners[li].tls != NULL);

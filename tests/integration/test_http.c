@@ -776,6 +776,37 @@ static void test_lost_artifact_uploaded_again_without_err(void **state)
     harness_stop(&h);
 }
 
+/* A bad query argument is refused with a message that shows it. */
+static void test_bad_query_argument_named(void **state)
+{
+    modal_call *c = NULL;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&noop, modal_args(modal_int(0)), &c, &err), err);
+    char logs[160];
+    snprintf(logs, sizeof logs, "/v1/calls/%s/logs?offset=zz9", modal_call_id(c));
+    struct {
+        const char *path, *shown;
+    } cases[] = {
+        {"/v1/calls/fc-x?wait=abc", "wait=\"abc\""},
+        {"/v1/calls/fc-x?wait=61", "wait=\"61\""},
+        {"/v1/calls/fc-x?log_offset=-5", "log_offset=\"-5\""},
+        {logs, "offset=\"zz9\""},
+        {"/v1/maps/m-x/results?after=q1", "after=\"q1\""},
+        {"/v1/maps/m-x/results?wait=nan", "wait=\"nan\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        long status = 0;
+        char *resp = NULL, code[64], msg[1024];
+        harness_http(&rt, "GET", cases[i].path, rt.token, NULL, 0, &status, &resp, NULL);
+        assert_int_equal(harness_json_error(resp, code, sizeof code, msg, sizeof msg), 0);
+        print_message("GET %s: %ld %s\n", cases[i].path, status, msg);
+        assert_int_equal(status, 400);
+        assert_contains(msg, cases[i].shown);
+        free(resp);
+    }
+    modal_call_free(c);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -783,6 +814,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_malformed_requests),
         cmocka_unit_test(test_keep_alive_and_pipelining),
         cmocka_unit_test(test_delete_health_is_405),
+        cmocka_unit_test(test_bad_query_argument_named),
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_long_polls_hold_no_thread),
         cmocka_unit_test(test_chunked_body_limit),

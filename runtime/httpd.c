@@ -877,6 +877,8 @@ static void do_read(rt_hreq *r)
         if (k < 0)
             break;
         r->in_len += (size_t)k;
+        if (r->state == ST_BODY) /* a body that keeps coming is not stalled */
+            timer_set(r, rt_now() + lim.idle_timeout);
         consume(r);
     }
     if (r->state == ST_HEAD || r->state == ST_BODY)
@@ -918,12 +920,15 @@ static void process(rt_hreq *r)
         default:
             return; /* TLS handshake, suspended, closed */
         }
+        size_t sent = r->out_head_off + r->body_off;
         int rc = flush(r);
         if (rc < 0) {
             conn_close(r);
             return;
         }
         if (rc == 0) {
+            if (r->out_head_off + r->body_off != sent) /* an answer that leaves is not stalled */
+                timer_set(r, rt_now() + lim.idle_timeout);
             set_events(r, r->want_write || r->ssl == NULL ? EPOLLOUT : EPOLLIN);
             return;
         }

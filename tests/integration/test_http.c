@@ -40,6 +40,16 @@ MODAL_FUNCTION(sleeper, .timeout = 60)
     return modal_int(5);
 }
 
+#define BIG_RESULT (8u << 20)
+
+MODAL_FUNCTION(big_result, .timeout = 60)
+{
+    char *p = calloc(1, BIG_RESULT);
+    modal_value *v = modal_bytes(p, BIG_RESULT);
+    free(p);
+    return v;
+}
+
 /* ---- helpers ---------------------------------------------------------- */
 
 static void cut_stored_copy(const char *file);
@@ -807,6 +817,66 @@ static void test_bad_query_argument_named(void **state)
     modal_call_free(c);
 }
 
+/* --idle-timeout bounds a stall, not a transfer: a body that keeps coming,
+ * and an answer that keeps being read, may take longer. */
+static void test_slow_transfers_that_progress(void **state)
+{
+    harness h;
+    const char *args[] = {"--idle-timeout", "2", NULL};
+    assert_int_equal(harness_start_with(&h, args, true), 0);
+
+    /* An upload of 12 bytes, one every 0.25 s. */
+    static const char data[] = "slow but on!";
+    modal__sha256 sh;
+    modal__sha256_init(&sh);
+    modal__sha256_update(&sh, data, sizeof data - 1);
+    char hex[65], head[512];
+    modal__sha256_hex(&sh, hex);
+    int n = snprintf(head, sizeof head, "PUT /v1/artifacts/%s HTTP/1.1\r\nHost: x\r\n"
+                     "Authorization: Bearer %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
+                     "\r\n", hex, h.token, sizeof data - 1);
+    int fd = harness_tcp_connect(h.port);
+    assert_true(fd >= 0);
+    assert_int_equal(send(fd, head, (size_t)n, MSG_NOSIGNAL), n);
+    for (size_t i = 0; i + 1 < sizeof data; i++) {
+        harness_sleep(0.25);
+        send(fd, data + i, 1, MSG_NOSIGNAL);
+    }
+    char *resp = NULL;
+    harness_raw_exchange(fd, "", 0, 5.0, &resp);
+    close(fd);
+    print_message("slow upload: %.60s\n", resp ? resp : "(none)");
+    assert_int_equal(raw_status(resp), 201);
+    free(resp);
+
+    /* An answer of 8 MiB, read at most 128 KiB every 0.1 s. */
+    modal_call *c = NULL;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&big_result, modal_args(modal_int(0)), &c, &err), err);
+    fd = harness_tcp_connect(h.port);
+    assert_true(fd >= 0);
+    n = snprintf(head, sizeof head, "GET /v1/calls/%s?wait=30 HTTP/1.1\r\nHost: x\r\n"
+                 "Authorization: Bearer %s\r\nConnection: close\r\n\r\n", modal_call_id(c),
+                 h.token);
+    assert_int_equal(send(fd, head, (size_t)n, MSG_NOSIGNAL), n);
+    char *buf = malloc(128 << 10);
+    size_t total = 0;
+    double t0 = harness_now();
+    for (;;) {
+        ssize_t k = recv(fd, buf, 128 << 10, 0);
+        if (k <= 0)
+            break;
+        total += (size_t)k;
+        harness_sleep(0.1);
+    }
+    close(fd);
+    free(buf);
+    print_message("slow download: %zu bytes in %.1f s\n", total, harness_now() - t0);
+    assert_true(total > BIG_RESULT);
+    modal_call_free(c);
+    harness_stop(&h);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -819,6 +889,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_long_polls_hold_no_thread),
         cmocka_unit_test(test_chunked_body_limit),
         cmocka_unit_test(test_header_timeout),
+        cmocka_unit_test(test_slow_transfers_that_progress),
         cmocka_unit_test(test_connection_limit),
         cmocka_unit_test(test_upload_write_error_discards),
         cmocka_unit_test(test_damaged_artifact_is_uploaded_again),

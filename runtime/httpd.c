@@ -1131,11 +1131,9 @@ static void take_resumes(loop *lp)
     pthread_mutex_lock(&lp->qmu);
     rt_hreq *list = lp->rq;
     lp->rq = NULL;
-    for (rt_hreq *r = list; r; r = r->qnext)
-        r->resume_queued = false;
-    pthread_mutex_unlock(&lp->qmu);
     /* Walk a copy: a resumed request may close its connection, and a
-     * request resumed again meanwhile goes on the queue anew. */
+     * request resumed again meanwhile goes on the queue anew, through the
+     * qnext this list uses: so the copy is made before unlocking. */
     size_t n = 0;
     for (rt_hreq *r = list; r; r = r->qnext)
         n++;
@@ -1143,8 +1141,11 @@ static void take_resumes(loop *lp)
     if (v2 == NULL)
         abort();
     n = 0;
-    for (rt_hreq *r = list; r; r = r->qnext)
+    for (rt_hreq *r = list; r; r = r->qnext) {
         v2[n++] = r;
+        r->resume_queued = false;
+    }
+    pthread_mutex_unlock(&lp->qmu);
     for (size_t i = 0; i < n; i++) {
         rt_hreq *r = v2[i];
         /* Stale entries (the request was answered meanwhile, or its

@@ -244,6 +244,9 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
                             modal_error *err)
 {
     static const modal_map_options defaults;
+    modal_error local; /* a refused executable is recognised by its message */
+    if (err == NULL)
+        err = &local;
     if (results != NULL)
         *results = NULL;
     if (fn == NULL) {

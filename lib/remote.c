@@ -283,6 +283,9 @@ static modal_status submit(modal_function *fn, modal_value *args, double wait, m
                            modal__http_resp *resp, modal_error *err)
 {
     const char *artifact = NULL;
+    modal_error local; /* the refusal is recognised by its message */
+    if (err == NULL)
+        err = &local;
     modal_status st = submit_once(fn, args, wait, c, resp, &artifact, err);
     /* The runtime lost the executable (removed, or found damaged): upload
      * it again, once. */

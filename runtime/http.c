@@ -391,7 +391,8 @@ static void handle_calls(hctx *h, const char *rest)
     const char *method = rt_hreq_method(r);
     double wait;
     if (num_arg(r, "wait", 0, 60, 0, &wait) != 0) {
-        rt_hreq_error(r, 400, MODAL_EINVAL, "\"wait\" must be a number of seconds from 0 to 60");
+        rt_hreq_error(r, 400, MODAL_EINVAL, "wait=\"%.40s\": must be a number of seconds from 0 "
+                      "to 60", rt_hreq_arg(r, "wait"));
         return;
     }
     h->deadline = rt_now() + wait;
@@ -448,7 +449,8 @@ static void handle_calls(hctx *h, const char *rest)
     }
     if (*slash == '\0' && strcmp(method, "GET") == 0) {
         if (num_arg(r, "log_offset", 0, 1e15, 0, &off) != 0) {
-            rt_hreq_error(r, 400, MODAL_EINVAL, "\"log_offset\" must be a byte offset");
+            rt_hreq_error(r, 400, MODAL_EINVAL, "log_offset=\"%.40s\": must be a byte offset",
+                          rt_hreq_arg(r, "log_offset"));
             return;
         }
         h->log_offset = (long long)off;
@@ -466,7 +468,8 @@ static void handle_calls(hctx *h, const char *rest)
     }
     if (strcmp(slash, "/logs") == 0) {
         if (num_arg(r, "offset", 0, 1e15, 0, &off) != 0) {
-            rt_hreq_error(r, 400, MODAL_EINVAL, "\"offset\" must be a byte offset");
+            rt_hreq_error(r, 400, MODAL_EINVAL, "offset=\"%.40s\": must be a byte offset",
+                          rt_hreq_arg(r, "offset"));
         } else {
             size_t o = (size_t)off < c->logs_len ? (size_t)off : c->logs_len;
             rt_hreq_send(r, 200, "text/plain; charset=utf-8", NULL, c->logs ? c->logs + o : "",
@@ -530,9 +533,14 @@ static void map_results(hctx *h, const char *id)
 {
     rt_hreq *r = h->r;
     double after, wait;
-    if (num_arg(r, "after", 0, 1e15, 0, &after) != 0 || num_arg(r, "wait", 0, 60, 0, &wait) != 0) {
-        rt_hreq_error(r, 400, MODAL_EINVAL,
-                      "\"after\" must be a sequence number and \"wait\" 0 to 60 seconds");
+    if (num_arg(r, "after", 0, 1e15, 0, &after) != 0) {
+        rt_hreq_error(r, 400, MODAL_EINVAL, "after=\"%.40s\": must be a sequence number",
+                      rt_hreq_arg(r, "after"));
+        return;
+    }
+    if (num_arg(r, "wait", 0, 60, 0, &wait) != 0) {
+        rt_hreq_error(r, 400, MODAL_EINVAL, "wait=\"%.40s\": must be a number of seconds from 0 "
+                      "to 60", rt_hreq_arg(r, "wait"));
         return;
     }
     h->deadline = rt_now() + wait;
@@ -790,7 +798,9 @@ static void on_free(rt_hreq *r)
     hctx *h = rt_hreq_user(r);
     if (h == NULL)
         return;
-    if (h->on != NULL) {
+    /* h->on is read under rt.mu: rt_http_call_changed may be waking h on
+     * another thread right now, and must be done with h before it goes. */
+    if (h->kind != W_NONE) {
         pthread_mutex_lock(&rt.mu);
         wait_unlink(h);
         pthread_mutex_unlock(&rt.mu);

@@ -117,7 +117,7 @@ static struct {
 static int nlisteners;
 static atomic_int nconns;
 static volatile int stopping;
-static int reserve_fd = -1; /* closed to accept and refuse when out of descriptors */
+static atomic_int reserve_fd = -1; /* closed to accept and refuse when out of descriptors */
 
 static void process(rt_hreq *r);
 static void conn_close(rt_hreq *r);
@@ -877,6 +877,8 @@ static void do_read(rt_hreq *r)
         if (k < 0)
             break;
         r->in_len += (size_t)k;
+        if (r->state == ST_BODY) /* a body that keeps coming is not stalled */
+            timer_set(r, rt_now() + lim.idle_timeout);
         consume(r);
     }
     if (r->state == ST_HEAD || r->state == ST_BODY)
@@ -918,12 +920,15 @@ static void process(rt_hreq *r)
         default:
             return; /* TLS handshake, suspended, closed */
         }
+        size_t sent = r->out_head_off + r->body_off;
         int rc = flush(r);
         if (rc < 0) {
             conn_close(r);
             return;
         }
         if (rc == 0) {
+            if (r->out_head_off + r->body_off != sent) /* an answer that leaves is not stalled */
+                timer_set(r, rt_now() + lim.idle_timeout);
             set_events(r, r->want_write || r->ssl == NULL ? EPOLLOUT : EPOLLIN);
             return;
         }
@@ -1058,12 +1063,13 @@ static void on_accept(loop *lp, int li)
     for (int i = 0; i < 256; i++) {
         int fd = accept4(listeners[li].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if ((errno == EMFILE || errno == ENFILE) && reserve_fd >= 0) {
+            int spare; /* taken by one thread only: two closing it could close another's fd */
+            if ((errno == EMFILE || errno == ENFILE) &&
+                (spare = atomic_exchange(&reserve_fd, -1)) >= 0) {
                 /* Out of descriptors: free the reserve to take one
                  * connection off the backlog and refuse it, rather than
                  * leave clients waiting there. */
-                close(reserve_fd);
-                reserve_fd = -1;
+                close(spare);
                 fd = accept4(listeners[li].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd >= 0)
                     refuse(fd, listeners[li].tls != NULL);
@@ -1125,11 +1131,9 @@ static void take_resumes(loop *lp)
     pthread_mutex_lock(&lp->qmu);
     rt_hreq *list = lp->rq;
     lp->rq = NULL;
-    for (rt_hreq *r = list; r; r = r->qnext)
-        r->resume_queued = false;
-    pthread_mutex_unlock(&lp->qmu);
     /* Walk a copy: a resumed request may close its connection, and a
-     * request resumed again meanwhile goes on the queue anew. */
+     * request resumed again meanwhile goes on the queue anew, through the
+     * qnext this list uses: so the copy is made before unlocking. */
     size_t n = 0;
     for (rt_hreq *r = list; r; r = r->qnext)
         n++;
@@ -1137,8 +1141,11 @@ static void take_resumes(loop *lp)
     if (v2 == NULL)
         abort();
     n = 0;
-    for (rt_hreq *r = list; r; r = r->qnext)
+    for (rt_hreq *r = list; r; r = r->qnext) {
         v2[n++] = r;
+        r->resume_queued = false;
+    }
+    pthread_mutex_unlock(&lp->qmu);
     for (size_t i = 0; i < n; i++) {
         rt_hreq *r = v2[i];
         /* Stale entries (the request was answered meanwhile, or its

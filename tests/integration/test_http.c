@@ -40,6 +40,16 @@ MODAL_FUNCTION(sleeper, .timeout = 60)
     return modal_int(5);
 }
 
+#define BIG_RESULT (8u << 20)
+
+MODAL_FUNCTION(big_result, .timeout = 60)
+{
+    char *p = calloc(1, BIG_RESULT);
+    modal_value *v = modal_bytes(p, BIG_RESULT);
+    free(p);
+    return v;
+}
+
 /* ---- helpers ---------------------------------------------------------- */
 
 static void cut_stored_copy(const char *file);
@@ -751,6 +761,122 @@ static void test_broken_pool_recovers(void **state)
     harness_stop(&h);
 }
 
+/* The executable is uploaded again when the runtime lost it, also for a
+ * caller that passes no modal_error. */
+static void test_lost_artifact_uploaded_again_without_err(void **state)
+{
+    harness h;
+    assert_int_equal(harness_start_with(&h, NULL, true), 0);
+    modal_error err;
+    assert_ok(call_fn(&noop, &err), err);
+    char hex[65], file[PATH_MAX + 100];
+    assert_int_equal(harness_self_sha256(hex), 0);
+    snprintf(file, sizeof file, "%s/artifacts/%s", h.dir, hex);
+    assert_int_equal(unlink(file), 0);
+    assert_int_equal(call_fn(&noop2, NULL), MODAL_OK);
+    assert_int_equal(access(file, F_OK), 0);
+    /* A map, too. */
+    assert_int_equal(unlink(file), 0);
+    modal_value *res = NULL;
+    assert_int_equal(modal_fn_map(&noop3, modal_args(modal_int(1), modal_int(2)), NULL, &res,
+                                  NULL),
+                     MODAL_OK);
+    modal_value_free(res);
+    assert_int_equal(access(file, F_OK), 0);
+    harness_stop(&h);
+}
+
+/* A bad query argument is refused with a message that shows it. */
+static void test_bad_query_argument_named(void **state)
+{
+    modal_call *c = NULL;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&noop, modal_args(modal_int(0)), &c, &err), err);
+    char logs[160];
+    snprintf(logs, sizeof logs, "/v1/calls/%s/logs?offset=zz9", modal_call_id(c));
+    struct {
+        const char *path, *shown;
+    } cases[] = {
+        {"/v1/calls/fc-x?wait=abc", "wait=\"abc\""},
+        {"/v1/calls/fc-x?wait=61", "wait=\"61\""},
+        {"/v1/calls/fc-x?log_offset=-5", "log_offset=\"-5\""},
+        {logs, "offset=\"zz9\""},
+        {"/v1/maps/m-x/results?after=q1", "after=\"q1\""},
+        {"/v1/maps/m-x/results?wait=nan", "wait=\"nan\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        long status = 0;
+        char *resp = NULL, code[64], msg[1024];
+        harness_http(&rt, "GET", cases[i].path, rt.token, NULL, 0, &status, &resp, NULL);
+        assert_int_equal(harness_json_error(resp, code, sizeof code, msg, sizeof msg), 0);
+        print_message("GET %s: %ld %s\n", cases[i].path, status, msg);
+        assert_int_equal(status, 400);
+        assert_contains(msg, cases[i].shown);
+        free(resp);
+    }
+    modal_call_free(c);
+}
+
+/* --idle-timeout bounds a stall, not a transfer: a body that keeps coming,
+ * and an answer that keeps being read, may take longer. */
+static void test_slow_transfers_that_progress(void **state)
+{
+    harness h;
+    const char *args[] = {"--idle-timeout", "2", NULL};
+    assert_int_equal(harness_start_with(&h, args, true), 0);
+
+    /* An upload of 12 bytes, one every 0.25 s. */
+    static const char data[] = "slow but on!";
+    modal__sha256 sh;
+    modal__sha256_init(&sh);
+    modal__sha256_update(&sh, data, sizeof data - 1);
+    char hex[65], head[512];
+    modal__sha256_hex(&sh, hex);
+    int n = snprintf(head, sizeof head, "PUT /v1/artifacts/%s HTTP/1.1\r\nHost: x\r\n"
+                     "Authorization: Bearer %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
+                     "\r\n", hex, h.token, sizeof data - 1);
+    int fd = harness_tcp_connect(h.port);
+    assert_true(fd >= 0);
+    assert_int_equal(send(fd, head, (size_t)n, MSG_NOSIGNAL), n);
+    for (size_t i = 0; i + 1 < sizeof data; i++) {
+        harness_sleep(0.25);
+        send(fd, data + i, 1, MSG_NOSIGNAL);
+    }
+    char *resp = NULL;
+    harness_raw_exchange(fd, "", 0, 5.0, &resp);
+    close(fd);
+    print_message("slow upload: %.60s\n", resp ? resp : "(none)");
+    assert_int_equal(raw_status(resp), 201);
+    free(resp);
+
+    /* An answer of 8 MiB, read at most 128 KiB every 0.1 s. */
+    modal_call *c = NULL;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&big_result, modal_args(modal_int(0)), &c, &err), err);
+    fd = harness_tcp_connect(h.port);
+    assert_true(fd >= 0);
+    n = snprintf(head, sizeof head, "GET /v1/calls/%s?wait=30 HTTP/1.1\r\nHost: x\r\n"
+                 "Authorization: Bearer %s\r\nConnection: close\r\n\r\n", modal_call_id(c),
+                 h.token);
+    assert_int_equal(send(fd, head, (size_t)n, MSG_NOSIGNAL), n);
+    char *buf = malloc(128 << 10);
+    size_t total = 0;
+    double t0 = harness_now();
+    for (;;) {
+        ssize_t k = recv(fd, buf, 128 << 10, 0);
+        if (k <= 0)
+            break;
+        total += (size_t)k;
+        harness_sleep(0.1);
+    }
+    close(fd);
+    free(buf);
+    print_message("slow download: %zu bytes in %.1f s\n", total, harness_now() - t0);
+    assert_true(total > BIG_RESULT);
+    modal_call_free(c);
+    harness_stop(&h);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -758,14 +884,17 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_malformed_requests),
         cmocka_unit_test(test_keep_alive_and_pipelining),
         cmocka_unit_test(test_delete_health_is_405),
+        cmocka_unit_test(test_bad_query_argument_named),
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_long_polls_hold_no_thread),
         cmocka_unit_test(test_chunked_body_limit),
         cmocka_unit_test(test_header_timeout),
+        cmocka_unit_test(test_slow_transfers_that_progress),
         cmocka_unit_test(test_connection_limit),
         cmocka_unit_test(test_upload_write_error_discards),
         cmocka_unit_test(test_damaged_artifact_is_uploaded_again),
         cmocka_unit_test(test_broken_pool_recovers),
+        cmocka_unit_test(test_lost_artifact_uploaded_again_without_err),
         cmocka_unit_test(test_slow_clients_do_not_shut_out_others),
     };
     int rc = cmocka_run_group_tests_name("http", tests, harness_group_setup,

@@ -3,8 +3,9 @@
  * under the call that wrote it while calls are sent ahead to a busy worker;
  * stdout and stderr lines stay apart; long lines arrive whole (or cut with
  * a mark past 64 KiB), also through the client; output over the per-call
- * limit ends with a notice; and a function writing 50 MB does not stall
- * warm calls from another process.
+ * limit ends with a notice; a function writing 50 MB does not stall
+ * warm calls from another process; and output written before the worker
+ * is ready reaches the app log once and in order.
  *
  * This binary is also the worker the runtime starts, and a client in
  * "child mode" (--child-long, --child-warm).
@@ -77,6 +78,21 @@ MODAL_FUNCTION(flood, .scaledown_window = 5, .timeout = 120)
 }
 
 MODAL_FUNCTION(quick, .scaledown_window = 30)
+{
+    return modal_int(1);
+}
+
+#define ENTER_LINES 20000
+
+/* Numbered lines from the enter hook, before the worker says it is ready. */
+static int noisy_enter(modal_ctx *ctx)
+{
+    for (int i = 0; i < ENTER_LINES; i++)
+        printf("enter-line %d\n", i);
+    return 0;
+}
+
+MODAL_FUNCTION(noisy_start, .enter = noisy_enter, .scaledown_window = 5)
 {
     return modal_int(1);
 }
@@ -284,6 +300,37 @@ static void test_limit_says_what_it_left_out(void **state)
     modal_call_free(c);
 }
 
+static void test_startup_output_once_in_order(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_remote(&noisy_start, modal_list(), &out, &err), err);
+    modal_value_free(out);
+    /* The app log holds every line of the enter hook once, in order. */
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/logs/itest-output.log", rt.dir);
+    int next = 0, bad = 0;
+    double deadline = harness_now() + 10;
+    do {
+        harness_sleep(0.05);
+        char *log = harness_read_file(path, NULL);
+        assert_non_null(log);
+        next = bad = 0;
+        for (char *p = log; (p = strstr(p, "noisy_start stdout ")) != NULL; p++) {
+            int k = -1;
+            if (sscanf(p, "noisy_start stdout enter-line %d\n", &k) != 1 || k != next) {
+                if (bad++ == 0)
+                    print_error("expected enter-line %d: %.60s\n", next, p);
+            } else {
+                next++;
+            }
+        }
+        free(log);
+    } while (next + bad < ENTER_LINES && harness_now() < deadline);
+    assert_int_equal(bad, 0);
+    assert_int_equal(next, ENTER_LINES);
+}
+
 /* Child mode: warm calls to quick until the file argv[2] exists; prints
  * how many calls ran and the slowest. */
 static int child_warm(const char *done)
@@ -360,6 +407,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_client_prints_whole_lines_by_stream),
         cmocka_unit_test(test_limit_says_what_it_left_out),
         cmocka_unit_test(test_noisy_function_does_not_stall_others),
+        cmocka_unit_test(test_startup_output_once_in_order),
     };
     return cmocka_run_group_tests_name("output", tests, harness_group_setup,
                                        harness_group_teardown);

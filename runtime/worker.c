@@ -632,6 +632,8 @@ static void worker_remove(rt_worker *w)
     free(w);
 }
 
+static int handle_message(rt_worker *w, int dontwait);
+
 /* The worker's process exited (its pidfd is readable; with no pidfd, its
  * socket closed and it is made to exit). Reap it and settle what it was
  * doing. Returns false when it cannot be reaped yet. */
@@ -644,6 +646,13 @@ static bool worker_died(rt_worker *w)
     pid_t r = waitpid(w->pid, &status, w->pidfd >= 0 ? WNOHANG : 0);
     if (r == 0)
         return false; /* the pidfd fires again */
+    /* What it sent before it died comes first (output, a result): the
+     * loop takes only so many messages per turn. It takes no new call. */
+    if (w->pidfd >= 0 && (w->state == RT_W_READY || w->state == RT_W_EXITING)) {
+        w->state = RT_W_EXITING;
+        while (!w->sock_closed && handle_message(w, 1) == 0)
+            ;
+    }
     rt_call *c = w->inflight;
     /* What it wrote last and could not send belongs to its running call. */
     drain(w, c != NULL && w->state != RT_W_DEAD ? c->id : "", true);

@@ -4,7 +4,8 @@
  * environment; a call cancelled after it was sent ahead never runs;
  * children a worker forked die with it on a timeout, and one that left its
  * process group cannot hold the pool; a function that breaks the runtime
- * protocol is reported as such, not as a kill.
+ * protocol is reported as such, not as a kill; and what a worker wrote
+ * before it crashed is kept whole.
  *
  * This binary is also the worker the runtime starts.
  */
@@ -87,6 +88,25 @@ MODAL_FUNCTION(garbles_socket, .scaledown_window = 5)
         return modal_ctx_fail(ctx, "could not write to fd 3");
     harness_sleep(2);
     return modal_int(1);
+}
+
+#define LAST_WORDS 1000
+
+/* Writes its pid to argument 0, then LAST_WORDS numbered lines, one
+ * write each, and aborts. */
+MODAL_FUNCTION(last_words, .scaledown_window = 5)
+{
+    FILE *f = fopen(modal_arg_string(args, 0), "w");
+    if (f != NULL) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+    harness_sleep(0.3);
+    for (int i = 0; i < LAST_WORDS; i++) {
+        printf("last-word %d\n", i);
+        usleep(50);
+    }
+    abort();
 }
 
 /* ---- helpers -------------------------------------------------------- */
@@ -283,6 +303,47 @@ static void test_garbage_on_socket_is_a_protocol_error(void **state)
     assert_null(strstr(err.message, "SIGKILL"));
 }
 
+static void test_output_before_a_crash_is_kept(void **state)
+{
+    char pidfile[PATH_MAX + 32];
+    snprintf(pidfile, sizeof pidfile, "%s/last-words.pid", rt.dir);
+    modal_call *c = NULL;
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&last_words, modal_args(modal_string(pidfile)), &c, &err), err);
+    pid_t worker = read_pid(pidfile);
+    assert_true(worker > 0);
+    /* The runtime is held while the worker writes and dies, so its output
+     * is still queued (sent, and in the pipe) when it learns of the death. */
+    assert_int_equal(kill(rt.pid, SIGSTOP), 0);
+    double deadline = harness_now() + 20;
+    while (!pid_gone(worker) && harness_now() < deadline)
+        harness_sleep(0.01);
+    kill(rt.pid, SIGCONT);
+    assert_true(pid_gone(worker));
+    assert_status(modal_call_get(c, 30, &out, &err), MODAL_ECRASH, err);
+    assert_message_contains(err, "SIGABRT");
+    char path[160];
+    snprintf(path, sizeof path, "/v1/calls/%s/logs?offset=0", modal_call_id(c));
+    long status = 0;
+    char *logs = NULL;
+    size_t len = 0;
+    harness_http(&rt, "GET", path, rt.token, NULL, 0, &status, &logs, &len);
+    assert_int_equal(status, 200);
+    /* Every line, once, in order. */
+    int next = 0;
+    for (char *line = strtok(logs, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        int k = -1;
+        if (sscanf(line, "1 last-word %d", &k) == 1 && k == next)
+            next++;
+        else
+            print_error("after line %d: %s\n", next - 1, line);
+    }
+    free(logs);
+    assert_int_equal(next, LAST_WORDS);
+    modal_call_free(c);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -294,6 +355,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_child_leaving_group_does_not_hold_pool),
         cmocka_unit_test(test_closed_socket_is_a_protocol_error),
         cmocka_unit_test(test_garbage_on_socket_is_a_protocol_error),
+        cmocka_unit_test(test_output_before_a_crash_is_kept),
     };
     return cmocka_run_group_tests_name("lifecycle", tests, setup, teardown);
 }

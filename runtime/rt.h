@@ -219,7 +219,8 @@ void rt_wake(void);
 /* Stop w: a call at the head of its list fails its attempt (ECRASH, or is
  * released if cancelled), calls behind it go back to the queue. */
 void rt_worker_kill(rt_worker *w, const char *why);
-/* Take w's running call off its list without starting the next one. */
+/* Take w's running call off its list without starting the next one; the
+ * calls behind it go back to the queue (w is stopped next). */
 void rt_worker_drop_head(rt_worker *w);
 /* c, cancelled, was sent ahead to a worker: tell it not to start c. */
 void rt_worker_cancel_sent(rt_call *c);

@@ -472,11 +472,14 @@ void rt_worker_drop_head(rt_worker *w)
     if (c == NULL)
         return;
     end_lines(w);
-    w->inflight = c->qnext;
-    if (w->inflight == NULL)
-        w->inflight_tail = NULL;
-    w->ninflight--;
+    /* The worker is stopped next: the calls behind never started, and go
+     * back to the queue before stop_worker would fail the first as if it
+     * had been running. */
+    rt_call *rest = c->qnext;
+    w->inflight = w->inflight_tail = NULL;
+    w->ninflight = 0;
     c->qnext = NULL;
+    rt_requeue_unstarted(w->pool, rest);
 }
 
 void rt_worker_cancel_sent(rt_call *c)

@@ -1,7 +1,8 @@
 /*
  * test_lifecycle.c: a worker's life against a real runtime. Nested calls
  * reach the runtime running the worker; workers see only the allowed
- * environment; a call cancelled after it was sent ahead never runs;
+ * environment; a call cancelled after it was sent ahead never runs, and
+ * cancelling a running call does not fail the one sent ahead behind it;
  * children a worker forked die with it on a timeout, and one that left its
  * process group cannot hold the pool; a function that breaks the runtime
  * protocol is reported as such, not as a kill; and what a worker wrote
@@ -48,6 +49,16 @@ MODAL_FUNCTION(slow_marker, .max_containers = 1, .scaledown_window = 5)
         if (f != NULL)
             fclose(f);
     }
+    return modal_int(getpid());
+}
+
+/* slow_marker with a slow retry: a call charged a failed attempt waits
+ * 30 s for the next. */
+MODAL_FUNCTION(slow_retry, .max_containers = 1, .scaledown_window = 5,
+               .retry_policy = MODAL_RETRIES(.max_retries = 1, .initial_delay = 30,
+                                             .backoff_coefficient = 1))
+{
+    harness_sleep(modal_arg_float(args, 0));
     return modal_int(getpid());
 }
 
@@ -240,6 +251,26 @@ static void test_cancelled_call_sent_ahead_never_runs(void **state)
     modal_call_free(victim);
 }
 
+static void test_cancel_spares_the_call_sent_behind(void **state)
+{
+    modal_call *running = NULL, *behind = NULL;
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_remote(&slow_retry, modal_args(modal_float(0)), &out, &err), err);
+    modal_value_free(out);
+    assert_ok(modal_fn_spawn(&slow_retry, modal_args(modal_float(5)), &running, &err), err);
+    harness_sleep(0.3);
+    assert_ok(modal_fn_spawn(&slow_retry, modal_args(modal_float(0)), &behind, &err), err);
+    harness_sleep(0.2); /* sent ahead to the busy worker */
+    assert_ok(modal_call_cancel(running, &err), err);
+    /* The call behind never ran: it goes to a new worker at once, with no
+     * failed attempt (and its retry delay) charged to it. */
+    assert_ok(modal_call_get(behind, 10, &out, &err), err);
+    modal_value_free(out);
+    modal_call_free(running);
+    modal_call_free(behind);
+}
+
 /* forker in a worker with a child; after the timeout the next call must be
  * served at once. Returns the child's pid. */
 static pid_t time_out_with_child(bool leave)
@@ -351,6 +382,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_nested_call_reaches_same_runtime),
         cmocka_unit_test(test_worker_environment_is_allow_listed),
         cmocka_unit_test(test_cancelled_call_sent_ahead_never_runs),
+        cmocka_unit_test(test_cancel_spares_the_call_sent_behind),
         cmocka_unit_test(test_timeout_kills_forked_children),
         cmocka_unit_test(test_child_leaving_group_does_not_hold_pool),
         cmocka_unit_test(test_closed_socket_is_a_protocol_error),

@@ -365,6 +365,20 @@ static void end_lines(rt_worker *w)
     stage_commit(&stage_buf);
 }
 
+/* Where to cut len bytes of a long line so that no UTF-8 character is
+ * split: before the last one when it does not end within them. */
+static size_t utf8_cut(const char *p, size_t len)
+{
+    for (size_t back = 1; back <= 4 && back < len; back++) {
+        unsigned char b = (unsigned char)p[len - back];
+        if ((b & 0xC0) == 0x80)
+            continue; /* inside a character: look for its first byte */
+        size_t need = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+        return need > back ? len - back : len;
+    }
+    return len;
+}
+
 /* Output bytes of stream s written by call id ("" for none). */
 static void take_output(rt_worker *w, const char *id, int s, const char *p, size_t n)
 {
@@ -392,8 +406,10 @@ static void take_output(rt_worker *w, const char *id, int s, const char *p, size
             memcpy(w->line[s] + w->line_len[s], p, take);
             w->line_len[s] += take;
             if (take < seg) { /* too long: this piece goes out marked */
-                emit_line(w, &stage_buf, id, s, w->line[s], w->line_len[s], true);
-                w->line_len[s] = 0;
+                size_t cut = utf8_cut(w->line[s], w->line_len[s]);
+                emit_line(w, &stage_buf, id, s, w->line[s], cut, true);
+                memmove(w->line[s], w->line[s] + cut, w->line_len[s] - cut);
+                w->line_len[s] -= cut;
                 p += take;
                 n -= take;
                 continue;

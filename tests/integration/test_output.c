@@ -2,10 +2,10 @@
  * test_output.c: worker output against a real runtime. Every line is filed
  * under the call that wrote it while calls are sent ahead to a busy worker;
  * stdout and stderr lines stay apart; long lines arrive whole (or cut with
- * a mark past 64 KiB), also through the client; output over the per-call
- * limit ends with a notice; a function writing 50 MB does not stall
- * warm calls from another process; and output written before the worker
- * is ready reaches the app log once and in order.
+ * a mark past 64 KiB, between UTF-8 characters), also through the client;
+ * output over the per-call limit ends with a notice; a function writing
+ * 50 MB does not stall warm calls from another process; and output written
+ * before the worker is ready reaches the app log once and in order.
  *
  * This binary is also the worker the runtime starts, and a client in
  * "child mode" (--child-long, --child-warm).
@@ -51,6 +51,16 @@ MODAL_FUNCTION(long_line, .scaledown_window = 5)
     line[n] = '\n';
     fwrite(line, 1, (size_t)n + 1, stdout);
     free(line);
+    return modal_int(n);
+}
+
+/* One line: 'a', then argument 0 times "\u00e9" (2 bytes each). */
+MODAL_FUNCTION(long_utf8, .scaledown_window = 5)
+{
+    int64_t n = modal_arg_int(args, 0);
+    for (int64_t k = 0; k < n; k++)
+        fputs(k == 0 ? "a\u00e9" : "\u00e9", stdout);
+    putchar('\n');
     return modal_int(n);
 }
 
@@ -223,6 +233,33 @@ static void test_long_lines_whole_or_marked(void **state)
         assert_int_equal(marked, want - 1);
         modal_call_free(c);
     }
+}
+
+static void test_long_line_cut_between_characters(void **state)
+{
+    const int64_t chars = 40000; /* 80,001 bytes: 65,536 falls inside one */
+    modal_call *c = NULL;
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&long_utf8, modal_args(modal_int(chars)), &c, &err), err);
+    assert_ok(modal_call_get(c, 60, &out, &err), err);
+    modal_value_free(out);
+    char *logs = call_logs(modal_call_id(c));
+    /* Each piece is whole characters: "1 ", 'a' in the first, then pairs. */
+    size_t pieces = 0, pairs = 0;
+    for (char *line = strtok(logs, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        assert_true(strncmp(line, pieces == 0 ? "1 a" : "1 ", pieces == 0 ? 3 : 2) == 0);
+        const char *p = line + (pieces == 0 ? 3 : 2);
+        for (; strncmp(p, "\u00e9", 2) == 0; p += 2)
+            pairs++;
+        if (*p != '\0')
+            assert_string_equal(p, " [line continues]");
+        pieces++;
+    }
+    free(logs);
+    assert_int_equal(pieces, 2);
+    assert_int_equal(pairs, chars);
+    modal_call_free(c);
 }
 
 /* Child mode: call long_line(2000) and mixed() with output shown. */
@@ -404,6 +441,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_lines_filed_under_their_call),
         cmocka_unit_test(test_streams_stay_apart),
         cmocka_unit_test(test_long_lines_whole_or_marked),
+        cmocka_unit_test(test_long_line_cut_between_characters),
         cmocka_unit_test(test_client_prints_whole_lines_by_stream),
         cmocka_unit_test(test_limit_says_what_it_left_out),
         cmocka_unit_test(test_noisy_function_does_not_stall_others),

@@ -85,6 +85,7 @@ struct rt_worker {
     double started_at, idle_since;
     bool sock_closed;        /* the socket hung up while the process lived */
     double sock_closed_at;
+    double exiting_since;    /* RT_W_EXITING with no call left: since when, 0 before */
     char *line[2];           /* unfinished lines of stdout, stderr */
     size_t line_len[2], line_cap[2];
     char line_id[2][48];     /* the call each was written by, "" for none */

@@ -33,6 +33,9 @@ extern char **environ;
 /* A socket that hangs up while its process lives this long was closed by
  * the function's code; the process is then stopped. */
 #define SOCK_CLOSE_GRACE 1.0
+/* A worker asked to exit (its exit hook runs) is stopped after this long,
+ * as at shutdown, so a hook that hangs cannot keep its pool's slot. */
+#define EXIT_GRACE 5.0
 /* Output lines are kept whole up to this size; longer ones are cut into
  * pieces of this size, each but the last marked. */
 #define LINE_MAX_BYTES (64 * 1024)
@@ -903,6 +906,15 @@ static void check_timers(double now)
                    p->nworkers > p->pol.min_containers) {
             w->state = RT_W_EXITING;
             modal__ipc_send(w->sock, MODAL__MSG_EXIT, NULL, NULL, 0, -1, NULL);
+        } else if (w->state == RT_W_EXITING && w->inflight == NULL) {
+            if (w->exiting_since == 0)
+                w->exiting_since = now;
+            else if (now - w->exiting_since > EXIT_GRACE) {
+                char why[120];
+                snprintf(why, sizeof why, "it was asked to exit %.0f s ago and did not (does "
+                         "its exit hook hang?)", EXIT_GRACE);
+                rt_worker_kill(w, why);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
  * reach the runtime running the worker; workers see only the allowed
  * environment; a call cancelled after it was sent ahead never runs, and
  * cancelling a running call does not fail the one sent ahead behind it;
+ * a worker stuck in its exit hook is stopped and frees its pool's slot;
  * children a worker forked die with it on a timeout, and one that left its
  * process group cannot hold the pool; a function that breaks the runtime
  * protocol is reported as such, not as a kill; and what a worker wrote
@@ -59,6 +60,18 @@ MODAL_FUNCTION(slow_retry, .max_containers = 1, .scaledown_window = 5,
                                              .backoff_coefficient = 1))
 {
     harness_sleep(modal_arg_float(args, 0));
+    return modal_int(getpid());
+}
+
+static int hang_on_exit(modal_ctx *ctx)
+{
+    harness_sleep(1000);
+    return 0;
+}
+
+/* Retired after each call; its exit hook never returns. */
+MODAL_FUNCTION(stuck_exit, .max_containers = 1, .max_inputs = 1, .exit = hang_on_exit)
+{
     return modal_int(getpid());
 }
 
@@ -271,6 +284,26 @@ static void test_cancel_spares_the_call_sent_behind(void **state)
     modal_call_free(behind);
 }
 
+static void test_exit_hook_cannot_hold_the_pool(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    int64_t pid1 = 0, pid2 = 0;
+    assert_ok(modal_fn_remote(&stuck_exit, modal_list(), &out, &err), err);
+    assert_ok(modal_get_int(out, &pid1, &err), err);
+    modal_value_free(out);
+    /* The first worker retires and hangs in its exit hook: it is stopped
+     * after a grace period and frees the pool's only slot. */
+    modal_call *c = NULL;
+    assert_ok(modal_fn_spawn(&stuck_exit, modal_list(), &c, &err), err);
+    assert_ok(modal_call_get(c, 15, &out, &err), err);
+    assert_ok(modal_get_int(out, &pid2, &err), err);
+    modal_value_free(out);
+    modal_call_free(c);
+    assert_true(pid2 != pid1);
+    assert_true(pid_gone((pid_t)pid1));
+}
+
 /* forker in a worker with a child; after the timeout the next call must be
  * served at once. Returns the child's pid. */
 static pid_t time_out_with_child(bool leave)
@@ -383,6 +416,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_worker_environment_is_allow_listed),
         cmocka_unit_test(test_cancelled_call_sent_ahead_never_runs),
         cmocka_unit_test(test_cancel_spares_the_call_sent_behind),
+        cmocka_unit_test(test_exit_hook_cannot_hold_the_pool),
         cmocka_unit_test(test_timeout_kills_forked_children),
         cmocka_unit_test(test_child_leaving_group_does_not_hold_pool),
         cmocka_unit_test(test_closed_socket_is_a_protocol_error),

@@ -9,7 +9,8 @@
  *
  * One event-loop thread polls every worker: it reads HELLO, LOG and RESULT
  * messages, enforces timeouts, and learns of a worker's death from its
- * pidfd, so a child holding the socket cannot keep a dead worker's slot.
+ * pidfd (where pidfd_open() is refused, from waitid() each turn), so a
+ * child holding the socket cannot keep a dead worker's slot.
  */
 #include "rt.h"
 
@@ -656,9 +657,9 @@ static void worker_remove(rt_worker *w)
 
 static int handle_message(rt_worker *w, int dontwait);
 
-/* The worker's process exited (its pidfd is readable; with no pidfd, its
- * socket closed and it is made to exit). Reap it and settle what it was
- * doing. Returns false when it cannot be reaped yet. */
+/* The worker's process exited (its pidfd is readable; with no pidfd,
+ * waitid() says so). Reap it and settle what it was doing. Returns false
+ * when it cannot be reaped yet. */
 static bool worker_died(rt_worker *w)
 {
     /* Its children go with it: the group is killed while the leader is
@@ -670,7 +671,7 @@ static bool worker_died(rt_worker *w)
         return false; /* the pidfd fires again */
     /* What it sent before it died comes first (output, a result): the
      * loop takes only so many messages per turn. It takes no new call. */
-    if (w->pidfd >= 0 && (w->state == RT_W_READY || w->state == RT_W_EXITING)) {
+    if (w->state == RT_W_READY || w->state == RT_W_EXITING) {
         w->state = RT_W_EXITING;
         while (!w->sock_closed && handle_message(w, 1) == 0)
             ;
@@ -821,10 +822,6 @@ static void handle_log(rt_worker *w, cJSON *meta, modal__buf *payload)
 /* The socket closed while the process may live on. */
 static void socket_closed(rt_worker *w)
 {
-    if (w->pidfd < 0) {
-        worker_died(w); /* no pidfd: the hang-up is all there is */
-        return;
-    }
     w->sock_closed = true;
     w->sock_closed_at = rt_now();
 }
@@ -966,8 +963,6 @@ void *rt_loop(void *arg)
                 SLOT(w->sock, w, SLOT_SOCK);
             if (w->pidfd >= 0)
                 SLOT(w->pidfd, w, SLOT_PIDFD);
-            else if (w->state == RT_W_DEAD && !w->sock_closed)
-                SLOT(w->sock, w, SLOT_SOCK); /* no pidfd: its hang-up tells */
             /* Until HELLO the worker's own capture may not run yet. */
             if (w->state == RT_W_STARTING) {
                 if (w->out_fd >= 0)
@@ -1024,6 +1019,16 @@ void *rt_loop(void *arg)
             } else if (fds[i].revents & (POLLHUP | POLLERR)) {
                 socket_closed(w);
             }
+        }
+        /* Without a pidfd, a worker's death is learned by asking: its
+         * socket may be held open by a child it forked. */
+        for (rt_worker *w = rt.workers, *wnext; w != NULL; w = wnext) {
+            wnext = w->next;
+            siginfo_t si = {0};
+            if (w->pidfd < 0 &&
+                waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                si.si_pid == w->pid)
+                worker_died(w);
         }
         now = rt_now();
         check_timers(now);

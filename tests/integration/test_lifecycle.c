@@ -7,11 +7,18 @@
  * children a worker forked die with it on a timeout, and one that left its
  * process group cannot hold the pool; a function that breaks the runtime
  * protocol is reported as such, not as a kill; and what a worker wrote
- * before it crashed is kept whole.
+ * before it crashed is kept whole. All of it holds also where the runtime
+ * cannot have pidfds.
  *
  * This binary is also the worker the runtime starts.
  */
 #include "harness.h"
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 MODAL_APP("itest-lifecycle");
 
@@ -408,6 +415,29 @@ static void test_output_before_a_crash_is_kept(void **state)
     modal_call_free(c);
 }
 
+/* The runtime started next, and its workers, find pidfd_open()
+ * unavailable (ENOSYS), as on kernels before 5.3 or under container
+ * profiles that refuse it: this process installs a seccomp filter that
+ * they inherit. */
+static int setup_without_pidfd(void **state)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+        fprintf(stderr, "cannot install a seccomp filter: %s\n", strerror(errno));
+        return -1;
+    }
+    if (syscall(SYS_pidfd_open, getpid(), 0) >= 0 || errno != ENOSYS)
+        return -1;
+    return setup(state);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -423,5 +453,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_garbage_on_socket_is_a_protocol_error),
         cmocka_unit_test(test_output_before_a_crash_is_kept),
     };
-    return cmocka_run_group_tests_name("lifecycle", tests, setup, teardown);
+    int failed = cmocka_run_group_tests_name("lifecycle", tests, setup, teardown);
+    /* The same without pidfd; last, as the filter stays for this process. */
+    failed += cmocka_run_group_tests_name("lifecycle without pidfd", tests, setup_without_pidfd,
+                                          teardown);
+    return failed;
 }

@@ -133,6 +133,17 @@ static void cap_start(int sock)
     cap.sock = sock;
     cap.fds[0] = out;
     cap.fds[1] = err;
+}
+
+/* Start reading the pipes, once the runtime has read what they held
+ * before HELLO (it sent a message since): two readers of one pipe would
+ * duplicate and lose output. */
+static void cap_run(void)
+{
+    static bool started;
+    if (started || cap.fds[0] < 0)
+        return;
+    started = true;
     /* The thread takes no signals: they belong to the function's code. */
     sigset_t all, old;
     sigfillset(&all);
@@ -473,6 +484,7 @@ void modal_worker_serve_if_worker(int argc, char **argv)
                 exit(0);
             }
         }
+        cap_run();
         job *j = jq_head;
         jq_head = j->next;
         if (jq_head == NULL)

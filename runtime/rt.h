@@ -85,6 +85,7 @@ struct rt_worker {
     double started_at, idle_since;
     bool sock_closed;        /* the socket hung up while the process lived */
     double sock_closed_at;
+    double exiting_since;    /* RT_W_EXITING with no call left: since when, 0 before */
     char *line[2];           /* unfinished lines of stdout, stderr */
     size_t line_len[2], line_cap[2];
     char line_id[2][48];     /* the call each was written by, "" for none */
@@ -219,7 +220,8 @@ void rt_wake(void);
 /* Stop w: a call at the head of its list fails its attempt (ECRASH, or is
  * released if cancelled), calls behind it go back to the queue. */
 void rt_worker_kill(rt_worker *w, const char *why);
-/* Take w's running call off its list without starting the next one. */
+/* Take w's running call off its list without starting the next one; the
+ * calls behind it go back to the queue (w is stopped next). */
 void rt_worker_drop_head(rt_worker *w);
 /* c, cancelled, was sent ahead to a worker: tell it not to start c. */
 void rt_worker_cancel_sent(rt_call *c);

@@ -9,7 +9,8 @@
  *
  * One event-loop thread polls every worker: it reads HELLO, LOG and RESULT
  * messages, enforces timeouts, and learns of a worker's death from its
- * pidfd, so a child holding the socket cannot keep a dead worker's slot.
+ * pidfd (where pidfd_open() is refused, from waitid() each turn), so a
+ * child holding the socket cannot keep a dead worker's slot.
  */
 #include "rt.h"
 
@@ -33,6 +34,9 @@ extern char **environ;
 /* A socket that hangs up while its process lives this long was closed by
  * the function's code; the process is then stopped. */
 #define SOCK_CLOSE_GRACE 1.0
+/* A worker asked to exit (its exit hook runs) is stopped after this long,
+ * as at shutdown, so a hook that hangs cannot keep its pool's slot. */
+#define EXIT_GRACE 5.0
 /* Output lines are kept whole up to this size; longer ones are cut into
  * pieces of this size, each but the last marked. */
 #define LINE_MAX_BYTES (64 * 1024)
@@ -345,6 +349,20 @@ static void end_lines(rt_worker *w)
     stage_commit(&stage_buf);
 }
 
+/* Where to cut len bytes of a long line so that no UTF-8 character is
+ * split: before the last one when it does not end within them. */
+static size_t utf8_cut(const char *p, size_t len)
+{
+    for (size_t back = 1; back <= 4 && back < len; back++) {
+        unsigned char b = (unsigned char)p[len - back];
+        if ((b & 0xC0) == 0x80)
+            continue; /* inside a character: look for its first byte */
+        size_t need = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+        return need > back ? len - back : len;
+    }
+    return len;
+}
+
 /* Output bytes of stream s written by call id ("" for none). */
 static void take_output(rt_worker *w, const char *id, int s, const char *p, size_t n)
 {
@@ -372,8 +390,10 @@ static void take_output(rt_worker *w, const char *id, int s, const char *p, size
             memcpy(w->line[s] + w->line_len[s], p, take);
             w->line_len[s] += take;
             if (take < seg) { /* too long: this piece goes out marked */
-                emit_line(w, &stage_buf, id, s, w->line[s], w->line_len[s], true);
-                w->line_len[s] = 0;
+                size_t cut = utf8_cut(w->line[s], w->line_len[s]);
+                emit_line(w, &stage_buf, id, s, w->line[s], cut, true);
+                memmove(w->line[s], w->line[s] + cut, w->line_len[s] - cut);
+                w->line_len[s] -= cut;
                 p += take;
                 n -= take;
                 continue;
@@ -452,11 +472,14 @@ void rt_worker_drop_head(rt_worker *w)
     if (c == NULL)
         return;
     end_lines(w);
-    w->inflight = c->qnext;
-    if (w->inflight == NULL)
-        w->inflight_tail = NULL;
-    w->ninflight--;
+    /* The worker is stopped next: the calls behind never started, and go
+     * back to the queue before stop_worker would fail the first as if it
+     * had been running. */
+    rt_call *rest = c->qnext;
+    w->inflight = w->inflight_tail = NULL;
+    w->ninflight = 0;
     c->qnext = NULL;
+    rt_requeue_unstarted(w->pool, rest);
 }
 
 void rt_worker_cancel_sent(rt_call *c)
@@ -612,9 +635,11 @@ static void worker_remove(rt_worker *w)
     free(w);
 }
 
-/* The worker's process exited (its pidfd is readable; with no pidfd, its
- * socket closed and it is made to exit). Reap it and settle what it was
- * doing. Returns false when it cannot be reaped yet. */
+static int handle_message(rt_worker *w, int dontwait);
+
+/* The worker's process exited (its pidfd is readable; with no pidfd,
+ * waitid() says so). Reap it and settle what it was doing. Returns false
+ * when it cannot be reaped yet. */
 static bool worker_died(rt_worker *w)
 {
     /* Its children go with it: the group is killed while the leader is
@@ -624,6 +649,13 @@ static bool worker_died(rt_worker *w)
     pid_t r = waitpid(w->pid, &status, w->pidfd >= 0 ? WNOHANG : 0);
     if (r == 0)
         return false; /* the pidfd fires again */
+    /* What it sent before it died comes first (output, a result): the
+     * loop takes only so many messages per turn. It takes no new call. */
+    if (w->state == RT_W_READY || w->state == RT_W_EXITING) {
+        w->state = RT_W_EXITING;
+        while (!w->sock_closed && handle_message(w, 1) == 0)
+            ;
+    }
     rt_call *c = w->inflight;
     /* What it wrote last and could not send belongs to its running call. */
     drain(w, c != NULL && w->state != RT_W_DEAD ? c->id : "", true);
@@ -770,10 +802,6 @@ static void handle_log(rt_worker *w, cJSON *meta, modal__buf *payload)
 /* The socket closed while the process may live on. */
 static void socket_closed(rt_worker *w)
 {
-    if (w->pidfd < 0) {
-        worker_died(w); /* no pidfd: the hang-up is all there is */
-        return;
-    }
     w->sock_closed = true;
     w->sock_closed_at = rt_now();
 }
@@ -855,6 +883,15 @@ static void check_timers(double now)
                    p->nworkers > p->pol.min_containers) {
             w->state = RT_W_EXITING;
             modal__ipc_send(w->sock, MODAL__MSG_EXIT, NULL, NULL, 0, -1, NULL);
+        } else if (w->state == RT_W_EXITING && w->inflight == NULL) {
+            if (w->exiting_since == 0)
+                w->exiting_since = now;
+            else if (now - w->exiting_since > EXIT_GRACE) {
+                char why[120];
+                snprintf(why, sizeof why, "it was asked to exit %.0f s ago and did not (does "
+                         "its exit hook hang?)", EXIT_GRACE);
+                rt_worker_kill(w, why);
+            }
         }
     }
 }
@@ -906,8 +943,6 @@ void *rt_loop(void *arg)
                 SLOT(w->sock, w, SLOT_SOCK);
             if (w->pidfd >= 0)
                 SLOT(w->pidfd, w, SLOT_PIDFD);
-            else if (w->state == RT_W_DEAD && !w->sock_closed)
-                SLOT(w->sock, w, SLOT_SOCK); /* no pidfd: its hang-up tells */
             /* Until HELLO the worker's own capture may not run yet. */
             if (w->state == RT_W_STARTING) {
                 if (w->out_fd >= 0)
@@ -964,6 +999,16 @@ void *rt_loop(void *arg)
             } else if (fds[i].revents & (POLLHUP | POLLERR)) {
                 socket_closed(w);
             }
+        }
+        /* Without a pidfd, a worker's death is learned by asking: its
+         * socket may be held open by a child it forked. */
+        for (rt_worker *w = rt.workers, *wnext; w != NULL; w = wnext) {
+            wnext = w->next;
+            siginfo_t si = {0};
+            if (w->pidfd < 0 &&
+                waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                si.si_pid == w->pid)
+                worker_died(w);
         }
         now = rt_now();
         check_timers(now);

@@ -1,14 +1,24 @@
 /*
  * test_lifecycle.c: a worker's life against a real runtime. Nested calls
  * reach the runtime running the worker; workers see only the allowed
- * environment; a call cancelled after it was sent ahead never runs;
+ * environment; a call cancelled after it was sent ahead never runs, and
+ * cancelling a running call does not fail the one sent ahead behind it;
+ * a worker stuck in its exit hook is stopped and frees its pool's slot;
  * children a worker forked die with it on a timeout, and one that left its
  * process group cannot hold the pool; a function that breaks the runtime
- * protocol is reported as such, not as a kill.
+ * protocol is reported as such, not as a kill; and what a worker wrote
+ * before it crashed is kept whole. All of it holds also where the runtime
+ * cannot have pidfds.
  *
  * This binary is also the worker the runtime starts.
  */
 #include "harness.h"
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 MODAL_APP("itest-lifecycle");
 
@@ -50,6 +60,28 @@ MODAL_FUNCTION(slow_marker, .max_containers = 1, .scaledown_window = 5)
     return modal_int(getpid());
 }
 
+/* slow_marker with a slow retry: a call charged a failed attempt waits
+ * 30 s for the next. */
+MODAL_FUNCTION(slow_retry, .max_containers = 1, .scaledown_window = 5,
+               .retry_policy = MODAL_RETRIES(.max_retries = 1, .initial_delay = 30,
+                                             .backoff_coefficient = 1))
+{
+    harness_sleep(modal_arg_float(args, 0));
+    return modal_int(getpid());
+}
+
+static int hang_on_exit(modal_ctx *ctx)
+{
+    harness_sleep(1000);
+    return 0;
+}
+
+/* Retired after each call; its exit hook never returns. */
+MODAL_FUNCTION(stuck_exit, .max_containers = 1, .max_inputs = 1, .exit = hang_on_exit)
+{
+    return modal_int(getpid());
+}
+
 /* With a path: forks a child that sleeps 1000 s (after setsid() when
  * argument 1 is true), writes its pid there, and sleeps past the timeout.
  * Without one, answers at once. */
@@ -87,6 +119,25 @@ MODAL_FUNCTION(garbles_socket, .scaledown_window = 5)
         return modal_ctx_fail(ctx, "could not write to fd 3");
     harness_sleep(2);
     return modal_int(1);
+}
+
+#define LAST_WORDS 1000
+
+/* Writes its pid to argument 0, then LAST_WORDS numbered lines, one
+ * write each, and aborts. */
+MODAL_FUNCTION(last_words, .scaledown_window = 5)
+{
+    FILE *f = fopen(modal_arg_string(args, 0), "w");
+    if (f != NULL) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+    harness_sleep(0.3);
+    for (int i = 0; i < LAST_WORDS; i++) {
+        printf("last-word %d\n", i);
+        usleep(50);
+    }
+    abort();
 }
 
 /* ---- helpers -------------------------------------------------------- */
@@ -220,6 +271,46 @@ static void test_cancelled_call_sent_ahead_never_runs(void **state)
     modal_call_free(victim);
 }
 
+static void test_cancel_spares_the_call_sent_behind(void **state)
+{
+    modal_call *running = NULL, *behind = NULL;
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_remote(&slow_retry, modal_args(modal_float(0)), &out, &err), err);
+    modal_value_free(out);
+    assert_ok(modal_fn_spawn(&slow_retry, modal_args(modal_float(5)), &running, &err), err);
+    harness_sleep(0.3);
+    assert_ok(modal_fn_spawn(&slow_retry, modal_args(modal_float(0)), &behind, &err), err);
+    harness_sleep(0.2); /* sent ahead to the busy worker */
+    assert_ok(modal_call_cancel(running, &err), err);
+    /* The call behind never ran: it goes to a new worker at once, with no
+     * failed attempt (and its retry delay) charged to it. */
+    assert_ok(modal_call_get(behind, 10, &out, &err), err);
+    modal_value_free(out);
+    modal_call_free(running);
+    modal_call_free(behind);
+}
+
+static void test_exit_hook_cannot_hold_the_pool(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    int64_t pid1 = 0, pid2 = 0;
+    assert_ok(modal_fn_remote(&stuck_exit, modal_list(), &out, &err), err);
+    assert_ok(modal_get_int(out, &pid1, &err), err);
+    modal_value_free(out);
+    /* The first worker retires and hangs in its exit hook: it is stopped
+     * after a grace period and frees the pool's only slot. */
+    modal_call *c = NULL;
+    assert_ok(modal_fn_spawn(&stuck_exit, modal_list(), &c, &err), err);
+    assert_ok(modal_call_get(c, 15, &out, &err), err);
+    assert_ok(modal_get_int(out, &pid2, &err), err);
+    modal_value_free(out);
+    modal_call_free(c);
+    assert_true(pid2 != pid1);
+    assert_true(pid_gone((pid_t)pid1));
+}
+
 /* forker in a worker with a child; after the timeout the next call must be
  * served at once. Returns the child's pid. */
 static pid_t time_out_with_child(bool leave)
@@ -283,6 +374,70 @@ static void test_garbage_on_socket_is_a_protocol_error(void **state)
     assert_null(strstr(err.message, "SIGKILL"));
 }
 
+static void test_output_before_a_crash_is_kept(void **state)
+{
+    char pidfile[PATH_MAX + 32];
+    snprintf(pidfile, sizeof pidfile, "%s/last-words.pid", rt.dir);
+    modal_call *c = NULL;
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&last_words, modal_args(modal_string(pidfile)), &c, &err), err);
+    pid_t worker = read_pid(pidfile);
+    assert_true(worker > 0);
+    /* The runtime is held while the worker writes and dies, so its output
+     * is still queued (sent, and in the pipe) when it learns of the death. */
+    assert_int_equal(kill(rt.pid, SIGSTOP), 0);
+    double deadline = harness_now() + 20;
+    while (!pid_gone(worker) && harness_now() < deadline)
+        harness_sleep(0.01);
+    kill(rt.pid, SIGCONT);
+    assert_true(pid_gone(worker));
+    assert_status(modal_call_get(c, 30, &out, &err), MODAL_ECRASH, err);
+    assert_message_contains(err, "SIGABRT");
+    char path[160];
+    snprintf(path, sizeof path, "/v1/calls/%s/logs?offset=0", modal_call_id(c));
+    long status = 0;
+    char *logs = NULL;
+    size_t len = 0;
+    harness_http(&rt, "GET", path, rt.token, NULL, 0, &status, &logs, &len);
+    assert_int_equal(status, 200);
+    /* Every line, once, in order. */
+    int next = 0;
+    for (char *line = strtok(logs, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        int k = -1;
+        if (sscanf(line, "1 last-word %d", &k) == 1 && k == next)
+            next++;
+        else
+            print_error("after line %d: %s\n", next - 1, line);
+    }
+    free(logs);
+    assert_int_equal(next, LAST_WORDS);
+    modal_call_free(c);
+}
+
+/* The runtime started next, and its workers, find pidfd_open()
+ * unavailable (ENOSYS), as on kernels before 5.3 or under container
+ * profiles that refuse it: this process installs a seccomp filter that
+ * they inherit. */
+static int setup_without_pidfd(void **state)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+        fprintf(stderr, "cannot install a seccomp filter: %s\n", strerror(errno));
+        return -1;
+    }
+    if (syscall(SYS_pidfd_open, getpid(), 0) >= 0 || errno != ENOSYS)
+        return -1;
+    return setup(state);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -290,10 +445,17 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_nested_call_reaches_same_runtime),
         cmocka_unit_test(test_worker_environment_is_allow_listed),
         cmocka_unit_test(test_cancelled_call_sent_ahead_never_runs),
+        cmocka_unit_test(test_cancel_spares_the_call_sent_behind),
+        cmocka_unit_test(test_exit_hook_cannot_hold_the_pool),
         cmocka_unit_test(test_timeout_kills_forked_children),
         cmocka_unit_test(test_child_leaving_group_does_not_hold_pool),
         cmocka_unit_test(test_closed_socket_is_a_protocol_error),
         cmocka_unit_test(test_garbage_on_socket_is_a_protocol_error),
+        cmocka_unit_test(test_output_before_a_crash_is_kept),
     };
-    return cmocka_run_group_tests_name("lifecycle", tests, setup, teardown);
+    int failed = cmocka_run_group_tests_name("lifecycle", tests, setup, teardown);
+    /* The same without pidfd; last, as the filter stays for this process. */
+    failed += cmocka_run_group_tests_name("lifecycle without pidfd", tests, setup_without_pidfd,
+                                          teardown);
+    return failed;
 }

@@ -2,9 +2,10 @@
  * test_output.c: worker output against a real runtime. Every line is filed
  * under the call that wrote it while calls are sent ahead to a busy worker;
  * stdout and stderr lines stay apart; long lines arrive whole (or cut with
- * a mark past 64 KiB), also through the client; output over the per-call
- * limit ends with a notice; and a function writing 50 MB does not stall
- * warm calls from another process.
+ * a mark past 64 KiB, between UTF-8 characters), also through the client;
+ * output over the per-call limit ends with a notice; a function writing
+ * 50 MB does not stall warm calls from another process; and output written
+ * before the worker is ready reaches the app log once and in order.
  *
  * This binary is also the worker the runtime starts, and a client in
  * "child mode" (--child-long, --child-warm).
@@ -53,6 +54,16 @@ MODAL_FUNCTION(long_line, .scaledown_window = 5)
     return modal_int(n);
 }
 
+/* One line: 'a', then argument 0 times "\u00e9" (2 bytes each). */
+MODAL_FUNCTION(long_utf8, .scaledown_window = 5)
+{
+    int64_t n = modal_arg_int(args, 0);
+    for (int64_t k = 0; k < n; k++)
+        fputs(k == 0 ? "a\u00e9" : "\u00e9", stdout);
+    putchar('\n');
+    return modal_int(n);
+}
+
 /* Argument 0 lines of argument 1 bytes each (newline included). */
 MODAL_FUNCTION(flood, .scaledown_window = 5, .timeout = 120)
 {
@@ -77,6 +88,21 @@ MODAL_FUNCTION(flood, .scaledown_window = 5, .timeout = 120)
 }
 
 MODAL_FUNCTION(quick, .scaledown_window = 30)
+{
+    return modal_int(1);
+}
+
+#define ENTER_LINES 20000
+
+/* Numbered lines from the enter hook, before the worker says it is ready. */
+static int noisy_enter(modal_ctx *ctx)
+{
+    for (int i = 0; i < ENTER_LINES; i++)
+        printf("enter-line %d\n", i);
+    return 0;
+}
+
+MODAL_FUNCTION(noisy_start, .enter = noisy_enter, .scaledown_window = 5)
 {
     return modal_int(1);
 }
@@ -209,6 +235,33 @@ static void test_long_lines_whole_or_marked(void **state)
     }
 }
 
+static void test_long_line_cut_between_characters(void **state)
+{
+    const int64_t chars = 40000; /* 80,001 bytes: 65,536 falls inside one */
+    modal_call *c = NULL;
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&long_utf8, modal_args(modal_int(chars)), &c, &err), err);
+    assert_ok(modal_call_get(c, 60, &out, &err), err);
+    modal_value_free(out);
+    char *logs = call_logs(modal_call_id(c));
+    /* Each piece is whole characters: "1 ", 'a' in the first, then pairs. */
+    size_t pieces = 0, pairs = 0;
+    for (char *line = strtok(logs, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        assert_true(strncmp(line, pieces == 0 ? "1 a" : "1 ", pieces == 0 ? 3 : 2) == 0);
+        const char *p = line + (pieces == 0 ? 3 : 2);
+        for (; strncmp(p, "\u00e9", 2) == 0; p += 2)
+            pairs++;
+        if (*p != '\0')
+            assert_string_equal(p, " [line continues]");
+        pieces++;
+    }
+    free(logs);
+    assert_int_equal(pieces, 2);
+    assert_int_equal(pairs, chars);
+    modal_call_free(c);
+}
+
 /* Child mode: call long_line(2000) and mixed() with output shown. */
 static int child_long(void)
 {
@@ -284,6 +337,37 @@ static void test_limit_says_what_it_left_out(void **state)
     modal_call_free(c);
 }
 
+static void test_startup_output_once_in_order(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_remote(&noisy_start, modal_list(), &out, &err), err);
+    modal_value_free(out);
+    /* The app log holds every line of the enter hook once, in order. */
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/logs/itest-output.log", rt.dir);
+    int next = 0, bad = 0;
+    double deadline = harness_now() + 10;
+    do {
+        harness_sleep(0.05);
+        char *log = harness_read_file(path, NULL);
+        assert_non_null(log);
+        next = bad = 0;
+        for (char *p = log; (p = strstr(p, "noisy_start stdout ")) != NULL; p++) {
+            int k = -1;
+            if (sscanf(p, "noisy_start stdout enter-line %d\n", &k) != 1 || k != next) {
+                if (bad++ == 0)
+                    print_error("expected enter-line %d: %.60s\n", next, p);
+            } else {
+                next++;
+            }
+        }
+        free(log);
+    } while (next + bad < ENTER_LINES && harness_now() < deadline);
+    assert_int_equal(bad, 0);
+    assert_int_equal(next, ENTER_LINES);
+}
+
 /* Child mode: warm calls to quick until the file argv[2] exists; prints
  * how many calls ran and the slowest. */
 static int child_warm(const char *done)
@@ -357,9 +441,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_lines_filed_under_their_call),
         cmocka_unit_test(test_streams_stay_apart),
         cmocka_unit_test(test_long_lines_whole_or_marked),
+        cmocka_unit_test(test_long_line_cut_between_characters),
         cmocka_unit_test(test_client_prints_whole_lines_by_stream),
         cmocka_unit_test(test_limit_says_what_it_left_out),
         cmocka_unit_test(test_noisy_function_does_not_stall_others),
+        cmocka_unit_test(test_startup_output_once_in_order),
     };
     return cmocka_run_group_tests_name("output", tests, harness_group_setup,
                                        harness_group_teardown);

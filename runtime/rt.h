@@ -186,6 +186,9 @@ void rt_upload_abort(rt_upload *u);
 
 /* sched.c (all with rt.mu held unless noted) */
 rt_call *rt_call_find(const char *id);
+/* These two release rt.mu for a moment when a request names a pool that
+ * does not exist yet (or is broken): its executable is checked, which may
+ * hash the whole file, without the lock. */
 modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len,
                             rt_call **out, modal_error *err);
 rt_map *rt_map_find(const char *id);

@@ -2,7 +2,8 @@
  * sched.c: calls, maps and pools. A call is queued on the pool of its
  * (artifact, function, options), sent to a warm worker, retried by its
  * policy when an attempt fails, and kept until its result is fetched.
- * Every function here runs with rt.mu held.
+ * Every function here runs with rt.mu held (frame_pool releases it while
+ * it checks a new pool's executable).
  */
 #include "rt.h"
 
@@ -434,7 +435,8 @@ static int parse_policy(const cJSON *o, rt_policy *pol, modal_error *err)
     return MODAL_OK;
 }
 
-/* Read the common part of call and map frames and find their pool. */
+/* Read the common part of call and map frames and find their pool. May
+ * release rt.mu while it checks a new pool's executable. */
 static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(env, "v");
@@ -511,31 +513,43 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
              app->valuestring, fn->valuestring, pol.timeout, pol.max_retries, pol.backoff,
              pol.initial_delay, pol.max_delay, pol.min_containers, pol.max_containers,
              pol.scaledown_window, pol.max_inputs);
-    for (rt_pool *p = rt.pools; p; p = p->next)
-        if (strcmp(p->key, key) == 0) {
-            if (p->broken) {
-                /* A damaged file may be why: then it goes, and the client
-                 * uploads it again, which lets the pool try again. */
-                char damaged[700];
-                if (rt_artifact_verify(p->artifact, damaged, sizeof damaged) != 0)
-                    return modal__fail(err, MODAL_EIO, "%s", damaged);
-                return modal__fail(err, MODAL_EWORKER, "%s", "artifact cannot serve as a worker: "
-                                   "see the first call's error (upload a fixed executable)");
-            }
-            *out = p;
+    /* A new pool checks its executable first, and a broken one checks it
+     * again (a damaged file may be why it broke: then the file goes, and
+     * the client uploads it again, which lets the pool try again). The
+     * check may hash the whole file, so it runs without rt.mu; the pools
+     * are looked up again after it, as another request may have made this
+     * one meanwhile. */
+    for (bool checked = false;; checked = true) {
+        rt_pool *found = NULL;
+        for (rt_pool *p = rt.pools; p && found == NULL; p = p->next)
+            if (strcmp(p->key, key) == 0)
+                found = p;
+        if (found != NULL && !found->broken) {
+            *out = found;
             return MODAL_OK;
         }
-    /* A new pool: check its executable once. */
-    if (!rt_artifact_exists(art->valuestring))
-        return modal__fail(err, MODAL_ENOTFOUND,
-                           "artifact %s is not on this runtime; upload it first with PUT "
-                           "/v1/artifacts/%s", art->valuestring, art->valuestring);
-    char why[700];
-    if (rt_artifact_verify(art->valuestring, why, sizeof why) != 0)
-        return modal__fail(err, MODAL_EIO, "%s", why);
-    if (!rt_artifact_runnable(art->valuestring, why, sizeof why))
-        return modal__fail(err, MODAL_EWORKER, "executable %.12s cannot serve as a worker: %s",
-                           art->valuestring, why);
+        if (checked) {
+            if (found == NULL)
+                break;
+            return modal__fail(err, MODAL_EWORKER, "%s", "artifact cannot serve as a worker: "
+                               "see the first call's error (upload a fixed executable)");
+        }
+        char why[700];
+        modal_status cst = MODAL_OK;
+        pthread_mutex_unlock(&rt.mu);
+        if (!rt_artifact_exists(art->valuestring))
+            cst = modal__fail(err, MODAL_ENOTFOUND, "artifact %s is not on this runtime; upload "
+                              "it first with PUT /v1/artifacts/%s", art->valuestring,
+                              art->valuestring);
+        else if (rt_artifact_verify(art->valuestring, why, sizeof why) != 0)
+            cst = modal__fail(err, MODAL_EIO, "%s", why);
+        else if (found == NULL && !rt_artifact_runnable(art->valuestring, why, sizeof why))
+            cst = modal__fail(err, MODAL_EWORKER, "executable %.12s cannot serve as a worker: "
+                              "%s", art->valuestring, why);
+        pthread_mutex_lock(&rt.mu);
+        if (cst != MODAL_OK)
+            return cst;
+    }
     rt_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
         return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
@@ -592,8 +606,12 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, r
         /* A retried submission: the call exists, it is not run again. */
         modal__dec_close(&dec);
         return MODAL_OK;
-    } else
-        st = frame_pool(dec.env, &p, err);
+    } else if ((st = frame_pool(dec.env, &p, err)) == MODAL_OK &&
+               (*out = rt_call_find(id->valuestring)) != NULL) {
+        /* Submitted again while frame_pool had released rt.mu. */
+        modal__dec_close(&dec);
+        return MODAL_OK;
+    }
     if (st != MODAL_OK) {
         modal__dec_close(&dec);
         return st;

@@ -74,6 +74,27 @@ static char **worker_env(char **extra)
 }
 
 static void pool_break(rt_pool *p, modal_status st, const char *msg);
+static void pool_fail_queue(rt_pool *p, modal_status st, const char *msg);
+
+/* A worker could not be started (what failed, with errno e). Calls that
+ * wait for one would wait forever when the pool has no other: they fail.
+ * An executable the kernel refuses stays refused, so the pool is marked
+ * broken; a lack of memory, processes or descriptors may pass, so then
+ * the next call tries again. Returns -1. */
+static int spawn_failed(rt_pool *p, const char *path, const char *what, int e)
+{
+    char msg[900];
+    snprintf(msg, sizeof msg, "cannot start a worker for %s from %s: %s failed: %s", p->fn, path,
+             what, strerror(e));
+    rt_log(3, "%s", msg);
+    if (p->nworkers == 0 && p->nstarting == 0) {
+        if (e == EACCES || e == ENOEXEC || e == ENOENT || e == EPERM || e == ELIBBAD)
+            pool_break(p, MODAL_EWORKER, msg);
+        else
+            pool_fail_queue(p, MODAL_ERUNTIME, msg);
+    }
+    return -1;
+}
 
 int rt_worker_spawn(rt_pool *p)
 {
@@ -83,18 +104,20 @@ int rt_worker_spawn(rt_pool *p)
     rt_artifact_path(p->artifact, path, sizeof path);
     int sv[2], outp[2], errp[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-        return -1;
+        return spawn_failed(p, path, "socketpair", errno);
     if (pipe2(outp, O_CLOEXEC) != 0) {
+        int e = errno;
         close(sv[0]);
         close(sv[1]);
-        return -1;
+        return spawn_failed(p, path, "pipe2", e);
     }
     if (pipe2(errp, O_CLOEXEC) != 0) {
+        int e = errno;
         close(sv[0]);
         close(sv[1]);
         close(outp[0]);
         close(outp[1]);
-        return -1;
+        return spawn_failed(p, path, "pipe2", e);
     }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -144,15 +167,7 @@ int rt_worker_spawn(rt_pool *p)
         close(sv[0]);
         close(outp[0]);
         close(errp[0]);
-        char msg[900];
-        snprintf(msg, sizeof msg, "cannot start a worker for %s from %s: %s", p->fn, path,
-                 strerror(rc));
-        rt_log(3, "%s", msg);
-        /* Calls waiting for this worker would wait forever: fail them, as
-         * for a worker that dies before it answers. */
-        if (p->nworkers == 0 && p->nstarting == 0)
-            pool_break(p, MODAL_EWORKER, msg);
-        return -1;
+        return spawn_failed(p, path, "posix_spawn", rc);
     }
     rt_worker *w = calloc(1, sizeof *w);
     if (w == NULL) {
@@ -245,8 +260,6 @@ void rt_worker_send(rt_worker *w, rt_call **calls, size_t n)
     if (st != MODAL_OK)
         rt_log(3, "worker %d: %s", (int)w->pid, err.message); /* its death follows */
 }
-
-static void pool_break(rt_pool *p, modal_status st, const char *msg);
 
 /* ---- output -------------------------------------------------------- */
 
@@ -603,6 +616,12 @@ static void describe_exit(int status, char *out, size_t outsz)
 static void pool_break(rt_pool *p, modal_status st, const char *msg)
 {
     p->broken = true;
+    pool_fail_queue(p, st, msg);
+}
+
+/* Fail every queued call of a pool with st and msg. */
+static void pool_fail_queue(rt_pool *p, modal_status st, const char *msg)
+{
     while (p->qhead) {
         rt_call *c = p->qhead;
         p->qhead = c->qnext;

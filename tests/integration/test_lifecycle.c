@@ -415,6 +415,77 @@ static void test_output_before_a_crash_is_kept(void **state)
     modal_call_free(c);
 }
 
+/*
+ * A runtime that cannot make a worker's socket (socketpair fails with
+ * EAGAIN, as when the system is out of memory or descriptors): this very
+ * binary, started as MODAL_RUNTIME_BIN with ITEST_WRAP_RUNTIME set to the
+ * real runtime, installs a seccomp filter that refuses socketpair and then
+ * becomes that runtime. Only the runtime gets the filter.
+ */
+static void wrap_runtime_if_asked(char **argv)
+{
+    const char *real = getenv("ITEST_WRAP_RUNTIME");
+    if (real == NULL)
+        return;
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socketpair, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+        fprintf(stderr, "cannot install a seccomp filter: %s\n", strerror(errno));
+        exit(1);
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", real);
+    unsetenv("ITEST_WRAP_RUNTIME");
+    argv[0] = path;
+    execv(path, argv);
+    fprintf(stderr, "cannot run %s: %s\n", path, strerror(errno));
+    exit(1);
+}
+
+/* A worker that cannot be started for a passing reason fails the calls
+ * waiting for it with ERUNTIME, naming what failed; its pool is not
+ * marked broken, as it would be for an executable the kernel refuses. */
+static void test_transient_spawn_failure_does_not_break_pool(void **state)
+{
+    char real[PATH_MAX];
+    snprintf(real, sizeof real, "%s", harness_runtime_bin());
+    const char *old = getenv("MODAL_RUNTIME_BIN");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("ITEST_WRAP_RUNTIME", real, 1);
+    setenv("MODAL_RUNTIME_BIN", harness_self_exe(), 1);
+    harness h;
+    int rc = harness_start_with(&h, NULL, true);
+    unsetenv("ITEST_WRAP_RUNTIME");
+    if (saved != NULL)
+        setenv("MODAL_RUNTIME_BIN", saved, 1);
+    else
+        unsetenv("MODAL_RUNTIME_BIN");
+    free(saved);
+    assert_int_equal(rc, 0);
+    for (int i = 0; i < 2; i++) {
+        modal_value *out = NULL;
+        modal_error err;
+        modal_status st = modal_fn_remote(&inner, modal_args(), &out, &err);
+        modal_value_free(out);
+        print_message("call %d: %s: %s\n", i + 1, modal_status_name(st), err.message);
+        assert_status(st, MODAL_ERUNTIME, err);
+        assert_contains(err.message, "socketpair failed");
+        assert_contains(err.message, strerror(EAGAIN));
+        /* Not "upload a fixed executable": the next call tried again. */
+        assert_null(strstr(err.message, "fixed executable"));
+    }
+    harness_stop(&h);
+    /* Later tests use the group's runtime again. */
+    setenv("MODAL_RUNTIME_URL", rt.url, 1);
+    setenv("MODAL_TOKEN", rt.token, 1);
+}
+
 /* The runtime started next, and its workers, find pidfd_open()
  * unavailable (ENOSYS), as on kernels before 5.3 or under container
  * profiles that refuse it: this process installs a seccomp filter that
@@ -440,6 +511,7 @@ static int setup_without_pidfd(void **state)
 
 int main(int argc, char **argv)
 {
+    wrap_runtime_if_asked(argv);
     modal_worker_serve_if_worker(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nested_call_reaches_same_runtime),
@@ -452,6 +524,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_closed_socket_is_a_protocol_error),
         cmocka_unit_test(test_garbage_on_socket_is_a_protocol_error),
         cmocka_unit_test(test_output_before_a_crash_is_kept),
+        cmocka_unit_test(test_transient_spawn_failure_does_not_break_pool),
     };
     int failed = cmocka_run_group_tests_name("lifecycle", tests, setup, teardown);
     /* The same without pidfd; last, as the filter stays for this process. */

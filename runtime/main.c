@@ -218,10 +218,6 @@ int main(int argc, char **argv)
     if (rt.log == NULL)
         rt.log = stderr;
 
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&rt.cv, &ca);
     rt.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     rt.last_activity = rt_now();
 
@@ -324,7 +320,6 @@ int main(int argc, char **argv)
     pthread_mutex_lock(&rt.mu);
     rt.stopping = 1;
     rt_workers_shutdown();
-    pthread_cond_broadcast(&rt.cv);
     pthread_mutex_unlock(&rt.mu);
     rt_wake();
     rt_http_stop();

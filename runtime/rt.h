@@ -110,7 +110,6 @@ struct rt_map {
 
 typedef struct rt_runtime {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     char state_dir[512];
     char token[256];
     size_t max_body;

@@ -105,8 +105,9 @@ static void *cap_main(void *arg)
         }
         pthread_mutex_lock(&cap.mu);
         for (int s = 0; s < 2; s++)
-            if (pf[s].revents && cap_read_send(s, sizeof cap.buf) == 0)
-                pf[s].fd = -1; /* every writer closed it */
+            if ((pf[s].revents & POLLNVAL) ||
+                (pf[s].revents && cap_read_send(s, sizeof cap.buf) == 0))
+                pf[s].fd = -1; /* every writer closed it, or the function closed ours */
         pthread_mutex_unlock(&cap.mu);
     }
     return arg;

@@ -113,6 +113,14 @@ MODAL_FUNCTION(closes_socket, .scaledown_window = 5)
     return modal_int(1);
 }
 
+/* Closes the worker's ends of its output pipes (fds 4 and 5). */
+MODAL_FUNCTION(closes_output_pipes, .scaledown_window = 30)
+{
+    close(4);
+    close(5);
+    return modal_int(getpid());
+}
+
 MODAL_FUNCTION(garbles_socket, .scaledown_window = 5)
 {
     if (write(3, "garbage", 7) != 7)
@@ -363,6 +371,40 @@ static void test_closed_socket_is_a_protocol_error(void **state)
     assert_null(strstr(err.message, "SIGKILL"));
 }
 
+/* CPU seconds a process has used, from /proc/<pid>/stat; -1 if gone. */
+static double cpu_seconds(long pid)
+{
+    char path[64], *stat;
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    stat = harness_read_file(path, NULL);
+    if (stat == NULL)
+        return -1;
+    unsigned long ut = 0, st = 0;
+    const char *p = strrchr(stat, ')');
+    int ok = p != NULL && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                                 &ut, &st) == 2;
+    free(stat);
+    return ok ? (double)(ut + st) / (double)sysconf(_SC_CLK_TCK) : -1;
+}
+
+/* A function that closes the worker's copies of its output pipes leaves
+ * the worker idle, not spinning on the closed descriptors. */
+static void test_closed_output_pipes_do_not_spin(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_remote(&closes_output_pipes, modal_list(), &out, &err), err);
+    int64_t pid = 0;
+    assert_ok(modal_get_int(out, &pid, &err), err);
+    modal_value_free(out);
+    double before = cpu_seconds((long)pid);
+    harness_sleep(1.0);
+    double after = cpu_seconds((long)pid);
+    print_message("worker %lld used %.2f s of CPU in 1 s idle\n", (long long)pid, after - before);
+    assert_true(before >= 0 && after >= 0);
+    assert_true(after - before < 0.3);
+}
+
 static void test_garbage_on_socket_is_a_protocol_error(void **state)
 {
     modal_value *out = NULL;
@@ -522,6 +564,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_timeout_kills_forked_children),
         cmocka_unit_test(test_child_leaving_group_does_not_hold_pool),
         cmocka_unit_test(test_closed_socket_is_a_protocol_error),
+        cmocka_unit_test(test_closed_output_pipes_do_not_spin),
         cmocka_unit_test(test_garbage_on_socket_is_a_protocol_error),
         cmocka_unit_test(test_output_before_a_crash_is_kept),
         cmocka_unit_test(test_transient_spawn_failure_does_not_break_pool),

@@ -340,6 +340,12 @@ enum {
  * itself so that output travels as LOG messages tagged with its call. */
 #define MODAL__WORKER_FD_ENV "MODAL_WORKER_FD"
 #define MODAL__WORKER_OUTPUT_ENV "MODAL_WORKER_OUTPUT_FDS"
+/* The third descriptor MODAL__WORKER_OUTPUT_ENV names is a memfd of this
+ * size: two uint64_t counters, the bytes the worker has taken from its
+ * stdout and stderr pipes so far. A worker sends output before it takes
+ * it from the pipe, so after a crash the runtime knows exactly how much of
+ * what is left there it has already received. */
+#define MODAL__OUTPUT_TAKEN_SIZE 16
 
 /*
  * Send a message. The payload is either p/len in memory, or, when fd >= 0,

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,6 +36,7 @@ static struct {
     int scratch[2];      /* a pipe that output is copied through */
     bool plain_read;     /* tee() failed: output is read directly */
     char call[64];       /* the call running now; "" outside calls */
+    uint64_t *taken;     /* shared with the runtime: bytes taken from each pipe */
     char buf[MODAL__IPC_INLINE_MAX];
 } cap = {.mu = PTHREAD_MUTEX_INITIALIZER, .fds = {-1, -1}};
 
@@ -52,12 +54,6 @@ static void read_all(int fd, char *buf, size_t n)
     }
 }
 
-/*
- * Send up to limit bytes of stream s; cap.mu held. Returns 0 at end of
- * file, else 1. The bytes are copied out (tee) and sent before they are
- * taken from the pipe: if the function kills the process meanwhile, the
- * runtime still finds them there, and it skips a chunk it already has.
- */
 /* Send n bytes of cap.buf from stream s as a LOG message. Output that
  * cannot be sent is lost; the call itself goes on. */
 static void send_chunk(int s, size_t n)
@@ -67,6 +63,13 @@ static void send_chunk(int s, size_t n)
     modal__ipc_send(cap.sock, MODAL__MSG_LOG, meta, cap.buf, n, -1, NULL);
 }
 
+/*
+ * Send up to limit bytes of stream s; cap.mu held. Returns 0 at end of
+ * file, else 1. The bytes are copied out (tee) and sent before they are
+ * taken from the pipe, and the shared counter of bytes taken moves after
+ * that: if the function kills the process meanwhile, the runtime finds
+ * them still there, and the counter tells it how many it has already.
+ */
 static int cap_read_send(int s, size_t limit)
 {
     while (limit > 0) {
@@ -88,6 +91,8 @@ static int cap_read_send(int s, size_t limit)
         send_chunk(s, (size_t)n);
         if (!cap.plain_read)
             read_all(cap.fds[s], cap.buf, (size_t)n); /* now take them */
+        if (cap.taken != NULL)
+            __atomic_add_fetch(&cap.taken[s], (uint64_t)n, __ATOMIC_RELEASE);
         limit -= (size_t)n;
     }
     return 1;
@@ -113,17 +118,23 @@ static void *cap_main(void *arg)
     return arg;
 }
 
-/* Take over the output pipes named by MODAL_WORKER_OUTPUT_FDS ("4,5"). */
+/* Take over the output pipes named by MODAL_WORKER_OUTPUT_FDS ("4,5,6":
+ * the read ends of stdout and stderr, then the counters of bytes taken). */
 static void cap_start(int sock)
 {
     const char *v = getenv(MODAL__WORKER_OUTPUT_ENV);
-    int out = -1, err = -1;
-    if (v == NULL || sscanf(v, "%d,%d", &out, &err) != 2 || out < 3 || err < 3 ||
-        fcntl(out, F_GETFD) < 0 || fcntl(err, F_GETFD) < 0) {
+    int out = -1, err = -1, taken = -1;
+    if (v == NULL || sscanf(v, "%d,%d,%d", &out, &err, &taken) != 3 || out < 3 || err < 3 ||
+        taken < 3 || fcntl(out, F_GETFD) < 0 || fcntl(err, F_GETFD) < 0) {
         unsetenv(MODAL__WORKER_OUTPUT_ENV);
         return; /* output goes wherever fds 1 and 2 lead */
     }
     unsetenv(MODAL__WORKER_OUTPUT_ENV);
+    /* The counters are a mapping; the descriptor is not needed after it. */
+    void *counters = mmap(NULL, MODAL__OUTPUT_TAKEN_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                          taken, 0);
+    close(taken);
+    cap.taken = counters != MAP_FAILED ? counters : NULL;
     /* Programs the function starts inherit neither. */
     fcntl(out, F_SETFD, FD_CLOEXEC);
     fcntl(err, F_SETFD, FD_CLOEXEC);

@@ -89,8 +89,8 @@ struct rt_worker {
     char *line[2];           /* unfinished lines of stdout, stderr */
     size_t line_len[2], line_cap[2];
     char line_id[2][48];     /* the call each was written by, "" for none */
-    size_t last_len[2];      /* the last output chunk sent per stream, which */
-    uint64_t last_hash[2];   /* may still be in the pipe if the worker died */
+    uint64_t received[2];    /* output bytes received per stream in LOG messages */
+    uint64_t *taken;         /* shared with the worker: bytes it took from each pipe */
     char tail[2048];         /* last output, for crash reports */
     size_t tail_len;
     struct rt_worker *next;

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -102,17 +103,35 @@ int rt_worker_spawn(rt_pool *p)
         return -1; /* no new workers while shutting down */
     char path[600];
     rt_artifact_path(p->artifact, path, sizeof path);
+    /* The counters of output the worker took from its pipes (see drain). */
+    int takenfd = modal__memfd_new("modal-output-taken", MODAL__OUTPUT_TAKEN_SIZE);
+    if (takenfd < 0)
+        return spawn_failed(p, path, "memfd_create", errno);
+    uint64_t *taken = mmap(NULL, MODAL__OUTPUT_TAKEN_SIZE, PROT_READ, MAP_SHARED, takenfd, 0);
+    if (taken == MAP_FAILED) {
+        int e = errno;
+        close(takenfd);
+        return spawn_failed(p, path, "mmap", e);
+    }
     int sv[2], outp[2], errp[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-        return spawn_failed(p, path, "socketpair", errno);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        int e = errno;
+        close(takenfd);
+        munmap(taken, MODAL__OUTPUT_TAKEN_SIZE);
+        return spawn_failed(p, path, "socketpair", e);
+    }
     if (pipe2(outp, O_CLOEXEC) != 0) {
         int e = errno;
+        close(takenfd);
+        munmap(taken, MODAL__OUTPUT_TAKEN_SIZE);
         close(sv[0]);
         close(sv[1]);
         return spawn_failed(p, path, "pipe2", e);
     }
     if (pipe2(errp, O_CLOEXEC) != 0) {
         int e = errno;
+        close(takenfd);
+        munmap(taken, MODAL__OUTPUT_TAKEN_SIZE);
         close(sv[0]);
         close(sv[1]);
         close(outp[0]);
@@ -128,6 +147,7 @@ int rt_worker_spawn(rt_pool *p)
     /* The read ends, for the worker to capture its own output. */
     posix_spawn_file_actions_adddup2(&fa, outp[0], 4);
     posix_spawn_file_actions_adddup2(&fa, errp[0], 5);
+    posix_spawn_file_actions_adddup2(&fa, takenfd, 6);
     posix_spawnattr_t at;
     posix_spawnattr_init(&at);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
@@ -145,7 +165,7 @@ int rt_worker_spawn(rt_pool *p)
     snprintf(tokvar, sizeof tokvar, "MODAL_TOKEN_FILE=%s", rt_token_path());
     char pinvar[128];
     snprintf(pinvar, sizeof pinvar, "MODAL_TLS_FINGERPRINT=%s", rt_listen_pin());
-    char *extra[] = {MODAL__WORKER_FD_ENV "=3", MODAL__WORKER_OUTPUT_ENV "=4,5", fnvar,
+    char *extra[] = {MODAL__WORKER_FD_ENV "=3", MODAL__WORKER_OUTPUT_ENV "=4,5,6", fnvar,
                      NULL, NULL, NULL, NULL};
     if (rt_listen_url()[0]) {
         extra[3] = urlvar;
@@ -163,7 +183,9 @@ int rt_worker_spawn(rt_pool *p)
     close(sv[1]);
     close(outp[1]);
     close(errp[1]);
+    close(takenfd);
     if (rc != 0) {
+        munmap(taken, MODAL__OUTPUT_TAKEN_SIZE);
         close(sv[0]);
         close(outp[0]);
         close(errp[0]);
@@ -173,11 +195,13 @@ int rt_worker_spawn(rt_pool *p)
     if (w == NULL) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
+        munmap(taken, MODAL__OUTPUT_TAKEN_SIZE);
         close(sv[0]);
         close(outp[0]);
         close(errp[0]);
         return -1;
     }
+    w->taken = taken;
     fcntl(outp[0], F_SETFL, O_NONBLOCK);
     fcntl(errp[0], F_SETFL, O_NONBLOCK);
     w->pool = p;
@@ -424,18 +448,10 @@ static void take_output(rt_worker *w, const char *id, int s, const char *p, size
     stage_commit(&stage_buf);
 }
 
-static uint64_t chunk_hash(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-    return h;
-}
-
 /* Read what the pipes hold: before HELLO (no call), or after the worker
  * died (the call it was running). A worker sends a chunk before it takes
- * it from the pipe; one that died in between left it there, and it is
- * skipped here. */
+ * it from the pipe; one that died in between left it there: the bytes it
+ * sent beyond those it took are skipped here, as they arrived already. */
 static void drain(rt_worker *w, const char *id, bool after_death)
 {
     static char buf[MODAL__IPC_INLINE_MAX];
@@ -443,15 +459,13 @@ static void drain(rt_worker *w, const char *id, bool after_death)
     for (int s = 0; s < 2; s++) {
         if (fds[s] < 0)
             continue;
+        uint64_t taken = __atomic_load_n(&w->taken[s], __ATOMIC_ACQUIRE);
+        uint64_t skip = after_death && w->received[s] > taken ? w->received[s] - taken : 0;
         ssize_t n;
-        bool first = after_death;
         while ((n = read(fds[s], buf, sizeof buf)) > 0) {
-            size_t skip = 0;
-            if (first && w->last_len[s] > 0 && (size_t)n >= w->last_len[s] &&
-                chunk_hash(buf, w->last_len[s]) == w->last_hash[s])
-                skip = w->last_len[s];
-            first = false;
-            take_output(w, id, s, buf + skip, (size_t)n - skip);
+            size_t k = skip < (uint64_t)n ? (size_t)skip : (size_t)n;
+            skip -= k;
+            take_output(w, id, s, buf + k, (size_t)n - k);
         }
     }
 }
@@ -649,6 +663,7 @@ static void worker_remove(rt_worker *w)
         close(w->err_fd);
     free(w->line[0]);
     free(w->line[1]);
+    munmap(w->taken, MODAL__OUTPUT_TAKEN_SIZE);
     w->pool->nworkers--;
     rt.running_workers--;
     free(w);
@@ -813,8 +828,7 @@ static void handle_log(rt_worker *w, cJSON *meta, modal__buf *payload)
     if (payload == NULL)
         return;
     int s = js->valueint - 1;
-    w->last_len[s] = payload->len;
-    w->last_hash[s] = chunk_hash((const char *)payload->base, payload->len);
+    w->received[s] += payload->len;
     take_output(w, jid->valuestring, s, (const char *)payload->base, payload->len);
 }
 

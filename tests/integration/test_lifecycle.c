@@ -148,6 +148,19 @@ MODAL_FUNCTION(last_words, .scaledown_window = 5)
     abort();
 }
 
+/* Writes the same line twice, the second time just before it aborts:
+ * the first is sent and taken from the pipe, the second is left there. */
+MODAL_FUNCTION(says_it_twice, .scaledown_window = 5)
+{
+    static const char line[] = "say it again\n";
+    if (write(1, line, sizeof line - 1) < 0)
+        return NULL;
+    harness_sleep(0.2);
+    if (write(1, line, sizeof line - 1) < 0)
+        return NULL;
+    abort();
+}
+
 /* ---- helpers -------------------------------------------------------- */
 
 static char empty_home[PATH_MAX];
@@ -457,6 +470,34 @@ static void test_output_before_a_crash_is_kept(void **state)
     modal_call_free(c);
 }
 
+/* Output left in the pipe by a worker that died is kept even when it
+ * repeats the last chunk the worker sent. */
+static void test_repeated_output_before_a_crash_is_kept(void **state)
+{
+    for (int round = 0; round < 3; round++) {
+        modal_call *c = NULL;
+        modal_value *out = NULL;
+        modal_error err;
+        assert_ok(modal_fn_spawn(&says_it_twice, modal_list(), &c, &err), err);
+        assert_status(modal_call_get(c, 30, &out, &err), MODAL_ECRASH, err);
+        char path[160];
+        snprintf(path, sizeof path, "/v1/calls/%s/logs?offset=0", modal_call_id(c));
+        long status = 0;
+        char *logs = NULL;
+        size_t len = 0;
+        harness_http(&rt, "GET", path, rt.token, NULL, 0, &status, &logs, &len);
+        assert_int_equal(status, 200);
+        int seen = 0;
+        for (const char *p = logs; (p = strstr(p, "1 say it again\n")) != NULL; p++)
+            seen++;
+        if (seen != 2)
+            print_error("round %d: output was:\n%s\n", round, logs);
+        free(logs);
+        assert_int_equal(seen, 2);
+        modal_call_free(c);
+    }
+}
+
 /*
  * A runtime that cannot make a worker's socket (socketpair fails with
  * EAGAIN, as when the system is out of memory or descriptors): this very
@@ -567,6 +608,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_closed_output_pipes_do_not_spin),
         cmocka_unit_test(test_garbage_on_socket_is_a_protocol_error),
         cmocka_unit_test(test_output_before_a_crash_is_kept),
+        cmocka_unit_test(test_repeated_output_before_a_crash_is_kept),
         cmocka_unit_test(test_transient_spawn_failure_does_not_break_pool),
     };
     int failed = cmocka_run_group_tests_name("lifecycle", tests, setup, teardown);

@@ -92,6 +92,22 @@ static void close_from_3(void)
         close((int)fd);
 }
 
+/*
+ * A descriptor the child will dup2 onto 0-2, moved above 2 when the client
+ * had closed its own standard descriptors and open() handed back one of
+ * them: dup2 onto the same number leaves close-on-exec set (the runtime
+ * would start with it closed), and the first dup2 would overwrite the
+ * other descriptor sitting at 0-2.
+ */
+static int above_stdio(int fd)
+{
+    if (fd < 0 || fd > 2)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    close(fd);
+    return moved;
+}
+
 static modal_status mkdir_p(const char *dir, modal_error *err)
 {
     char tmp[512];
@@ -218,8 +234,9 @@ modal_status modal__embedded_ensure(const char *dir, const char *sock, modal_err
         st = modal__fail(err, MODAL_ENOMEM, "out of memory starting the local runtime");
         goto out;
     }
-    int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-    int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int logfd = above_stdio(open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+                                 0600));
+    int nullfd = above_stdio(open("/dev/null", O_RDWR | O_CLOEXEC));
     pid_t pid = fork();
     if (pid == 0) {
         setsid();

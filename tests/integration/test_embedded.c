@@ -85,6 +85,18 @@ static int child_call(const char *tag)
     return (int)st;
 }
 
+/* Child mode: the first call of a program that closed its standard
+ * descriptors (as a daemon may), with MODAL_HOME=dir; exits with its status. */
+static int child_closed_stdio(const char *dir)
+{
+    setenv("MODAL_HOME", dir, 1);
+    close(0);
+    close(1);
+    close(2);
+    modal_error err;
+    return (int)call_mark("closed-stdio", &err);
+}
+
 static int setup(void **state)
 {
     snprintf(home, sizeof home, "/tmp/modal-emb-XXXXXX");
@@ -282,11 +294,47 @@ static void test_stale_socket_after_kill(void **state)
     first_pid = pid;
 }
 
+/* A client with 0-2 closed opens the runtime's log and /dev/null at 0-2:
+ * the runtime still gets /dev/null as stdin and its log as stdout and
+ * stderr, not a closed descriptor or /dev/null in place of the log. */
+static void test_client_without_stdio(void **state)
+{
+    char dir[PATH_MAX + 16], path[PATH_MAX + 48], url[PATH_MAX + 64], log[PATH_MAX + 48];
+    snprintf(dir, sizeof dir, "%s/closed-stdio", home);
+    const char *const args[] = {"--child-closed-stdio", dir, NULL};
+    char *output = NULL;
+    int ws = harness_run_self(args, 120, &output);
+    free(output);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+
+    snprintf(path, sizeof path, "%s/token", dir);
+    char *tok = harness_read_file(path, NULL);
+    assert_non_null(tok);
+    tok[strcspn(tok, "\r\n")] = '\0';
+    snprintf(url, sizeof url, "unix:%s/runtime.sock", dir);
+    long pid = harness_health_pid(url, tok);
+    free(tok);
+    assert_true(pid > 0);
+    char target[3][PATH_MAX];
+    for (int fd = 0; fd < 3; fd++) {
+        snprintf(path, sizeof path, "/proc/%ld/fd/%d", pid, fd);
+        ssize_t n = readlink(path, target[fd], sizeof target[fd] - 1);
+        target[fd][n > 0 ? n : 0] = '\0';
+    }
+    stop_runtime(pid, SIGTERM);
+    snprintf(log, sizeof log, "%s/runtime.log", dir);
+    assert_string_equal(target[0], "/dev/null");
+    assert_string_equal(target[1], log);
+    assert_string_equal(target[2], log);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
     if (argc > 2 && strcmp(argv[1], "--child-call") == 0)
         return child_call(argv[2]);
+    if (argc > 2 && strcmp(argv[1], "--child-closed-stdio") == 0)
+        return child_closed_stdio(argv[2]);
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_names_the_socket),
@@ -296,6 +344,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_second_process_reuses),
         cmocka_unit_test(test_stop_then_restart),
         cmocka_unit_test(test_stale_socket_after_kill),
+        cmocka_unit_test(test_client_without_stdio),
     };
     return cmocka_run_group_tests_name("embedded", tests, setup, teardown) != 0;
 }

@@ -434,17 +434,23 @@ static modal_status http_error(long status, const modal__buf *body, const char *
  * compares the pin during the handshake, before any request (or token)
  * is sent.
  */
-static void tls_setopts(CURL *h, const conn_config *c)
+static CURLcode tls_setopts(CURL *h, const conn_config *c)
 {
     if (strncmp(c->base, "https://", 8) != 0)
-        return;
+        return CURLE_OK;
     if (c->tls_pin[0] != '\0') {
-        cu.pfn_easy_setopt(h, CURLOPT_PINNEDPUBLICKEY, c->tls_pin);
+        /* Verification is switched off only once libcurl took the pin: a
+         * libcurl whose TLS library cannot pin (CURLE_NOT_BUILT_IN) would
+         * otherwise check nothing and send the token to any server. */
+        CURLcode rc = cu.pfn_easy_setopt(h, CURLOPT_PINNEDPUBLICKEY, c->tls_pin);
+        if (rc != CURLE_OK)
+            return rc;
         cu.pfn_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
         cu.pfn_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
     } else if (c->tls_ca[0] != '\0') {
         cu.pfn_easy_setopt(h, CURLOPT_CAINFO, c->tls_ca);
     }
+    return CURLE_OK;
 }
 
 /*
@@ -587,7 +593,18 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         cu.pfn_easy_setopt(h, CURLOPT_URL, url);
         if (c.unix_path[0] != '\0')
             cu.pfn_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c.unix_path);
-        tls_setopts(h, &c);
+        CURLcode trc = tls_setopts(h, &c);
+        if (trc != CURLE_OK) {
+            handle_put(h);
+            cu.pfn_slist_free_all(hdrs);
+            free(small_body);
+            return modal__fail(err, MODAL_ETRANSPORT,
+                               "the libcurl this program loaded cannot check "
+                               "MODAL_TLS_FINGERPRINT=\"%s\" (%s), so nothing was sent to %s; "
+                               "install a libcurl built with OpenSSL or GnuTLS (libcurl4), or "
+                               "unset MODAL_TLS_FINGERPRINT and set MODAL_TLS_CA",
+                               c.tls_pin, cu.pfn_easy_strerror(trc), c.base);
+        }
         cu.pfn_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
         cu.pfn_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         cu.pfn_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);

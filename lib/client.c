@@ -131,9 +131,13 @@ static modal_status load_config(modal_error *err)
     strcpy(c.url_env, url);
     strcpy(c.token_env, tok);
     strcpy(c.token_file, tokf);
-    if (strlen(pin) >= sizeof c.tls_pin || strlen(ca) >= sizeof c.tls_ca)
-        return modal__fail(err, MODAL_EINVAL, "MODAL_TLS_FINGERPRINT or MODAL_TLS_CA is longer "
-                                              "than %zu bytes", sizeof c.tls_pin - 1);
+    if (strlen(pin) >= sizeof c.tls_pin || strlen(ca) >= sizeof c.tls_ca) {
+        bool long_pin = strlen(pin) >= sizeof c.tls_pin;
+        const char *v = long_pin ? pin : ca;
+        return modal__fail(err, MODAL_EINVAL, "%s=\"%.200s...\" is %zu bytes long; at most %zu "
+                           "are accepted", long_pin ? "MODAL_TLS_FINGERPRINT" : "MODAL_TLS_CA", v,
+                           strlen(v), (long_pin ? sizeof c.tls_pin : sizeof c.tls_ca) - 1);
+    }
     strcpy(c.tls_pin, pin);
     strcpy(c.tls_ca, ca);
     if (pin[0] != '\0') {

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,23 @@ static int above_stdio(int fd)
     int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     close(fd);
     return moved;
+}
+
+/*
+ * Default signal handling for the runtime: a blocked mask and ignored
+ * signals survive exec, so a client that blocks SIGTERM (to take it with
+ * sigwait or a signalfd) or ignores SIGCHLD would give it a runtime that
+ * SIGTERM cannot stop, or that is not told when its workers exit. Only
+ * async-signal-safe calls.
+ */
+static void default_signals(void)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* SIGKILL, SIGSTOP and libc's own refuse: fine */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 static modal_status mkdir_p(const char *dir, modal_error *err)
@@ -252,6 +270,7 @@ modal_status modal__embedded_ensure(const char *dir, const char *sock, modal_err
             dup2(outfd, 2);
         }
         close_from_3();
+        default_signals();
         char *argv[] = {"modal-runtime", "--state-dir", (char *)dir, "--listen", listen,
                         "--idle-exit", "900", NULL};
         execve(bin, argv, envp);

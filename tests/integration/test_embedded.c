@@ -97,6 +97,23 @@ static int child_closed_stdio(const char *dir)
     return (int)call_mark("closed-stdio", &err);
 }
 
+/* Child mode: the first call of a program that blocks SIGTERM (to take it
+ * with sigwait or a signalfd) and ignores SIGCHLD, with MODAL_HOME=dir. */
+static int child_signals(const char *dir)
+{
+    setenv("MODAL_HOME", dir, 1);
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, NULL);
+    signal(SIGCHLD, SIG_IGN);
+    modal_error err;
+    modal_status st = call_mark("signals", &err);
+    if (st != MODAL_OK)
+        printf("child: %s\n", err.message);
+    return (int)st;
+}
+
 static int setup(void **state)
 {
     snprintf(home, sizeof home, "/tmp/modal-emb-XXXXXX");
@@ -328,6 +345,61 @@ static void test_client_without_stdio(void **state)
     assert_string_equal(target[2], log);
 }
 
+/* The pid of the runtime in dir (started by a child), or -1. */
+static long runtime_pid_in(const char *dir)
+{
+    char path[PATH_MAX + 48], url[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/token", dir);
+    char *tok = harness_read_file(path, NULL);
+    if (tok == NULL)
+        return -1;
+    tok[strcspn(tok, "\r\n")] = '\0';
+    snprintf(url, sizeof url, "unix:%s/runtime.sock", dir);
+    long pid = harness_health_pid(url, tok);
+    free(tok);
+    return pid;
+}
+
+/* The hexadecimal signal set on line "name:\t" of /proc/pid/status. */
+static unsigned long long proc_sigset(long pid, const char *name)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    char *st = harness_read_file(path, NULL);
+    assert_non_null(st);
+    char key[32];
+    snprintf(key, sizeof key, "\n%s:\t", name);
+    const char *at = strstr(st, key);
+    unsigned long long set = at != NULL ? strtoull(at + strlen(key), NULL, 16) : ~0ULL;
+    free(st);
+    return set;
+}
+
+/* A client's blocked and ignored signals are not the runtime's: it can be
+ * stopped with SIGTERM, and SIGCHLD (how it learns of its workers) is not
+ * ignored. */
+static void test_client_signal_state_not_inherited(void **state)
+{
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/signals", home);
+    const char *const args[] = {"--child-signals", dir, NULL};
+    char *output = NULL;
+    int ws = harness_run_self(args, 120, &output);
+    if (!(WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
+        print_error("child wait status 0x%x, output:\n%s\n", ws, output);
+    free(output);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    long pid = runtime_pid_in(dir);
+    assert_true(pid > 0);
+    unsigned long long blocked = proc_sigset(pid, "SigBlk"), ignored = proc_sigset(pid, "SigIgn");
+    bool stopped = stop_runtime(pid, SIGTERM);
+    if (!stopped)
+        stop_runtime(pid, SIGKILL);
+    assert_int_equal(blocked & (1ULL << (SIGTERM - 1)), 0);
+    assert_int_equal(ignored & (1ULL << (SIGCHLD - 1)), 0);
+    assert_true(stopped);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -335,6 +407,8 @@ int main(int argc, char **argv)
         return child_call(argv[2]);
     if (argc > 2 && strcmp(argv[1], "--child-closed-stdio") == 0)
         return child_closed_stdio(argv[2]);
+    if (argc > 2 && strcmp(argv[1], "--child-signals") == 0)
+        return child_signals(argv[2]);
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_names_the_socket),
@@ -345,6 +419,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stop_then_restart),
         cmocka_unit_test(test_stale_socket_after_kill),
         cmocka_unit_test(test_client_without_stdio),
+        cmocka_unit_test(test_client_signal_state_not_inherited),
     };
     return cmocka_run_group_tests_name("embedded", tests, setup, teardown) != 0;
 }

@@ -131,9 +131,13 @@ static modal_status load_config(modal_error *err)
     strcpy(c.url_env, url);
     strcpy(c.token_env, tok);
     strcpy(c.token_file, tokf);
-    if (strlen(pin) >= sizeof c.tls_pin || strlen(ca) >= sizeof c.tls_ca)
-        return modal__fail(err, MODAL_EINVAL, "MODAL_TLS_FINGERPRINT or MODAL_TLS_CA is longer "
-                                              "than %zu bytes", sizeof c.tls_pin - 1);
+    if (strlen(pin) >= sizeof c.tls_pin || strlen(ca) >= sizeof c.tls_ca) {
+        bool long_pin = strlen(pin) >= sizeof c.tls_pin;
+        const char *v = long_pin ? pin : ca;
+        return modal__fail(err, MODAL_EINVAL, "%s=\"%.200s...\" is %zu bytes long; at most %zu "
+                           "are accepted", long_pin ? "MODAL_TLS_FINGERPRINT" : "MODAL_TLS_CA", v,
+                           strlen(v), (long_pin ? sizeof c.tls_pin : sizeof c.tls_ca) - 1);
+    }
     strcpy(c.tls_pin, pin);
     strcpy(c.tls_ca, ca);
     if (pin[0] != '\0') {
@@ -434,17 +438,23 @@ static modal_status http_error(long status, const modal__buf *body, const char *
  * compares the pin during the handshake, before any request (or token)
  * is sent.
  */
-static void tls_setopts(CURL *h, const conn_config *c)
+static CURLcode tls_setopts(CURL *h, const conn_config *c)
 {
     if (strncmp(c->base, "https://", 8) != 0)
-        return;
+        return CURLE_OK;
     if (c->tls_pin[0] != '\0') {
-        cu.pfn_easy_setopt(h, CURLOPT_PINNEDPUBLICKEY, c->tls_pin);
+        /* Verification is switched off only once libcurl took the pin: a
+         * libcurl whose TLS library cannot pin (CURLE_NOT_BUILT_IN) would
+         * otherwise check nothing and send the token to any server. */
+        CURLcode rc = cu.pfn_easy_setopt(h, CURLOPT_PINNEDPUBLICKEY, c->tls_pin);
+        if (rc != CURLE_OK)
+            return rc;
         cu.pfn_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
         cu.pfn_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
     } else if (c->tls_ca[0] != '\0') {
         cu.pfn_easy_setopt(h, CURLOPT_CAINFO, c->tls_ca);
     }
+    return CURLE_OK;
 }
 
 /*
@@ -587,7 +597,18 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         cu.pfn_easy_setopt(h, CURLOPT_URL, url);
         if (c.unix_path[0] != '\0')
             cu.pfn_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c.unix_path);
-        tls_setopts(h, &c);
+        CURLcode trc = tls_setopts(h, &c);
+        if (trc != CURLE_OK) {
+            handle_put(h);
+            cu.pfn_slist_free_all(hdrs);
+            free(small_body);
+            return modal__fail(err, MODAL_ETRANSPORT,
+                               "the libcurl this program loaded cannot check "
+                               "MODAL_TLS_FINGERPRINT=\"%s\" (%s), so nothing was sent to %s; "
+                               "install a libcurl built with OpenSSL or GnuTLS (libcurl4), or "
+                               "unset MODAL_TLS_FINGERPRINT and set MODAL_TLS_CA",
+                               c.tls_pin, cu.pfn_easy_strerror(trc), c.base);
+        }
         cu.pfn_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
         cu.pfn_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         cu.pfn_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);

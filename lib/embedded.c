@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,39 @@ static void close_from_3(void)
                    ? (long)rl.rlim_cur : 65536;
     for (long fd = 3; fd < max; fd++)
         close((int)fd);
+}
+
+/*
+ * A descriptor the child will dup2 onto 0-2, moved above 2 when the client
+ * had closed its own standard descriptors and open() handed back one of
+ * them: dup2 onto the same number leaves close-on-exec set (the runtime
+ * would start with it closed), and the first dup2 would overwrite the
+ * other descriptor sitting at 0-2.
+ */
+static int above_stdio(int fd)
+{
+    if (fd < 0 || fd > 2)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    close(fd);
+    return moved;
+}
+
+/*
+ * Default signal handling for the runtime: a blocked mask and ignored
+ * signals survive exec, so a client that blocks SIGTERM (to take it with
+ * sigwait or a signalfd) or ignores SIGCHLD would give it a runtime that
+ * SIGTERM cannot stop, or that is not told when its workers exit. Only
+ * async-signal-safe calls.
+ */
+static void default_signals(void)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* SIGKILL, SIGSTOP and libc's own refuse: fine */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 static modal_status mkdir_p(const char *dir, modal_error *err)
@@ -218,8 +252,9 @@ modal_status modal__embedded_ensure(const char *dir, const char *sock, modal_err
         st = modal__fail(err, MODAL_ENOMEM, "out of memory starting the local runtime");
         goto out;
     }
-    int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-    int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int logfd = above_stdio(open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+                                 0600));
+    int nullfd = above_stdio(open("/dev/null", O_RDWR | O_CLOEXEC));
     pid_t pid = fork();
     if (pid == 0) {
         setsid();
@@ -235,6 +270,7 @@ modal_status modal__embedded_ensure(const char *dir, const char *sock, modal_err
             dup2(outfd, 2);
         }
         close_from_3();
+        default_signals();
         char *argv[] = {"modal-runtime", "--state-dir", (char *)dir, "--listen", listen,
                         "--idle-exit", "900", NULL};
         execve(bin, argv, envp);

@@ -85,6 +85,35 @@ static int child_call(const char *tag)
     return (int)st;
 }
 
+/* Child mode: the first call of a program that closed its standard
+ * descriptors (as a daemon may), with MODAL_HOME=dir; exits with its status. */
+static int child_closed_stdio(const char *dir)
+{
+    setenv("MODAL_HOME", dir, 1);
+    close(0);
+    close(1);
+    close(2);
+    modal_error err;
+    return (int)call_mark("closed-stdio", &err);
+}
+
+/* Child mode: the first call of a program that blocks SIGTERM (to take it
+ * with sigwait or a signalfd) and ignores SIGCHLD, with MODAL_HOME=dir. */
+static int child_signals(const char *dir)
+{
+    setenv("MODAL_HOME", dir, 1);
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, NULL);
+    signal(SIGCHLD, SIG_IGN);
+    modal_error err;
+    modal_status st = call_mark("signals", &err);
+    if (st != MODAL_OK)
+        printf("child: %s\n", err.message);
+    return (int)st;
+}
+
 static int setup(void **state)
 {
     snprintf(home, sizeof home, "/tmp/modal-emb-XXXXXX");
@@ -282,11 +311,104 @@ static void test_stale_socket_after_kill(void **state)
     first_pid = pid;
 }
 
+/* A client with 0-2 closed opens the runtime's log and /dev/null at 0-2:
+ * the runtime still gets /dev/null as stdin and its log as stdout and
+ * stderr, not a closed descriptor or /dev/null in place of the log. */
+static void test_client_without_stdio(void **state)
+{
+    char dir[PATH_MAX + 16], path[PATH_MAX + 48], url[PATH_MAX + 64], log[PATH_MAX + 48];
+    snprintf(dir, sizeof dir, "%s/closed-stdio", home);
+    const char *const args[] = {"--child-closed-stdio", dir, NULL};
+    char *output = NULL;
+    int ws = harness_run_self(args, 120, &output);
+    free(output);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+
+    snprintf(path, sizeof path, "%s/token", dir);
+    char *tok = harness_read_file(path, NULL);
+    assert_non_null(tok);
+    tok[strcspn(tok, "\r\n")] = '\0';
+    snprintf(url, sizeof url, "unix:%s/runtime.sock", dir);
+    long pid = harness_health_pid(url, tok);
+    free(tok);
+    assert_true(pid > 0);
+    char target[3][PATH_MAX];
+    for (int fd = 0; fd < 3; fd++) {
+        snprintf(path, sizeof path, "/proc/%ld/fd/%d", pid, fd);
+        ssize_t n = readlink(path, target[fd], sizeof target[fd] - 1);
+        target[fd][n > 0 ? n : 0] = '\0';
+    }
+    stop_runtime(pid, SIGTERM);
+    snprintf(log, sizeof log, "%s/runtime.log", dir);
+    assert_string_equal(target[0], "/dev/null");
+    assert_string_equal(target[1], log);
+    assert_string_equal(target[2], log);
+}
+
+/* The pid of the runtime in dir (started by a child), or -1. */
+static long runtime_pid_in(const char *dir)
+{
+    char path[PATH_MAX + 48], url[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/token", dir);
+    char *tok = harness_read_file(path, NULL);
+    if (tok == NULL)
+        return -1;
+    tok[strcspn(tok, "\r\n")] = '\0';
+    snprintf(url, sizeof url, "unix:%s/runtime.sock", dir);
+    long pid = harness_health_pid(url, tok);
+    free(tok);
+    return pid;
+}
+
+/* The hexadecimal signal set on line "name:\t" of /proc/pid/status. */
+static unsigned long long proc_sigset(long pid, const char *name)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    char *st = harness_read_file(path, NULL);
+    assert_non_null(st);
+    char key[32];
+    snprintf(key, sizeof key, "\n%s:\t", name);
+    const char *at = strstr(st, key);
+    unsigned long long set = at != NULL ? strtoull(at + strlen(key), NULL, 16) : ~0ULL;
+    free(st);
+    return set;
+}
+
+/* A client's blocked and ignored signals are not the runtime's: it can be
+ * stopped with SIGTERM, and SIGCHLD (how it learns of its workers) is not
+ * ignored. */
+static void test_client_signal_state_not_inherited(void **state)
+{
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/signals", home);
+    const char *const args[] = {"--child-signals", dir, NULL};
+    char *output = NULL;
+    int ws = harness_run_self(args, 120, &output);
+    if (!(WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
+        print_error("child wait status 0x%x, output:\n%s\n", ws, output);
+    free(output);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    long pid = runtime_pid_in(dir);
+    assert_true(pid > 0);
+    unsigned long long blocked = proc_sigset(pid, "SigBlk"), ignored = proc_sigset(pid, "SigIgn");
+    bool stopped = stop_runtime(pid, SIGTERM);
+    if (!stopped)
+        stop_runtime(pid, SIGKILL);
+    assert_int_equal(blocked & (1ULL << (SIGTERM - 1)), 0);
+    assert_int_equal(ignored & (1ULL << (SIGCHLD - 1)), 0);
+    assert_true(stopped);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
     if (argc > 2 && strcmp(argv[1], "--child-call") == 0)
         return child_call(argv[2]);
+    if (argc > 2 && strcmp(argv[1], "--child-closed-stdio") == 0)
+        return child_closed_stdio(argv[2]);
+    if (argc > 2 && strcmp(argv[1], "--child-signals") == 0)
+        return child_signals(argv[2]);
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_names_the_socket),
@@ -296,6 +418,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_second_process_reuses),
         cmocka_unit_test(test_stop_then_restart),
         cmocka_unit_test(test_stale_socket_after_kill),
+        cmocka_unit_test(test_client_without_stdio),
+        cmocka_unit_test(test_client_signal_state_not_inherited),
     };
     return cmocka_run_group_tests_name("embedded", tests, setup, teardown) != 0;
 }

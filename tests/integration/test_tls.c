@@ -162,6 +162,18 @@ static void test_client_settings_checked(void **state)
     assert_status(modal_fn_remote(&add, modal_args(modal_int(1), modal_int(1)), &out, &err),
                   MODAL_EINVAL, err);
     assert_message_contains(err, "MODAL_TLS_FINGERPRINT=\"sha256//not-a-pin\"");
+    /* Too long a value: the message says which variable, and shows it. */
+    char longpin[700];
+    snprintf(longpin, sizeof longpin, "%s", tls_pin);
+    for (size_t n = strlen(longpin); n + 54 < sizeof longpin; n = strlen(longpin))
+        snprintf(longpin + n, sizeof longpin - n, ";%s", tls_pin);
+    harness_point_tls(tls_port, longpin);
+    assert_status(modal_fn_remote(&add, modal_args(modal_int(1), modal_int(1)), &out, &err),
+                  MODAL_EINVAL, err);
+    char shown[80];
+    snprintf(shown, sizeof shown, "MODAL_TLS_FINGERPRINT=\"%s;", tls_pin);
+    assert_message_contains(err, shown);
+    assert_null(strstr(err.message, "MODAL_TLS_CA"));
     /* A pin with plain HTTP would protect nothing. */
     setenv("MODAL_RUNTIME_URL", rt.url, 1);
     setenv("MODAL_TLS_FINGERPRINT", tls_pin, 1);

@@ -199,18 +199,11 @@ static void set_events(rt_hreq *r, unsigned ev)
 
 /* ---- raw I/O, plain or TLS -------------------------------------------- */
 
-/* Returns bytes (> 0), 0 at end of stream, -1 with errno (EAGAIN: later). */
-static ssize_t io_read(rt_hreq *r, char *p, size_t n)
+/* What SSL_read or SSL_write returning k means for io_read/io_write: k
+ * bytes; -1 with EAGAIN while TLS waits for the socket (want_write says
+ * which way); 0 once the peer closed TLS; else -1 with errno fail. */
+static ssize_t tls_result(rt_hreq *r, int k, int fail)
 {
-    if (r->ssl == NULL) {
-        ssize_t k;
-        do
-            k = recv(r->fd, p, n, 0);
-        while (k < 0 && errno == EINTR);
-        return k;
-    }
-    ERR_clear_error();
-    int k = SSL_read(r->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
     if (k > 0) {
         r->want_write = false;
         return k;
@@ -223,8 +216,22 @@ static ssize_t io_read(rt_hreq *r, char *p, size_t n)
     }
     if (e == SSL_ERROR_ZERO_RETURN)
         return 0;
-    errno = EPROTO;
+    errno = fail;
     return -1;
+}
+
+/* Returns bytes (> 0), 0 at end of stream, -1 with errno (EAGAIN: later). */
+static ssize_t io_read(rt_hreq *r, char *p, size_t n)
+{
+    if (r->ssl == NULL) {
+        ssize_t k;
+        do
+            k = recv(r->fd, p, n, 0);
+        while (k < 0 && errno == EINTR);
+        return k;
+    }
+    ERR_clear_error();
+    return tls_result(r, SSL_read(r->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n), EPROTO);
 }
 
 static ssize_t io_write(rt_hreq *r, const void *p, size_t n)
@@ -237,19 +244,7 @@ static ssize_t io_write(rt_hreq *r, const void *p, size_t n)
         return k;
     }
     ERR_clear_error();
-    int k = SSL_write(r->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
-    if (k > 0) {
-        r->want_write = false;
-        return k;
-    }
-    int e = SSL_get_error(r->ssl, k);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        r->want_write = e == SSL_ERROR_WANT_WRITE;
-        errno = EAGAIN;
-        return -1;
-    }
-    errno = EPIPE;
-    return -1;
+    return tls_result(r, SSL_write(r->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n), EPIPE);
 }
 
 /* ---- answers ------------------------------------------------------------ */

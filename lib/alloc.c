@@ -57,6 +57,19 @@ void *modal__realloc(void *p, size_t n)
     return realloc(p, n ? n : 1);
 }
 
+void *modal__reserve(void *p, size_t *cap, size_t need, size_t first)
+{
+    if (need <= *cap)
+        return p;
+    size_t ncap = *cap ? *cap : first;
+    while (ncap < need)
+        ncap *= 2;
+    void *np = modal__realloc(p, ncap);
+    if (np != NULL)
+        *cap = ncap;
+    return np;
+}
+
 char *modal__strndup(const char *s, size_t n)
 {
     char *d = modal__malloc(n + 1);

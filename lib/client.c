@@ -282,15 +282,9 @@ typedef struct recv_state {
 
 static int stage_flush(recv_state *rs)
 {
-    for (size_t done = 0; done < rs->staged;) {
-        ssize_t w = write(rs->fd, rs->stage + done, rs->staged - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            rs->oom = 1;
-            return -1;
-        }
-        done += (size_t)w;
+    if (modal__write_all(rs->fd, rs->stage, rs->staged) != rs->staged) {
+        rs->oom = 1;
+        return -1;
     }
     rs->staged = 0;
     return 0;

@@ -43,7 +43,7 @@ static const char *const env_inherited[] = {
     "LD_LIBRARY_PATH", "CUDA_*", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", NULL,
 };
 
-bool modal__env_inherited(const char *entry)
+static bool env_inherited_entry(const char *entry)
 {
     const char *eq = strchr(entry, '=');
     if (eq == NULL)
@@ -59,20 +59,22 @@ bool modal__env_inherited(const char *entry)
     return false;
 }
 
-/* The runtime's environment: pointers into environ, NULL-terminated.
- * Built before fork, since the child may not allocate. */
-static char **runtime_env(void)
+char **modal__env_inherited_list(char *const *extra)
 {
-    size_t n = 0;
+    size_t n = 0, nx = 0;
     while (environ != NULL && environ[n] != NULL)
         n++;
-    char **env = modal__calloc(n + 1, sizeof *env);
+    while (extra != NULL && extra[nx] != NULL)
+        nx++;
+    char **env = modal__calloc(n + nx + 1, sizeof *env);
     if (env == NULL)
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (modal__env_inherited(environ[i]))
+        if (env_inherited_entry(environ[i]))
             env[k++] = environ[i];
+    for (size_t i = 0; i < nx; i++)
+        env[k++] = extra[i];
     return env;
 }
 
@@ -247,7 +249,8 @@ modal_status modal__embedded_ensure(const char *dir, const char *sock, modal_err
     /* Double fork so the runtime is no child of this program: it outlives
      * it, and is never left a zombie. Only async-signal-safe calls run
      * between fork and exec. */
-    char **envp = runtime_env();
+    /* Built before fork, since the child may not allocate. */
+    char **envp = modal__env_inherited_list(NULL);
     if (envp == NULL) {
         st = modal__fail(err, MODAL_ENOMEM, "out of memory starting the local runtime");
         goto out;

@@ -91,6 +91,13 @@ void *modal__realloc(void *p, size_t n);
 char *modal__strndup(const char *s, size_t n);
 char *modal__strdup(const char *s);
 /*
+ * Room for need (> 0) bytes in the growable buffer p of *cap bytes: p
+ * itself when it is large enough, else p reallocated to the first power-
+ * of-two multiple of first (or of *cap) that fits, with *cap updated.
+ * NULL when out of memory: p and *cap are then unchanged.
+ */
+void *modal__reserve(void *p, size_t *cap, size_t need, size_t first);
+/*
  * Test hook: after `n` more successful allocations, every allocation fails
  * (n < 0 turns injection off). Returns the number of allocations made since
  * the last call, so a test can count the allocations of an operation.
@@ -378,6 +385,10 @@ modal_status modal__ipc_recv_flags(int sock, int flags, uint32_t *type, cJSON **
 modal__buf *modal__buf_map_fd(int fd, size_t len, int populate);
 /* A new memfd of len bytes that can be sealed. */
 int modal__memfd_new(const char *name, size_t len);
+/* Write all n bytes of p to fd, through short writes and EINTR. Returns
+ * the bytes written: n, or fewer with errno set (ENOSPC when write()
+ * wrote nothing). */
+size_t modal__write_all(int fd, const void *p, size_t n);
 /*
  * Seal a filled memfd against any change of size or content, so a
  * receiver that maps it can never be made to fault (SIGBUS) by the sender
@@ -454,10 +465,12 @@ modal_status modal__token_file_read(const char *path, char *out, size_t outsz, i
 bool modal__artifact_refused(modal_status st, const modal_error *err, const char *sha);
 /* Status from its name ("ETIMEOUT"); MODAL_ERUNTIME when unknown. */
 modal_status modal__status_from_name(const char *name);
-/* Whether the environment entry "NAME=value" passes from a parent to the
- * embedded runtime, and from a runtime to its workers (one allow-list for
- * both, listed in docs/runtime.md). */
-bool modal__env_inherited(const char *entry);
+/* The environment a process started on a client's or a runtime's behalf
+ * gets: the entries of environ that pass the allow-list (listed in
+ * docs/runtime.md; the embedded runtime and workers share it), then extra
+ * (NULL-terminated, may be NULL). NULL-terminated; free the array only, its
+ * strings are borrowed. NULL when out of memory. */
+char **modal__env_inherited_list(char *const *extra);
 /* Start the embedded runtime for state_dir unless it answers already. */
 modal_status modal__embedded_ensure(const char *state_dir, const char *sock,
                                     modal_error *err);

@@ -27,6 +27,24 @@ int modal__memfd_new(const char *name, size_t len)
     return fd;
 }
 
+size_t modal__write_all(int fd, const void *p, size_t n)
+{
+    const char *q = p;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = write(fd, q + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = ENOSPC;
+            break;
+        }
+        done += (size_t)w;
+    }
+    return done;
+}
+
 int modal__memfd_seal(int fd)
 {
     return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
@@ -96,20 +114,11 @@ modal_status modal__ipc_send(int sock, uint32_t type, const char *meta,
     int mfd = modal__memfd_new("modal-payload", 0);
     if (mfd < 0)
         return modal__fail(err, MODAL_EIO, "memfd_create failed: %s", strerror(errno));
-    const uint8_t *q = p;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(mfd, q, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = errno;
-            close(mfd);
-            return modal__fail(err, MODAL_EIO, "writing a %zu-byte payload to a memfd failed: %s",
-                               len, strerror(e));
-        }
-        q += w;
-        left -= (size_t)w;
+    if (modal__write_all(mfd, p, len) != len) {
+        int e = errno;
+        close(mfd);
+        return modal__fail(err, MODAL_EIO, "writing a %zu-byte payload to a memfd failed: %s",
+                           len, strerror(e));
     }
     if (modal__memfd_seal(mfd) != 0) {
         int e = errno;

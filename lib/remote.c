@@ -63,16 +63,10 @@ static void show_output(modal_call *c, const char *text, size_t len)
         if (nl != NULL && c->partial_len == 0) {
             show_line(c, text, seg);
         } else {
-            if (c->partial_len + seg > c->partial_cap) {
-                size_t ncap = c->partial_cap ? c->partial_cap : 256;
-                while (ncap < c->partial_len + seg)
-                    ncap *= 2;
-                char *np = realloc(c->partial, ncap);
-                if (np == NULL)
-                    return; /* output is best effort; the call goes on */
-                c->partial = np;
-                c->partial_cap = ncap;
-            }
+            char *np = modal__reserve(c->partial, &c->partial_cap, c->partial_len + seg + 1, 256);
+            if (np == NULL)
+                return; /* output is best effort; the call goes on */
+            c->partial = np;
             memcpy(c->partial + c->partial_len, text, seg);
             c->partial_len += seg;
             if (nl != NULL) {

@@ -27,7 +27,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-
 static struct {
     pthread_mutex_t mu;  /* held while reading the pipes and sending LOG */
     bool on;

@@ -126,22 +126,12 @@ rt_upload *rt_upload_begin(const char *sha, char *err, size_t errsz)
 
 int rt_upload_append(rt_upload *u, const void *p, size_t n, char *err, size_t errsz)
 {
-    const char *c = p;
-    size_t left = n;
-    while (left > 0 && u->err == 0) {
-        ssize_t w = write(u->fd, c, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            u->err = w < 0 ? errno : ENOSPC;
-            break;
-        }
-        c += w;
-        left -= (size_t)w;
-    }
+    size_t done = u->err == 0 ? modal__write_all(u->fd, p, n) : 0;
+    if (u->err == 0 && done != n)
+        u->err = errno;
     if (u->err != 0) {
         snprintf(err, errsz, "cannot store artifact %s: writing byte %zu under %s failed: %s; "
-                 "the upload was discarded", u->sha, u->len + (n - left), rt.state_dir,
+                 "the upload was discarded", u->sha, u->len + done, rt.state_dir,
                  strerror(u->err));
         return -1;
     }
@@ -154,14 +144,20 @@ int rt_upload_append(rt_upload *u, const void *p, size_t n, char *err, size_t er
 static void verified_forget(const char *sha);
 static void verified_add(const char *sha, const struct stat *sb);
 
-int rt_upload_finish(rt_upload *u, bool *created, char *err, size_t errsz)
+/* The SHA-256 md has computed, as 64 lowercase hex digits. */
+static void digest_hex(EVP_MD_CTX *md, char hex[65])
 {
     unsigned char digest[32];
     unsigned dlen = 0;
-    char hex[65];
-    EVP_DigestFinal_ex(u->md, digest, &dlen);
+    EVP_DigestFinal_ex(md, digest, &dlen);
     for (int i = 0; i < 32; i++)
         sprintf(hex + 2 * i, "%02x", digest[i]);
+}
+
+int rt_upload_finish(rt_upload *u, bool *created, char *err, size_t errsz)
+{
+    char hex[65];
+    digest_hex(u->md, hex);
     int rc = 0;
     if (u->err != 0) {
         snprintf(err, errsz, "cannot store artifact %s: writing under %s failed: %s; the upload "
@@ -298,13 +294,9 @@ int rt_artifact_verify(const char *sha, char *why, size_t whysz)
         }
     free(buf);
     close(fd);
-    unsigned char digest[32];
-    unsigned dlen = 0;
     char hex[65];
-    EVP_DigestFinal_ex(md, digest, &dlen);
+    digest_hex(md, hex);
     EVP_MD_CTX_free(md);
-    for (int i = 0; i < 32; i++)
-        sprintf(hex + 2 * i, "%02x", digest[i]);
     if (n == 0 && strcmp(hex, sha) == 0) {
         verified_add(sha, &sb);
         return 0;

@@ -158,33 +158,16 @@ static int body_append(hctx *c, const char *data, size_t n)
             if ((c->body_fd = modal__memfd_new("modal-body", 0)) < 0)
                 return -1;
             if (c->body != NULL) {
-                const uint8_t *p = c->body->base;
-                size_t left = c->body->len;
-                while (left > 0) {
-                    ssize_t w = write(c->body_fd, p, left);
-                    if (w < 0 && errno == EINTR)
-                        continue;
-                    if (w <= 0)
-                        return -1;
-                    p += w;
-                    left -= (size_t)w;
-                }
+                if (modal__write_all(c->body_fd, c->body->base, c->body->len) != c->body->len)
+                    return -1;
                 c->body_len = c->body->len;
                 modal__buf_unref(c->body);
                 c->body = NULL;
             }
         }
-        while (n > 0) {
-            ssize_t w = write(c->body_fd, data, n);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
-                return -1;
-            data += w;
-            n -= (size_t)w;
-            c->body_len += (size_t)w;
-        }
-        return 0;
+        size_t done = modal__write_all(c->body_fd, data, n);
+        c->body_len += done;
+        return done == n ? 0 : -1;
     }
     if (c->body == NULL) {
         c->cap = c->expect ? c->expect : 4096;
@@ -193,16 +176,10 @@ static int body_append(hctx *c, const char *data, size_t n)
             return -1;
         c->body->len = 0;
     }
-    if (c->body->len + n > c->cap) {
-        size_t ncap = c->cap * 2;
-        while (ncap < c->body->len + n)
-            ncap *= 2;
-        uint8_t *nb = realloc(c->body->base, ncap);
-        if (nb == NULL)
-            return -1;
-        c->body->base = nb;
-        c->cap = ncap;
-    }
+    uint8_t *nb = modal__reserve(c->body->base, &c->cap, c->body->len + n, 4096);
+    if (nb == NULL)
+        return -1;
+    c->body->base = nb;
     memcpy(c->body->base + c->body->len, data, n);
     c->body->len += n;
     return 0;

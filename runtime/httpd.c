@@ -1118,6 +1118,17 @@ static void on_accept(loop *lp, int li)
 
 /* ---- the event thread ------------------------------------------------------ */
 
+/* Hand a suspended request back to its handler, on its own thread. */
+static void resume_now(rt_hreq *r)
+{
+    timer_clear(r);
+    r->state = ST_HANDLER;
+    if (ops.resume)
+        ops.resume(r);
+    after_callback(r);
+    process(r);
+}
+
 static void take_resumes(loop *lp)
 {
     uint64_t v;
@@ -1145,14 +1156,8 @@ static void take_resumes(loop *lp)
         rt_hreq *r = v2[i];
         /* Stale entries (the request was answered meanwhile, or its
          * connection closed in this round) are skipped. */
-        if (r->state != ST_SUSPENDED)
-            continue;
-        timer_clear(r);
-        r->state = ST_HANDLER;
-        if (ops.resume)
-            ops.resume(r);
-        after_callback(r);
-        process(r);
+        if (r->state == ST_SUSPENDED)
+            resume_now(r);
     }
     free(v2);
 }
@@ -1172,14 +1177,8 @@ static void *loop_main(void *arg)
             /* Everyone waiting is answered now. */
             for (rt_hreq *r = lp->conns, *next; r; r = next) {
                 next = r->next;
-                if (r->state == ST_SUSPENDED) {
-                    timer_clear(r);
-                    r->state = ST_HANDLER;
-                    if (ops.resume)
-                        ops.resume(r);
-                    after_callback(r);
-                    process(r);
-                }
+                if (r->state == ST_SUSPENDED)
+                    resume_now(r);
             }
         }
         if (lp->stop_seen) {

@@ -79,16 +79,10 @@ static void call_free(rt_call *c)
  * memory. */
 static bool logs_add(rt_call *c, const char *p, size_t len)
 {
-    if (c->logs_len + len + 1 > c->logs_cap) {
-        size_t ncap = c->logs_cap ? c->logs_cap * 2 : 1024;
-        while (ncap < c->logs_len + len + 1)
-            ncap *= 2;
-        char *nl = realloc(c->logs, ncap);
-        if (nl == NULL)
-            return false;
-        c->logs = nl;
-        c->logs_cap = ncap;
-    }
+    char *nl = modal__reserve(c->logs, &c->logs_cap, c->logs_len + len + 1, 1024);
+    if (nl == NULL)
+        return false;
+    c->logs = nl;
     memcpy(c->logs + c->logs_len, p, len);
     c->logs_len += len;
     c->logs[c->logs_len] = '\0';

@@ -68,21 +68,17 @@ int rt_write_atomic(const char *path, const void *p, size_t len, mode_t mode)
     }
     if (fd < 0)
         return -1;
-    const char *q = p;
-    while (len > 0) {
-        ssize_t w = write(fd, q, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            close(fd);
-            unlink(tmp);
-            return -1;
-        }
-        q += w;
-        len -= (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
+    /* Any failure removes the temporary file and keeps its errno. */
+    int e = 0;
+    if (modal__write_all(fd, p, len) != len || fsync(fd) != 0)
+        e = errno;
+    if (close(fd) != 0 && e == 0)
+        e = errno;
+    if (e == 0 && rename(tmp, path) != 0)
+        e = errno;
+    if (e != 0) {
         unlink(tmp);
+        errno = e;
         return -1;
     }
     return 0;
@@ -251,16 +247,10 @@ void rt_app_log(const char *app, const char *call_id, const char *fn, int stream
                       stream == 0 ? "stdout" : "stderr");
     size_t mark = cut ? sizeof CUT_MARK - 1 : 0;
     size_t need = q->len + (size_t)hl + len + mark + 1;
-    if (need > q->cap) {
-        size_t ncap = q->cap ? q->cap : 4096;
-        while (ncap < need)
-            ncap *= 2;
-        char *nb = realloc(q->buf, ncap);
-        if (nb == NULL)
-            return;
-        q->buf = nb;
-        q->cap = ncap;
-    }
+    char *nb = modal__reserve(q->buf, &q->cap, need, 4096);
+    if (nb == NULL)
+        return;
+    q->buf = nb;
     memcpy(q->buf + q->len, head, (size_t)hl);
     memcpy(q->buf + q->len + hl, line, len);
     memcpy(q->buf + q->len + hl + len, CUT_MARK, mark);
@@ -285,7 +275,7 @@ static int app_fd(const char *app)
             return files[i].fd;
     char path[700];
     snprintf(path, sizeof path, "%s/logs/%s.log", rt.state_dir, app);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         rt_log(2, "cannot open the app log %s: %s; its lines are lost", path, strerror(errno));
         return -1;
@@ -306,17 +296,8 @@ void rt_app_log_write(void)
     for (size_t i = 0; i < ntaken; i++) {
         app_queue *q = &taken[i];
         int fd = app_fd(q->app);
-        const char *p = q->buf;
-        size_t left = q->len;
-        while (fd >= 0 && left > 0) {
-            ssize_t w = write(fd, p, left);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
-                break; /* a full disk loses log lines, never calls */
-            p += w;
-            left -= (size_t)w;
-        }
+        if (fd >= 0)
+            modal__write_all(fd, q->buf, q->len); /* a full disk loses log lines, never calls */
         free(q->buf);
     }
     free(taken);

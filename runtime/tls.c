@@ -10,7 +10,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,7 +18,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 /* Forward-secret AEAD suites for TLS 1.2; TLS 1.3's defaults are all AEAD. */
@@ -76,50 +74,14 @@ static const char *ossl_reason(void)
     return buf;
 }
 
-/*
- * Write path whole or not at all: an exclusive, unpredictable temporary
- * file beside it (a link planted there is not followed), then rename.
- */
+/* Write path whole or not at all (rt_write_atomic); err says why not. */
 static int write_file_atomic(const char *path, const void *p, size_t len, mode_t mode, char *err,
                              size_t errsz)
 {
-    char tmp[700];
-    int fd = -1;
-    for (int tries = 0; fd < 0 && tries < 16; tries++) {
-        unsigned long long r = 0;
-        RAND_bytes((unsigned char *)&r, sizeof r);
-        snprintf(tmp, sizeof tmp, "%s.tmp-%016llx", path, r);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (fd < 0) {
-        snprintf(err, errsz, "cannot create %s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    const char *q = p;
-    int e = 0;
-    while (len > 0 && e == 0) {
-        ssize_t w = write(fd, q, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            e = w < 0 ? errno : ENOSPC;
-        else
-            q += w, len -= (size_t)w;
-    }
-    if (e == 0 && fsync(fd) != 0)
-        e = errno;
-    if (close(fd) != 0 && e == 0)
-        e = errno;
-    if (e == 0 && rename(tmp, path) != 0)
-        e = errno;
-    if (e != 0) {
-        unlink(tmp);
-        snprintf(err, errsz, "cannot write %s: %s", path, strerror(e));
-        return -1;
-    }
-    return 0;
+    if (rt_write_atomic(path, p, len, mode) == 0)
+        return 0;
+    snprintf(err, errsz, "cannot write %s: %s", path, strerror(errno));
+    return -1;
 }
 
 /* A BIO's contents written to path. */

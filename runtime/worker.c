@@ -29,8 +29,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
-
 #define HELLO_TIMEOUT 10.0
 /* A socket that hangs up while its process lives this long was closed by
  * the function's code; the process is then stopped. */
@@ -50,28 +48,6 @@ void rt_wake(void)
         /* The counter is saturated only if the loop is far behind; it
          * wakes anyway. */
     }
-}
-
-/* The worker's environment: the allowed part of the runtime's, plus the
- * worker variables in extra (NULL-terminated). Free the array only: its
- * strings are borrowed. */
-static char **worker_env(char **extra)
-{
-    size_t n = 0, nx = 0;
-    while (environ[n])
-        n++;
-    while (extra[nx])
-        nx++;
-    char **env = calloc(n + nx + 1, sizeof *env);
-    if (env == NULL)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (modal__env_inherited(environ[i]))
-            env[k++] = environ[i];
-    for (size_t i = 0; i < nx; i++)
-        env[k++] = extra[i];
-    return env;
 }
 
 static void pool_break(rt_pool *p, modal_status st, const char *msg);
@@ -173,7 +149,7 @@ int rt_worker_spawn(rt_pool *p)
         if (rt_listen_pin()[0])
             extra[5] = pinvar;
     }
-    char **env = worker_env(extra);
+    char **env = modal__env_inherited_list(extra);
     char *argv[] = {path, NULL};
     pid_t pid = -1;
     int rc = env != NULL ? posix_spawn(&pid, path, &fa, &at, argv, env) : ENOMEM;
@@ -345,16 +321,10 @@ static void emit_line(rt_worker *w, staging *st, const char *id, int s, const ch
     st->call = c;
     size_t mark = cut ? sizeof CUT_MARK - 1 : 0;
     size_t need = st->len + 2 + len + mark + 1;
-    if (need > st->cap) {
-        size_t ncap = st->cap ? st->cap : 4096;
-        while (ncap < need)
-            ncap *= 2;
-        char *nb = realloc(st->buf, ncap);
-        if (nb == NULL)
-            return;
-        st->buf = nb;
-        st->cap = ncap;
-    }
+    char *nb = modal__reserve(st->buf, &st->cap, need, 4096);
+    if (nb == NULL)
+        return;
+    st->buf = nb;
     char *o = st->buf + st->len;
     o[0] = s == 0 ? '1' : '2';
     o[1] = ' ';
@@ -414,16 +384,11 @@ static void take_output(rt_worker *w, const char *id, int s, const char *p, size
         } else {
             size_t room = LINE_MAX_BYTES - w->line_len[s];
             size_t take = seg < room ? seg : room;
-            if (w->line_len[s] + take > w->line_cap[s]) {
-                size_t ncap = w->line_cap[s] ? w->line_cap[s] : 1024;
-                while (ncap < w->line_len[s] + take)
-                    ncap *= 2;
-                char *nb = realloc(w->line[s], ncap);
-                if (nb == NULL)
-                    return;
-                w->line[s] = nb;
-                w->line_cap[s] = ncap;
-            }
+            char *nb = modal__reserve(w->line[s], &w->line_cap[s], w->line_len[s] + take + 1,
+                                      1024);
+            if (nb == NULL)
+                return;
+            w->line[s] = nb;
             memcpy(w->line[s] + w->line_len[s], p, take);
             w->line_len[s] += take;
             if (take < seg) { /* too long: this piece goes out marked */

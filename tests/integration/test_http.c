@@ -147,6 +147,18 @@ static modal_status call_fn(modal_function *fn, modal_error *err)
     return st;
 }
 
+/* Start a runtime of this test's own, call fn on it so this executable is
+ * stored there, and give its SHA-256 and the stored file's path. */
+static void start_with_stored_self(harness *h, modal_function *fn, char hex[65],
+                                   char file[PATH_MAX + 100])
+{
+    assert_int_equal(harness_start_with(h, NULL, true), 0);
+    modal_error err;
+    assert_ok(call_fn(fn, &err), err);
+    assert_int_equal(harness_self_sha256(hex), 0);
+    snprintf(file, PATH_MAX + 100, "%s/artifacts/%s", h->dir, hex);
+}
+
 /* Files in dir/artifacts (temporary ones included). */
 static int artifact_files(const char *dir)
 {
@@ -670,12 +682,9 @@ static void test_upload_write_error_discards(void **state)
 static void test_damaged_artifact_is_uploaded_again(void **state)
 {
     harness h;
-    assert_int_equal(harness_start_with(&h, NULL, true), 0);
     modal_error err;
-    assert_ok(call_fn(&noop, &err), err);
     char hex[65], file[PATH_MAX + 100];
-    assert_int_equal(harness_self_sha256(hex), 0);
-    snprintf(file, sizeof file, "%s/artifacts/%s", h.dir, hex);
+    start_with_stored_self(&h, &noop, hex, file);
 
     /* Cut the stored executable short: a new pool must not start from it. */
     struct stat sb;
@@ -734,12 +743,9 @@ static void cut_stored_copy(const char *file)
 static void test_broken_pool_recovers(void **state)
 {
     harness h;
-    assert_int_equal(harness_start_with(&h, NULL, true), 0);
     modal_error err;
-    assert_ok(call_fn(&brief, &err), err);
     char hex[65], file[PATH_MAX + 100];
-    assert_int_equal(harness_self_sha256(hex), 0);
-    snprintf(file, sizeof file, "%s/artifacts/%s", h.dir, hex);
+    start_with_stored_self(&h, &brief, hex, file);
     cut_stored_copy(file);
     /* Workers of this runtime only: other runtimes run this executable too. */
     assert_int_equal(harness_wait_no_workers(h.dir, "", 10), 0);
@@ -766,12 +772,8 @@ static void test_broken_pool_recovers(void **state)
 static void test_lost_artifact_uploaded_again_without_err(void **state)
 {
     harness h;
-    assert_int_equal(harness_start_with(&h, NULL, true), 0);
-    modal_error err;
-    assert_ok(call_fn(&noop, &err), err);
     char hex[65], file[PATH_MAX + 100];
-    assert_int_equal(harness_self_sha256(hex), 0);
-    snprintf(file, sizeof file, "%s/artifacts/%s", h.dir, hex);
+    start_with_stored_self(&h, &noop, hex, file);
     assert_int_equal(unlink(file), 0);
     assert_int_equal(call_fn(&noop2, NULL), MODAL_OK);
     assert_int_equal(access(file, F_OK), 0);

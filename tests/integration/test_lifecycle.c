@@ -500,6 +500,25 @@ static void test_repeated_output_before_a_crash_is_kept(void **state)
     }
 }
 
+/* From now on, system call nr fails with errno e in this process and in
+ * every process it starts (a seccomp filter; it cannot be undone). */
+static int refuse_syscall(long nr, int e)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)e),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+        fprintf(stderr, "cannot install a seccomp filter: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * A runtime that cannot make a worker's socket (socketpair fails with
  * EAGAIN, as when the system is out of memory or descriptors): this very
@@ -512,18 +531,8 @@ static void wrap_runtime_if_asked(char **argv)
     const char *real = getenv("ITEST_WRAP_RUNTIME");
     if (real == NULL)
         return;
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socketpair, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
-        fprintf(stderr, "cannot install a seccomp filter: %s\n", strerror(errno));
+    if (refuse_syscall(SYS_socketpair, EAGAIN) != 0)
         exit(1);
-    }
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s", real);
     unsetenv("ITEST_WRAP_RUNTIME");
@@ -577,18 +586,8 @@ static void test_transient_spawn_failure_does_not_break_pool(void **state)
  * they inherit. */
 static int setup_without_pidfd(void **state)
 {
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
-        fprintf(stderr, "cannot install a seccomp filter: %s\n", strerror(errno));
+    if (refuse_syscall(SYS_pidfd_open, ENOSYS) != 0)
         return -1;
-    }
     if (syscall(SYS_pidfd_open, getpid(), 0) >= 0 || errno != ENOSYS)
         return -1;
     return setup(state);

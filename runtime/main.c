@@ -17,7 +17,7 @@ rt_runtime rt = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static volatile sig_atomic_t got_signal;
 
-static char listen_url[600], listen_pin[RT_TLS_PIN_SIZE], tls_pin_all[RT_TLS_PIN_SIZE];
+static char listen_url[600], tls_pin[RT_TLS_PIN_SIZE];
 static int listen_rank = 99;
 
 /* Workers' nested calls come back through the cheapest listener: a Unix
@@ -47,7 +47,6 @@ void rt_set_listen_url(const char *spec)
         snprintf(listen_url, sizeof listen_url, "%s://127.0.0.1:%s", scheme, hostport + 8);
     else
         snprintf(listen_url, sizeof listen_url, "%s://%s", scheme, hostport);
-    snprintf(listen_pin, sizeof listen_pin, "%s", rank == 2 ? tls_pin_all : "");
 }
 
 const char *rt_listen_url(void)
@@ -57,7 +56,7 @@ const char *rt_listen_url(void)
 
 const char *rt_listen_pin(void)
 {
-    return listen_pin;
+    return listen_rank == 2 ? tls_pin : "";
 }
 
 static void on_signal(int sig)
@@ -280,7 +279,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         rt_log(1, "tls fingerprint %s (also in %s/tls/fingerprint)", pin, rt.state_dir);
     }
-    snprintf(tls_pin_all, sizeof tls_pin_all, "%s", pin);
+    snprintf(tls_pin, sizeof tls_pin, "%s", pin);
     pthread_t loop;
     pthread_create(&loop, NULL, rt_loop, NULL);
     for (int i = 0; i < nlisten; i++)

@@ -88,6 +88,8 @@ $(BUILD)/bindir.stamp: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(BINDIR)' | cmp -s - $@ || echo '$(BINDIR)' > $@
 $(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
+# Every object may use the protocol header (internal.h includes it).
+$(LIB_OBJ) $(RT_OBJ): lib/protocol.h
 .PHONY: FORCE
 FORCE:
 

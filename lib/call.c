@@ -201,8 +201,8 @@ int modal__json_num(cJSON *obj, const char *key, double v)
 
 void modal__random_id(const char *prefix, char *out, size_t outsz)
 {
-    static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
-    unsigned char rnd[26];
+    static const char alphabet[] = MODAL__ID_ALPHABET;
+    unsigned char rnd[MODAL__ID_RANDOM_LEN];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         /* getrandom only fails before the pool is seeded; ids then fall
          * back to time and address entropy, which is unique enough. */
@@ -272,7 +272,7 @@ static modal_status wire_round_trip(const char *key, const modal_value *v,
 {
     modal__enc enc;
     cJSON *env = cJSON_CreateObject();
-    if (env != NULL && modal__json_num(env, "v", 1) != 0) {
+    if (env != NULL && modal__json_num(env, "v", MODAL__FRAME_VERSION) != 0) {
         cJSON_Delete(env);
         env = NULL;
     }

@@ -7,6 +7,7 @@
 #define MODAL_INTERNAL_H
 
 #include "modal.h"
+#include "protocol.h" /* the wire's paths, headers, ids and name checks */
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -290,17 +291,6 @@ struct modal_ctx {
 modal_status modal__invoke(modal_function *fn, modal_ctx *ctx,
                            const modal_value *args, modal_value **result,
                            modal_error *err);
-
-/*
- * The naming rules of apps and functions, written once for the library
- * (MODAL_APP, the executable's name, MODAL_FUNCTION) and the runtime (call
- * frames). Each returns NULL for a valid name, else a phrase saying what is
- * wrong ("is \".\" or \"..\", which cannot name an app"). App names become
- * file names under logs/, so "." and ".." are refused.
- */
-#define MODAL__NAME_MAX 127
-const char *modal__app_name_problem(const char *name);
-const char *modal__fn_name_problem(const char *name);
 
 /* One alternative of a GPU request: "H100:2!" is {"H100", 2, exact}. */
 typedef struct modal__gpu_choice {

@@ -171,7 +171,7 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
         cJSON *env = cJSON_CreateObject();
         modal__enc enc;
         if (star) {
-            if (env != NULL && (modal__json_num(env, "v", 1) != 0 ||
+            if (env != NULL && (modal__json_num(env, "v", MODAL__FRAME_VERSION) != 0 ||
                                 modal__json_num(env, "index", (double)(from + k)) != 0)) {
                 cJSON_Delete(env);
                 env = NULL;
@@ -188,7 +188,7 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
                 cJSON_Delete(j);
                 j = NULL;
             }
-            if (j != NULL && modal__json_num(env, "v", 1) == 0 &&
+            if (j != NULL && modal__json_num(env, "v", MODAL__FRAME_VERSION) == 0 &&
                 modal__json_num(env, "index", (double)(from + k)) == 0)
                 st = modal__enc_finish(&enc, env, err);
             else if (local.code != MODAL_OK) /* the value itself (too deep, ...) */
@@ -218,9 +218,9 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
     if (st != MODAL_OK)
         return st;
     char path[96];
-    snprintf(path, sizeof path, "/v1/maps/%s/inputs", r->id);
+    snprintf(path, sizeof path, MODAL__PATH_MAPS "/%s" MODAL__PATH_INPUTS, r->id);
     modal__http_req req = {.method = "POST", .path = path, .body = bundle->base,
-                           .body_len = bundle->len, .content_type = "application/x-modal-bundle",
+                           .body_len = bundle->len, .content_type = MODAL__CT_BUNDLE,
                            .timeout = 600};
     modal__http_resp resp;
     st = modal__http(&req, &resp, err);
@@ -232,7 +232,7 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
 static void map_delete(map_run *r)
 {
     char path[96];
-    snprintf(path, sizeof path, "/v1/maps/%s", r->id);
+    snprintf(path, sizeof path, MODAL__PATH_MAPS "/%s", r->id);
     modal__http_req req = {.method = "DELETE", .path = path, .timeout = 30};
     modal__http_resp resp;
     modal__http(&req, &resp, NULL);
@@ -284,8 +284,8 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
         st = modal__msg_build(modal__call_envelope(fn, artifact, NULL), "args", NULL, &enc, err);
         if (st != MODAL_OK)
             goto out;
-        modal__http_req req = {.method = "POST", .path = "/v1/maps", .enc = &enc,
-                               .content_type = "application/x-modal-frame", .timeout = 60};
+        modal__http_req req = {.method = "POST", .path = MODAL__PATH_MAPS, .enc = &enc,
+                               .content_type = MODAL__CT_FRAME, .timeout = 60};
         st = modal__http(&req, &resp, err);
         modal__enc_free(&enc);
         if (st == MODAL_OK || attempt > 0 || !modal__artifact_refused(st, err, artifact))
@@ -322,7 +322,7 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
             break;
         }
         char path[128];
-        snprintf(path, sizeof path, "/v1/maps/%s/results?after=%lld&wait=%d", r.id, r.seq,
+        snprintf(path, sizeof path, MODAL__PATH_MAPS "/%s" MODAL__PATH_RESULTS "?after=%lld&wait=%d", r.id, r.seq,
                  sent < r.n ? 1 : 25);
         modal__http_req get = {.method = "GET", .path = path, .timeout = 60};
         if ((st = modal__http(&get, &resp, err)) != MODAL_OK)

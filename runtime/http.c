@@ -192,29 +192,10 @@ int rt_http_num_arg(rt_hreq *r, const char *name, double lo, double hi, double d
     return 0;
 }
 
-/*
- * Every route the runtime answers, one line each. Methods a path does not
- * list get 405 naming those it does; paths not here get 404. See
- * docs/architecture/routes.md for how to add one.
- */
 const rt_route rt_routes[] = {
-    {"GET",    MODAL__PATH_HEALTH,                               rt_http_health, 0},
-    {"HEAD",   MODAL__PATH_HEALTH,                               rt_http_health, 0},
-    {"HEAD",   MODAL__PATH_ARTIFACTS "/<sha256>",                rt_http_artifact_check, 0},
-    {"GET",    MODAL__PATH_ARTIFACTS "/<sha256>",                rt_http_artifact_check, 0},
-    {"PUT",    MODAL__PATH_ARTIFACTS "/<sha256>",                rt_http_artifact_put,
-               RT_ROUTE_UPLOAD},
-    {"POST",   MODAL__PATH_CALLS,                                rt_http_call_start,
-               RT_ROUTE_BODY | RT_ROUTE_WAITS},
-    {"GET",    MODAL__PATH_CALLS "/<id>",                        rt_http_call_get, RT_ROUTE_WAITS},
-    {"DELETE", MODAL__PATH_CALLS "/<id>",                        rt_http_call_cancel, 0},
-    {"GET",    MODAL__PATH_CALLS "/<id>" MODAL__PATH_LOGS,       rt_http_call_logs, 0},
-    {"POST",   MODAL__PATH_MAPS,                                 rt_http_map_start, RT_ROUTE_BODY},
-    {"DELETE", MODAL__PATH_MAPS "/<id>",                         rt_http_map_delete, 0},
-    {"POST",   MODAL__PATH_MAPS "/<id>" MODAL__PATH_INPUTS,      rt_http_map_inputs, RT_ROUTE_BODY},
-    {"GET",    MODAL__PATH_MAPS "/<id>" MODAL__PATH_RESULTS,     rt_http_map_results,
-               RT_ROUTE_WAITS},
-    {"GET",    MODAL__PATH_APPS "/<app>" MODAL__PATH_LOGS,       rt_http_app_logs, 0},
+#define RT_ROUTE_ENTRY(method, pattern, fn, flags) {method, pattern, fn, flags},
+    RT_ROUTES(RT_ROUTE_ENTRY)
+#undef RT_ROUTE_ENTRY
 };
 const size_t rt_nroutes = sizeof rt_routes / sizeof rt_routes[0];
 

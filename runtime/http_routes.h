@@ -12,10 +12,7 @@
 
 #include "rt.h"
 #include "httpd.h"
-
-/* Longest id segment a route takes ("/v1/calls/<id>"); a longer one is no
- * route (404). */
-#define RT_ROUTE_ID_MAX 256
+#include "http_table.h"
 
 /*
  * A request's state in the handlers; also what a call's or map's list of
@@ -42,17 +39,6 @@ typedef struct rt_http_wait {
 } rt_hctx;
 
 /* ---- the route table (http.c) ---------------------------------------- */
-
-enum {
-    /* The body is read into h->body (a sealed memfd when large); routes
-     * without this flag read a body and drop it. */
-    RT_ROUTE_BODY = 1u << 0,
-    /* The body streams into the artifact store (h->up), named by the id. */
-    RT_ROUTE_UPLOAD = 1u << 1,
-    /* A long poll: takes ?wait=0..60 seconds (h->deadline), and its
-     * handler may suspend the request with rt_http_wait_on. */
-    RT_ROUTE_WAITS = 1u << 2,
-};
 
 /* A handler: answers h->r, or suspends it (RT_ROUTE_WAITS routes). */
 typedef void rt_route_fn(rt_hctx *h);

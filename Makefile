@@ -132,7 +132,7 @@ $(BUILD)/tests/test_httpd_tls: tests/integration/test_httpd_tls.c runtime/httpd.
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/httpd.c \
 	    runtime/http_parse.c $(STATIC) -lssl $(ITLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(STATIC)
+$(BUILD)/bench/%: bench/%.c bench/bench.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 

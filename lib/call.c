@@ -75,14 +75,14 @@ static void arg_fail(modal_status code, size_t i, const char *fmt, ...)
     modal_ctx *ctx = current_ctx;
     if (ctx == NULL || ctx->failed)
         return;
-    char what[384];
+    /* Worded like any error, then placed after the argument's number. */
+    modal_error what;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
+    ctx->code = modal__vfail(&what, code, fmt, ap);
     va_end(ap);
-    snprintf(ctx->message, sizeof ctx->message, "argument %zu: %s", i, what);
+    snprintf(ctx->message, sizeof ctx->message, "argument %zu: %.384s", i, what.message);
     ctx->failed = true;
-    ctx->code = code;
 }
 
 const modal_value *modal_arg(const modal_value *args, size_t i)

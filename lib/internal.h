@@ -481,6 +481,11 @@ modal_status modal__check_call(modal_function *fn, const modal_value *list,
 modal_status modal__remote_prepare(modal_function *fn, const modal_value *list,
                                    const char *what, const char **artifact,
                                    modal_error *err);
+/* A result frame's outcome (docs/wire.md): returns its status; MODAL_OK
+ * with *v its value (owned by the caller), else *v NULL and msg filled
+ * with its message (or why its value cannot be read). A frame without a
+ * status is MODAL_ECODEC. */
+modal_status modal__result_read(modal__dec *dec, modal_value **v, char *msg, size_t msgsz);
 
 /* ---- SHA-256 (lib/sha256.c) --------------------------------------- */
 
@@ -508,6 +513,9 @@ int modal__json_num(cJSON *obj, const char *key, double v);
 
 /* Random id with prefix ("fc-"), base32, 26 random characters. */
 void modal__random_id(const char *prefix, char *out, size_t outsz);
+/* Seconds on the monotonic clock (lib/clock.c), for deadlines and
+ * durations; the runtime's rt_now() is this clock. */
+double modal__now(void);
 
 /* ---- TLS public-key pins (lib/tls_pin.c) --------------------------- */
 

@@ -125,25 +125,16 @@ static modal_status take_results(map_run *r, modal__buf *body, modal_error *err)
         if (st != MODAL_OK)
             break;
         const cJSON *ji = cJSON_GetObjectItemCaseSensitive(dec.env, "index");
-        const cJSON *js = cJSON_GetObjectItemCaseSensitive(dec.env, "status");
-        const cJSON *jm = cJSON_GetObjectItemCaseSensitive(dec.env, "message");
-        if (!cJSON_IsNumber(ji) || ji->valuedouble < 0 || !cJSON_IsString(js)) {
+        if (!cJSON_IsNumber(ji) || ji->valuedouble < 0 ||
+            !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(dec.env, "status"))) {
             modal__dec_close(&dec);
             st = modal__fail(err, MODAL_ECODEC, "the runtime sent a map result without index or status");
             break;
         }
         size_t idx = (size_t)ji->valuedouble;
-        modal_status rs = modal__status_from_name(js->valuestring);
-        modal_value *v = NULL;
+        modal_value *v;
         char msg[MODAL_ERROR_MESSAGE_SIZE];
-        snprintf(msg, sizeof msg, "%s", cJSON_IsString(jm) ? jm->valuestring : "");
-        if (rs == MODAL_OK) {
-            modal_error verr;
-            if (modal__msg_value(&dec, "result", &v, &verr) != MODAL_OK) {
-                rs = verr.code;
-                snprintf(msg, sizeof msg, "%s", verr.message);
-            }
-        }
+        modal_status rs = modal__result_read(&dec, &v, msg, sizeof msg);
         modal__dec_close(&dec);
         st = record(r, idx, v, rs, msg, err);
     }

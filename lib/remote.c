@@ -23,13 +23,6 @@ struct modal_call {
 /* Longest single long poll; the runtime answers sooner when done. */
 #define POLL_SECONDS 25
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static int quiet_logs(void)
 {
     const char *q = getenv("MODAL_QUIET_LOGS");
@@ -101,6 +94,26 @@ static void fetch_logs(modal_call *c, long long total)
     modal__http_resp_free(&resp);
 }
 
+modal_status modal__result_read(modal__dec *dec, modal_value **v, char *msg, size_t msgsz)
+{
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(dec->env, "status");
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(dec->env, "message");
+    modal_status code = cJSON_IsString(js) ? modal__status_from_name(js->valuestring)
+                                           : MODAL_ECODEC;
+    *v = NULL;
+    snprintf(msg, msgsz, "%s", cJSON_IsString(jm) ? jm->valuestring
+                               : code == MODAL_ECODEC ? "the runtime sent a malformed result"
+                               : "");
+    if (code != MODAL_OK)
+        return code;
+    modal_error verr;
+    if (modal__msg_value(dec, "result", v, &verr) != MODAL_OK) {
+        snprintf(msg, msgsz, "%s", verr.message);
+        return verr.code;
+    }
+    return MODAL_OK;
+}
+
 /* Decode a result frame into *result or the error it carries. */
 static modal_status take_result(modal__buf *body, modal_value **result, modal_error *err)
 {
@@ -108,25 +121,18 @@ static modal_status take_result(modal__buf *body, modal_value **result, modal_er
     modal_status st = modal__dec_open(body, 1, &dec, err);
     if (st != MODAL_OK)
         return st;
-    const cJSON *js = cJSON_GetObjectItemCaseSensitive(dec.env, "status");
-    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(dec.env, "message");
-    modal_status code = cJSON_IsString(js) ? modal__status_from_name(js->valuestring)
-                                           : MODAL_ECODEC;
-    if (code != MODAL_OK) {
-        st = modal__fail(err, code, "%s",
-                         cJSON_IsString(jm) ? jm->valuestring : "the runtime sent a malformed result");
-    } else {
-        modal_value *v = NULL;
-        st = modal__msg_value(&dec, "result", &v, err);
-        if (st == MODAL_OK && result != NULL)
-            *result = v;
-        else
-            modal_value_free(v);
-        if (st == MODAL_OK)
-            modal__ok(err);
-    }
+    modal_value *v;
+    char msg[MODAL_ERROR_MESSAGE_SIZE];
+    st = modal__result_read(&dec, &v, msg, sizeof msg);
     modal__dec_close(&dec);
-    return st;
+    if (st != MODAL_OK)
+        return modal__fail(err, st, "%s", msg);
+    if (result != NULL)
+        *result = v;
+    else
+        modal_value_free(v);
+    modal__ok(err);
+    return MODAL_OK;
 }
 
 /* Handle a 202 "still running" answer: show its output. */
@@ -146,7 +152,7 @@ static void take_progress(modal_call *c, const modal__buf *body)
 static modal_status wait_result(modal_call *c, modal__http_resp *first, double timeout,
                                 modal_value **result, modal_error *err)
 {
-    double deadline = timeout < 0 ? -1 : now_s() + timeout;
+    double deadline = timeout < 0 ? -1 : modal__now() + timeout;
     modal__http_resp resp = *first;
     for (;;) {
         if (resp.status == 200) {
@@ -158,7 +164,7 @@ static modal_status wait_result(modal_call *c, modal__http_resp *first, double t
         }
         take_progress(c, resp.body);
         modal__http_resp_free(&resp);
-        double left = deadline < 0 ? POLL_SECONDS : deadline - now_s();
+        double left = deadline < 0 ? POLL_SECONDS : deadline - modal__now();
         if (deadline >= 0 && left <= 0)
             return modal__fail(err, MODAL_EPENDING, "call %s (%s) has not finished yet",
                                c->id, c->fn);
@@ -383,7 +389,7 @@ modal_status modal_call_get(modal_call *call, double timeout, modal_value **resu
              call->log_offset);
     modal__http_req req = {.method = "GET", .path = path, .timeout = (long)wait + 30};
     modal__http_resp resp;
-    double start = now_s();
+    double start = modal__now();
     modal_status st = modal__http(&req, &resp, err);
     if (st == MODAL_ETRANSPORT && err != NULL) {
         char why[MODAL_ERROR_MESSAGE_SIZE];
@@ -392,7 +398,7 @@ modal_status modal_call_get(modal_call *call, double timeout, modal_value **resu
     }
     if (st != MODAL_OK)
         return st;
-    double left = timeout < 0 ? -1 : timeout - (now_s() - start);
+    double left = timeout < 0 ? -1 : timeout - (modal__now() - start);
     if (timeout >= 0 && left < 0)
         left = 0;
     return wait_result(call, &resp, left, result, err);

@@ -1055,7 +1055,7 @@ static void refuse(int fd, bool tls)
         if (body != NULL) {
             char buf[512];
             int n = snprintf(buf, sizeof buf,
-                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " MODAL__CT_JSON "\r\n"
                              "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
                              strlen(body), body);
             if (n > 0 && (size_t)n < sizeof buf) {

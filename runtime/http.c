@@ -193,7 +193,7 @@ int rt_http_num_arg(rt_hreq *r, const char *name, double lo, double hi, double d
 }
 
 const rt_route rt_routes[] = {
-#define RT_ROUTE_ENTRY(method, pattern, fn, flags) {method, pattern, fn, flags},
+#define RT_ROUTE_ENTRY(method, pattern, fn, body, flags) {method, pattern, fn, body, flags},
     RT_ROUTES(RT_ROUTE_ENTRY)
 #undef RT_ROUTE_ENTRY
 };
@@ -282,6 +282,11 @@ static void dispatch(hctx *h)
             return;
         }
     }
+    if (h->route->body != NULL && !(h->route->flags & RT_ROUTE_UPLOAD) && h->body == NULL) {
+        rt_hreq_error(r, 400, MODAL_ECODEC, "%s %s needs a body (%s, as docs/wire.md describes)",
+                      method, h->route->pattern, h->route->body);
+        return;
+    }
     if (h->route->flags & RT_ROUTE_WAITS) {
         double wait;
         if (rt_http_num_arg(r, "wait", 0, 60, 0, &wait) != 0) {
@@ -359,7 +364,7 @@ static void on_body(rt_hreq *r, const char *p, size_t n)
         }
         return;
     }
-    if (h->route == NULL || !(h->route->flags & RT_ROUTE_BODY))
+    if (h->route == NULL || h->route->body == NULL)
         return; /* a body on a route that takes none is read and dropped */
     int rc = body_append(h, p, n);
     if (rc == -2)

@@ -102,11 +102,6 @@ static void call_poll(rt_hctx *h)
 void rt_http_call_start(rt_hctx *h)
 {
     rt_hreq *r = h->r;
-    if (h->body == NULL) {
-        rt_hreq_error(r, 400, MODAL_ECODEC, "POST " MODAL__PATH_CALLS " needs a call frame as "
-                      "its body");
-        return;
-    }
     modal_error err;
     rt_call *c;
     pthread_mutex_lock(&rt.mu);

@@ -93,11 +93,6 @@ void rt_http_map_results(rt_hctx *h)
 void rt_http_map_start(rt_hctx *h)
 {
     rt_hreq *r = h->r;
-    if (h->body == NULL) {
-        rt_hreq_error(r, 400, MODAL_EINVAL, "POST " MODAL__PATH_MAPS " needs a map frame as "
-                      "its body");
-        return;
-    }
     modal_error err;
     rt_map *m;
     pthread_mutex_lock(&rt.mu);
@@ -126,10 +121,7 @@ void rt_http_map_inputs(rt_hctx *h)
     rt_map *m = find_map(h);
     if (m != NULL) {
         size_t accepted = 0;
-        modal_status st =
-            h->body ? rt_map_add_inputs(m, h->body, &accepted, &err)
-                    : modal__fail(&err, MODAL_ECODEC, "POST .../inputs needs a bundle of input "
-                                  "frames");
+        modal_status st = rt_map_add_inputs(m, h->body, &accepted, &err);
         if (st != MODAL_OK) {
             rt_hreq_error(h->r, rt_http_status_for(st), st, "%s", err.message);
         } else {

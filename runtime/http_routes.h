@@ -22,7 +22,7 @@ typedef struct rt_http_wait {
     rt_hreq *r;
     const struct rt_route *route; /* NULL: no route answers this method and path */
     char id[RT_ROUTE_ID_MAX];     /* the route's id segment, "" when it has none */
-    modal__buf *body;       /* RT_ROUTE_BODY: the body, NULL when there was none */
+    modal__buf *body;       /* the body of a route that takes one, else NULL */
     size_t cap;
     int body_fd;            /* large bodies: a memfd of body_len bytes */
     size_t body_len;
@@ -50,6 +50,7 @@ typedef struct rt_route {
      * h->id. The name is shown in 405 answers only. */
     const char *pattern;
     rt_route_fn *fn;
+    const char *body;    /* the content type of the body it needs, or NULL */
     unsigned flags;      /* RT_ROUTE_* */
 } rt_route;
 

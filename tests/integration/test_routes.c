@@ -6,6 +6,9 @@
  * naming exactly the methods the table lists for it; a path outside the
  * table gets 404 naming it.
  *
+ * A route that needs a body and gets none is refused with 400 naming the
+ * body's content type.
+ *
  * This binary is also the worker the runtime starts.
  */
 #include "harness.h"
@@ -22,13 +25,13 @@ MODAL_FUNCTION(noop, .timeout = 30)
 typedef struct route_row {
     const char *method;
     const char *pattern;
-    unsigned flags;
+    const char *body;
 } route_row;
 
 /* The runtime's table, without its handlers (this program does not link
  * them): the same lines, so a new route is walked as soon as it exists. */
 static const route_row table[] = {
-#define ROW(method, pattern, fn, flags) {method, pattern, flags},
+#define ROW(method, pattern, fn, body, flags) {method, pattern, body},
     RT_ROUTES(ROW)
 #undef ROW
 };
@@ -133,6 +136,13 @@ static void test_every_route_answers_its_method(void **state)
             assert_int_equal(a.status, 200); /* no body to tell a 404's cause */
         else if (a.status == 404)
             assert_null(strstr(a.message, "no route"));
+        if (table[i].body != NULL && strcmp(table[i].method, "PUT") != 0) {
+            /* Sent without the body it needs: 400, naming its type. */
+            assert_int_equal(a.status, 400);
+            assert_string_equal(a.code, "ECODEC");
+            assert_contains(a.message, "needs a body");
+            assert_contains(a.message, table[i].body);
+        }
         assert_true(a.status >= 200 && a.status < 500);
     }
 }

@@ -288,10 +288,12 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
         cJSON *j = resp.body ? cJSON_ParseWithLength((const char *)resp.body->base, resp.body->len)
                              : NULL;
         const cJSON *jid = cJSON_GetObjectItemCaseSensitive(j, "map_id");
-        if (cJSON_IsString(jid))
+        /* The id goes into request paths: only the protocol's form. */
+        if (cJSON_IsString(jid) && modal__map_id_problem(jid->valuestring) == NULL)
             snprintf(r.id, sizeof r.id, "%s", jid->valuestring);
         else
-            st = modal__fail(err, MODAL_ERUNTIME, "the runtime did not return a map id");
+            st = modal__fail(err, MODAL_ERUNTIME, "the runtime did not return a map id (%s "
+                             MODAL__ID_RULE ")", MODAL__MAP_ID_PREFIX);
         cJSON_Delete(j);
     }
     modal__http_resp_free(&resp);

@@ -4,8 +4,8 @@
  * token check, body accumulation, the send helpers, long-poll suspension
  * and the route table with its dispatch; each resource's handlers live in
  * a file of their own (http_calls.c, http_maps.c, http_artifacts.c,
- * http_apps.c, http_status.c). A new route is one line in rt_routes[]
- * (http.c) and a handler declared here.
+ * http_apps.c, http_status.c). A new route is one line in RT_ROUTES
+ * (http_table.h) and a handler declared here.
  */
 #ifndef RT_HTTP_ROUTES_H
 #define RT_HTTP_ROUTES_H
@@ -32,7 +32,8 @@ typedef struct rt_http_wait {
     double deadline;        /* RT_ROUTE_WAITS: now + ?wait= */
     long long log_offset;
     double after;
-    /* Set while the request waits on a call or map: runs again on resume. */
+    /* Set once the request has waited on a call or map (rt_http_wait_on):
+     * what runs again on resume. */
     void (*poll)(struct rt_http_wait *h);
     void *on;               /* the rt_call or rt_map whose list holds it (rt.mu) */
     struct rt_http_wait *wnext, **wprev;

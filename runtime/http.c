@@ -130,6 +130,15 @@ void rt_http_send_buf(rt_hreq *r, int status, modal__buf *b, const char *ctype,
     rt_hreq_send_buf(r, status, ctype, extra, b);
 }
 
+void rt_http_unknown_id(hctx *h, const char *what, const char *problem, const char *why)
+{
+    if (problem != NULL)
+        rt_hreq_error(h->r, 404, MODAL_ENOTFOUND, "no %s \"%.64s\" on this runtime: it %s", what,
+                      h->id, problem);
+    else
+        rt_hreq_error(h->r, 404, MODAL_ENOTFOUND, "no %s %s on this runtime%s", what, h->id, why);
+}
+
 /* ---- request bodies ---------------------------------------------------------- */
 
 static int body_append(hctx *c, const char *data, size_t n)
@@ -175,8 +184,8 @@ static int body_append(hctx *c, const char *data, size_t n)
 
 /* ---- the route table --------------------------------------------------------- */
 
-/* Parse a number query argument within [lo, hi]; dflt when absent. */
-int rt_http_num_arg(rt_hreq *r, const char *name, double lo, double hi, double dflt, double *out)
+int rt_http_num_arg(rt_hreq *r, const char *name, double lo, double hi, double dflt,
+                    const char *what, double *out)
 {
     const char *v = rt_hreq_arg(r, name);
     if (v == NULL) {
@@ -186,8 +195,10 @@ int rt_http_num_arg(rt_hreq *r, const char *name, double lo, double hi, double d
     char *end;
     errno = 0;
     double d = strtod(v, &end);
-    if (end == v || *end != '\0' || errno != 0 || !(d >= lo && d <= hi))
+    if (end == v || *end != '\0' || errno != 0 || !(d >= lo && d <= hi)) {
+        rt_hreq_error(r, 400, MODAL_EINVAL, "%s=\"%.40s\": must be %s", name, v, what);
         return -1;
+    }
     *out = d;
     return 0;
 }
@@ -289,11 +300,8 @@ static void dispatch(hctx *h)
     }
     if (h->route->flags & RT_ROUTE_WAITS) {
         double wait;
-        if (rt_http_num_arg(r, "wait", 0, 60, 0, &wait) != 0) {
-            rt_hreq_error(r, 400, MODAL_EINVAL, "wait=\"%.40s\": must be a number of seconds "
-                          "from 0 to 60", rt_hreq_arg(r, "wait"));
+        if (rt_http_num_arg(r, "wait", 0, 60, 0, "a number of seconds from 0 to 60", &wait) != 0)
             return;
-        }
         h->deadline = rt_now() + wait;
     }
     h->route->fn(h);

@@ -76,16 +76,10 @@ static int answer_call(rt_hctx *h, rt_call *c)
 static rt_call *find_call(rt_hctx *h)
 {
     rt_call *c = rt_call_find(h->id);
-    if (c != NULL)
-        return c;
-    const char *bad = modal__call_id_problem(h->id);
-    if (bad != NULL)
-        rt_hreq_error(h->r, 404, MODAL_ENOTFOUND, "no call \"%.64s\" on this runtime: it %s",
-                      h->id, bad);
-    else
-        rt_hreq_error(h->r, 404, MODAL_ENOTFOUND,
-                      "no call %s on this runtime (unknown, or its result expired)", h->id);
-    return NULL;
+    if (c == NULL)
+        rt_http_unknown_id(h, "call", modal__call_id_problem(h->id),
+                           " (unknown, or its result expired)");
+    return c;
 }
 
 /* GET /v1/calls/<id>?wait=...: (re)evaluated on each resume. */
@@ -127,11 +121,8 @@ void rt_http_call_start(rt_hctx *h)
 void rt_http_call_get(rt_hctx *h)
 {
     double off;
-    if (rt_http_num_arg(h->r, "log_offset", 0, 1e15, 0, &off) != 0) {
-        rt_hreq_error(h->r, 400, MODAL_EINVAL, "log_offset=\"%.40s\": must be a byte offset",
-                      rt_hreq_arg(h->r, "log_offset"));
+    if (rt_http_num_arg(h->r, "log_offset", 0, 1e15, 0, "a byte offset", &off) != 0)
         return;
-    }
     h->log_offset = (long long)off;
     call_poll(h);
 }
@@ -154,11 +145,8 @@ void rt_http_call_logs(rt_hctx *h)
 {
     rt_hreq *r = h->r;
     double off;
-    if (rt_http_num_arg(r, "offset", 0, 1e15, 0, &off) != 0) {
-        rt_hreq_error(r, 400, MODAL_EINVAL, "offset=\"%.40s\": must be a byte offset",
-                      rt_hreq_arg(r, "offset"));
+    if (rt_http_num_arg(r, "offset", 0, 1e15, 0, "a byte offset", &off) != 0)
         return;
-    }
     pthread_mutex_lock(&rt.mu);
     rt_call *c = find_call(h);
     if (c != NULL) {

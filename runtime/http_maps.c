@@ -17,15 +17,9 @@
 static rt_map *find_map(rt_hctx *h)
 {
     rt_map *m = rt_map_find(h->id);
-    if (m != NULL)
-        return m;
-    const char *bad = modal__map_id_problem(h->id);
-    if (bad != NULL)
-        rt_hreq_error(h->r, 404, MODAL_ENOTFOUND, "no map \"%.64s\" on this runtime: it %s",
-                      h->id, bad);
-    else
-        rt_hreq_error(h->r, 404, MODAL_ENOTFOUND, "no map %s on this runtime", h->id);
-    return NULL;
+    if (m == NULL)
+        rt_http_unknown_id(h, "map", modal__map_id_problem(h->id), "");
+    return m;
 }
 
 /* GET /v1/maps/<id>/results: (re)evaluated on each resume. */
@@ -76,11 +70,8 @@ void rt_http_map_results(rt_hctx *h)
 {
     rt_hreq *r = h->r;
     double after;
-    if (rt_http_num_arg(r, "after", 0, 1e15, 0, &after) != 0) {
-        rt_hreq_error(r, 400, MODAL_EINVAL, "after=\"%.40s\": must be a sequence number",
-                      rt_hreq_arg(r, "after"));
+    if (rt_http_num_arg(r, "after", 0, 1e15, 0, "a sequence number", &after) != 0)
         return;
-    }
     h->after = after;
     pthread_mutex_lock(&rt.mu);
     rt_map *m = rt_map_find(h->id);

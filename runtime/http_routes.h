@@ -74,12 +74,17 @@ void rt_http_send_json(rt_hreq *r, int status, cJSON *j);
 /* Answer b with one numeric header (hname NULL: none). */
 void rt_http_send_buf(rt_hreq *r, int status, modal__buf *b, const char *ctype,
                       const char *hname, long long hval);
+/* Answer 404: h->id names no call, map, ... (what) here. problem is the
+ * protocol's verdict on the id's form (NULL: well formed), why ("" or
+ * " (...)") what else may explain it. */
+void rt_http_unknown_id(rt_hctx *h, const char *what, const char *problem, const char *why);
 /* The HTTP status of an error a request caused. */
 int rt_http_status_for(modal_status st);
 /* Parse a number query argument within [lo, hi]; dflt when absent.
- * Returns 0, or -1 when present and not such a number. */
+ * Returns 0, or -1 with 400 answered when present and not such a number
+ * ("name=\"v\": must be <what>"). */
 int rt_http_num_arg(rt_hreq *r, const char *name, double lo, double hi, double dflt,
-                    double *out);
+                    const char *what, double *out);
 /*
  * With rt.mu held: make h wait on a call's or map's list (head, within
  * on), so that rt_http_call_changed / rt_http_map_changed resumes it and

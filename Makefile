@@ -103,6 +103,8 @@ $(BUILD)/bindir.stamp: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(BINDIR)' | cmp -s - $@ || echo '$(BINDIR)' > $@
 $(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
+# Every object may use the protocol header (internal.h includes it).
+$(LIB_OBJ) $(RT_OBJ): lib/protocol.h
 .PHONY: FORCE
 FORCE:
 
@@ -145,7 +147,7 @@ $(BUILD)/tests/test_httpd_tls: tests/integration/test_httpd_tls.c runtime/httpd.
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/httpd.c \
 	    runtime/http_parse.c $(STATIC) -lssl $(ITLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(STATIC)
+$(BUILD)/bench/%: bench/%.c bench/bench.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 

@@ -309,10 +309,12 @@ static size_t on_header(char *line, size_t size, size_t n, void *user)
                 rs->buf->len = 0; /* capacity is the allocation; len grows */
             rs->cap = (size_t)v;
         }
-    } else if (len > 17 && strncasecmp(line, "X-Modal-Log-Size:", 17) == 0) {
-        sscanf(line + 17, "%lld", &rs->log_size);
-    } else if (len > 12 && strncasecmp(line, "X-Modal-Seq:", 12) == 0) {
-        sscanf(line + 12, "%lld", &rs->seq);
+    } else if (len > sizeof MODAL__H_LOG_SIZE &&
+               strncasecmp(line, MODAL__H_LOG_SIZE ":", sizeof MODAL__H_LOG_SIZE) == 0) {
+        sscanf(line + sizeof MODAL__H_LOG_SIZE, "%lld", &rs->log_size);
+    } else if (len > sizeof MODAL__H_SEQ &&
+               strncasecmp(line, MODAL__H_SEQ ":", sizeof MODAL__H_SEQ) == 0) {
+        sscanf(line + sizeof MODAL__H_SEQ, "%lld", &rs->seq);
     }
     return len;
 }
@@ -550,10 +552,10 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
 
     char url[1200], auth[300];
     snprintf(url, sizeof url, "%s%s", c.base, req->path);
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", c.token);
+    snprintf(auth, sizeof auth, MODAL__H_AUTH ": " MODAL__AUTH_BEARER "%s", c.token);
     char ctype[128];
-    snprintf(ctype, sizeof ctype, "Content-Type: %s",
-             req->content_type != NULL ? req->content_type : "application/octet-stream");
+    snprintf(ctype, sizeof ctype, MODAL__H_CTYPE ": %s",
+             req->content_type != NULL ? req->content_type : MODAL__CT_BINARY);
     struct curl_slist *hdrs = make_headers(auth, ctype);
 
     /* Transient failures (runtime restarting, connection reset, 503) are
@@ -704,7 +706,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
             pthread_mutex_lock(&cfg_lock);
             cfg.token[0] = '\0';
             st = load_token(err);
-            snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg.token);
+            snprintf(auth, sizeof auth, MODAL__H_AUTH ": " MODAL__AUTH_BEARER "%s", cfg.token);
             pthread_mutex_unlock(&cfg_lock);
             cu.pfn_slist_free_all(hdrs);
             hdrs = make_headers(auth, ctype);
@@ -785,7 +787,7 @@ modal_status modal__artifact_ensure(const char **sha, modal_error *err)
     const char *url = modal_runtime_url();
     if (st == MODAL_OK && strcmp(art_uploaded_to, url) != 0) {
         char path[128];
-        snprintf(path, sizeof path, "/v1/artifacts/%s", art_sha);
+        snprintf(path, sizeof path, MODAL__PATH_ARTIFACTS "/%s", art_sha);
         modal__http_req head = {.method = "HEAD", .path = path, .timeout = 30};
         modal__http_resp resp;
         modal_error herr;

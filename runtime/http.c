@@ -127,7 +127,7 @@ static int http_status_for(modal_status st)
     case MODAL_ELIMIT: return 413;
     case MODAL_ENOMEM: return 503;
     case MODAL_EIO: return 500;
-    case MODAL_EWORKER: case MODAL_EGPU: case MODAL_EOPTION: return 422;
+    case MODAL_EWORKER: case MODAL_EGPU: case MODAL_EOPTION: case MODAL_ERESOURCE: return 422;
     default: return 400;
     }
 }
@@ -292,6 +292,7 @@ static void handle_health(rt_hreq *r)
     pthread_mutex_lock(&rt.mu);
     cJSON_AddNumberToObject(j, "workers", rt.running_workers);
     cJSON_AddNumberToObject(j, "calls", (double)rt.ncalls);
+    rt_sched_status(j);
     pthread_mutex_unlock(&rt.mu);
     cJSON_AddNumberToObject(j, "gpus", 0);
     send_json(r, 200, j);

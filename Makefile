@@ -130,6 +130,9 @@ $(BUILD)/tests/test_httpd_tls: tests/integration/test_httpd_tls.c runtime/httpd.
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/httpd.c \
 	    runtime/http_parse.c $(STATIC) -lssl $(ITLIBS)
 
+# The runtime's call queue, tested on its own (the test includes queue.c).
+$(BUILD)/tests/test_queue: runtime/queue.c $(wildcard runtime/*.h)
+
 $(BUILD)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)

@@ -161,8 +161,15 @@ int main(int argc, char **argv)
             if (parse_count(a, v, 0.1, 86400, &rt_http.idle_timeout))
                 return 2;
         } else if (strcmp(a, "--cpus") == 0) {
-            if (parse_count(a, v, 0.125, 4096, &cpus))
+            /* Fractions of a core are fine, down to the .cpu minimum. */
+            char *end;
+            errno = 0;
+            cpus = strtod(v, &end);
+            if (end == v || *end != '\0' || errno || !(cpus >= 0.125 && cpus <= 4096)) {
+                fprintf(stderr, "modal-runtime: --cpus \"%s\": expected a number of CPU cores "
+                                "from 0.125 to 4096\n", v);
                 return 2;
+            }
         } else if (strcmp(a, "--memory") == 0) {
             if (parse_count(a, v, 1, 1 << 30, &memory))
                 return 2;

@@ -1003,12 +1003,22 @@ static void on_output(rt_call *c, const char *lines, size_t len)
         rt_call_append_log(c, lines, len);
 }
 
+/* Pools that wait for resources: an idle worker may give way to them. */
+static void reclaim_for_waiting(void)
+{
+    for (rt_pool *q = rt.pools; q; q = q->next)
+        if (waits_for_resources(q) && rt_queue_length(q) > 0 && !q->broken)
+            reclaim_for(q, q->waits_for);
+}
+
 static void on_idle(rt_worker *w)
 {
     rt_pool *p = w->pool;
     if (rt_queue_length(p) == 0 && rt_queue_taken(p) == 0)
         p->waits_for = NULL; /* nothing of p waits any more */
     rt_dispatch(p);
+    if (w->state == RT_W_READY && w->inflight == NULL)
+        reclaim_for_waiting(); /* w may be what they wait for */
 }
 
 static void on_gone(rt_worker *w)

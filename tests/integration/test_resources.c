@@ -1,6 +1,6 @@
 /*
  * test_resources.c: the resource allocator against a real runtime started
- * with --cpus 1 --memory 4096. A function asking for one CPU runs its calls
+ * with --cpus 1 --memory 4096 --max-queued 2. A function asking for one CPU runs its calls
  * one worker at a time, the waiting call shows in GET /v1/health and runs
  * when the CPU is free; an idle worker of another function gives its CPU
  * up to a waiting call; a function asking for more than the runtime has
@@ -24,7 +24,7 @@ static double wall_now(void)
 }
 
 /* Sleeps argument 0 seconds; reports its pid and when it ran. */
-MODAL_FUNCTION(one_cpu, .cpu = 1, .scaledown_window = 1)
+MODAL_FUNCTION(one_cpu, .cpu = 1, .scaledown_window = 3)
 {
     modal_value *m = modal_map();
     double start = wall_now();
@@ -223,6 +223,49 @@ static void test_idle_worker_gives_way(void **state)
     assert_false(harness_pid_alive((pid_t)holder));
 }
 
+/* A function whose worker cannot start while another holds the CPU keeps
+ * its calls in the queue, visibly, up to --max-queued (2 here); they start
+ * as soon as the CPU is free. */
+static void test_queue_waits_for_cpu_and_is_bounded(void **state)
+{
+    modal_error err;
+    modal_call *busy = NULL, *q[2] = {NULL, NULL}, *extra = NULL;
+    assert_ok(modal_fn_spawn(&one_cpu, modal_args(modal_float(2.0)), &busy, &err), err);
+    /* Its worker holds the only CPU, starting or running the call. */
+    harness_sleep(0.2);
+    cJSON *h0 = health();
+    const cJSON *reserved = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(h0, "resources"), "reserved");
+    assert_true(num(reserved, "cpu") == 1);
+    cJSON_Delete(h0);
+    assert_status(modal_call_get(busy, 0, NULL, &err), MODAL_EPENDING, err);
+    double t0 = harness_now();
+    for (int i = 0; i < 2; i++)
+        assert_ok(modal_fn_spawn(&hold_cpu, modal_args(), &q[i], &err), err);
+    assert_status(modal_fn_spawn(&hold_cpu, modal_args(), &extra, &err), MODAL_ELIMIT, err);
+    assert_message_contains(err, "hold_cpu: 2 calls wait for a worker already");
+    assert_message_contains(err, "(--max-queued 2)");
+    cJSON *h = health();
+    const cJSON *e = waiting_entry(h, "hold_cpu");
+    assert_non_null(e);
+    assert_true(num(e, "queued") == 2);
+    assert_true(num(e, "workers") == 0);
+    const cJSON *wf = cJSON_GetObjectItemCaseSensitive(e, "waits_for");
+    assert_true(cJSON_IsString(wf) && strcmp(wf->valuestring, "cpu") == 0);
+    cJSON_Delete(h);
+    /* one_cpu's worker, idle once its call ends, gives the CPU way at once
+     * (its scale-down window is 3 s: the calls must not wait for that). */
+    assert_ok(modal_call_get(busy, 30, NULL, &err), err);
+    double t_busy = harness_now();
+    for (int i = 0; i < 2; i++) {
+        assert_ok(modal_call_get(q[i], 30, NULL, &err), err);
+        modal_call_free(q[i]);
+    }
+    assert_true(harness_now() - t_busy < 2.5);
+    assert_true(harness_now() - t0 >= 1.0); /* they did wait for one_cpu's call */
+    modal_call_free(busy);
+}
+
 static void test_never_fits_fails_at_once(void **state)
 {
     modal_error err;
@@ -273,10 +316,34 @@ static void test_cgroup_limits(void **state)
     modal_value_free(r);
 }
 
+/* Bad capacity flags stop the runtime before it starts, naming the value. */
+static void test_bad_flags_refused(void **state)
+{
+    const char *cases[][3] = {
+        {"--cpus", "0.1", "--cpus \"0.1\": expected a number of CPU cores from 0.125 to 4096"},
+        {"--cpus", "two", "--cpus \"two\": expected a number of CPU cores"},
+        {"--memory", "0", "--memory \"0\": expected a number from 1 to"},
+        {"--max-queued", "0", "--max-queued \"0\": expected a number from 1 to"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char dir[] = "/tmp/modal-it-flags-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        char *argv[] = {(char *)harness_runtime_bin(), "--state-dir", dir, "--listen",
+                        "tcp:127.0.0.1:0", (char *)cases[i][0], (char *)cases[i][1], NULL};
+        char *out = NULL;
+        int ws = harness_run(argv, 30, &out);
+        assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 2);
+        assert_contains(out, cases[i][2]);
+        assert_null(strstr(out, "listening"));
+        free(out);
+        harness_rmtree(dir);
+    }
+}
+
 static int setup(void **state)
 {
     setenv("MODAL_QUIET_LOGS", "1", 1);
-    const char *args[] = {"--cpus", "1", "--memory", "4096", NULL};
+    const char *args[] = {"--cpus", "1", "--memory", "4096", "--max-queued", "2", NULL};
     return harness_start_with(&rt, args, true);
 }
 
@@ -287,8 +354,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_health_reports_capacity),
         cmocka_unit_test(test_one_cpu_runs_one_at_a_time),
         cmocka_unit_test(test_idle_worker_gives_way),
+        cmocka_unit_test(test_queue_waits_for_cpu_and_is_bounded),
         cmocka_unit_test(test_never_fits_fails_at_once),
         cmocka_unit_test(test_cgroup_limits),
+        cmocka_unit_test(test_bad_flags_refused),
     };
     return cmocka_run_group_tests_name("resources", tests, setup, harness_group_teardown) != 0;
 }

@@ -132,6 +132,8 @@ $(BUILD)/tests/test_httpd_tls: tests/integration/test_httpd_tls.c runtime/httpd.
 
 # The runtime's call queue, tested on its own (the test includes queue.c).
 $(BUILD)/tests/test_queue: runtime/queue.c $(wildcard runtime/*.h)
+# The allocator's accounting, likewise.
+$(BUILD)/tests/test_resources: runtime/resources.c $(wildcard runtime/*.h)
 
 $(BUILD)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)

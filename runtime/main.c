@@ -244,7 +244,7 @@ int main(int argc, char **argv)
         rt.log = stderr;
 
     rt.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    rt_res_init(cpus, (long long)memory);
+    rt_res_init(cpus, (long long)memory, true);
     rt_sched_init();
     rt.last_activity = rt_now();
 

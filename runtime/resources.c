@@ -183,8 +183,9 @@ static void cg_detect(void)
     res.cgroup = true;
 }
 
-void rt_res_init(double cpus, long long memory_mib)
+void rt_res_init(double cpus, long long memory_mib, bool use_cgroups)
 {
+    memset(&res, 0, sizeof res);
     res.cpus_flag = cpus > 0;
     res.memory_flag = memory_mib > 0;
     long online = sysconf(_SC_NPROCESSORS_ONLN);
@@ -192,7 +193,10 @@ void rt_res_init(double cpus, long long memory_mib)
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
     res.memory = memory_mib > 0 ? memory_mib
                  : pages > 0 && psz > 0 ? (long long)pages * psz / (1024 * 1024) : 1024;
-    cg_detect();
+    if (use_cgroups)
+        cg_detect();
+    else
+        snprintf(res.why, sizeof res.why, "cgroups were not asked for");
     rt_log(1, "resources: %g CPUs (%s), %lld MiB of memory (%s), %d devices; %s: %s", res.cpus,
            res.cpus_flag ? "--cpus" : "online CPUs", res.memory,
            res.memory_flag ? "--memory" : "physical memory", res.ndevices,

@@ -49,12 +49,13 @@ typedef struct rt_res_grant {
 
 /*
  * Set the capacity: cpus cores (0: the machine's online CPUs) and
- * memory_mib MiB (0: its physical memory), and find out whether cgroup v2
- * limits can be enforced here (this may move the runtime into a leaf
- * cgroup of its own, as cgroup v2 allows controllers only on cgroups
- * without processes). Logs the outcome. Call once, before threads start.
+ * memory_mib MiB (0: its physical memory). With use_cgroups, find out
+ * whether cgroup v2 limits can be enforced here (this may move the runtime
+ * into a leaf cgroup of its own, as cgroup v2 allows controllers only on
+ * cgroups without processes); without, account only. Logs the outcome.
+ * Call once, before threads start.
  */
-void rt_res_init(double cpus, long long memory_mib);
+void rt_res_init(double cpus, long long memory_mib, bool use_cgroups);
 
 /* Add a device slot named name (e.g. "GPU-<uuid>"); returns its index,
  * or -1 when RT_RES_MAX_DEVICES are known already. */

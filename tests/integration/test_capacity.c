@@ -1,5 +1,5 @@
 /*
- * test_resources.c: the resource allocator against a real runtime started
+ * test_capacity.c: the resource allocator against a real runtime started
  * with --cpus 1 --memory 4096 --max-queued 2. A function asking for one CPU runs its calls
  * one worker at a time, the waiting call shows in GET /v1/health and runs
  * when the CPU is free; an idle worker of another function gives its CPU
@@ -359,5 +359,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cgroup_limits),
         cmocka_unit_test(test_bad_flags_refused),
     };
-    return cmocka_run_group_tests_name("resources", tests, setup, harness_group_teardown) != 0;
+    return cmocka_run_group_tests_name("capacity", tests, setup, harness_group_teardown) != 0;
 }

@@ -146,7 +146,7 @@ $(BUILD)/tests/test_examples: | $(EX_BIN)
 
 test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN)
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN) \
-	    "./tests/install_test.sh $(BUILD)"
+	    "./tests/install_test.sh $(BUILD)" "./tests/layering.sh $(BUILD)"
 
 demo: all $(BUILD)/examples/hello
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) $(BUILD)/examples/hello

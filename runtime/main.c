@@ -245,7 +245,8 @@ int main(int argc, char **argv)
 
     rt.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     rt_res_init(cpus, (long long)memory, true);
-    rt_sched_init();
+    static const rt_sched_listener http_listener = {rt_http_call_changed, rt_http_map_changed};
+    rt_sched_init(&http_listener);
     rt.last_activity = rt_now();
 
     struct sigaction sa = {.sa_handler = on_signal};

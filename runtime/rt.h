@@ -16,8 +16,10 @@
  *   state.c, artifacts.c  logging, files, the artifact store
  *
  * A lower file never calls a function of a higher one except through a
- * callback it was given (the event loop in worker.c calls the scheduler's
- * tick through rt_worker_events too).
+ * callback it was given: worker.c reports through rt_worker_events (its
+ * event loop runs the scheduler's tick through them too), and sched.c
+ * tells the HTTP layer of changed calls through rt_sched_listener.
+ * tests/layering.sh checks this on the object files.
  */
 #ifndef RT_H
 #define RT_H
@@ -208,8 +210,16 @@ int rt_upload_finish(rt_upload *u, bool *created, char *err, size_t errsz);
 void rt_upload_abort(rt_upload *u);
 
 /* sched.c (all with rt.mu held unless noted) */
-/* Register the scheduler's handlers of worker events; once, at start. */
-void rt_sched_init(void);
+/* What the scheduler tells the layer above when a call changes (output,
+ * completion, going away) or a map has new results: the HTTP layer
+ * resumes the requests waiting on them. With rt.mu held; no I/O. */
+typedef struct rt_sched_listener {
+    void (*call_changed)(rt_call *c);
+    void (*map_changed)(rt_map *m);
+} rt_sched_listener;
+/* Register the scheduler's handlers of worker events, and l; once, at
+ * start, before any thread. */
+void rt_sched_init(const rt_sched_listener *l);
 rt_call *rt_call_find(const char *id);
 /* These two release rt.mu for a moment when a request names a pool that
  * does not exist yet (or is broken): its executable is checked, which may

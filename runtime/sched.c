@@ -24,6 +24,9 @@
 #define MAP_TTL 600.0          /* maps nobody asked about */
 #define PIPELINE 16            /* most calls a worker holds, running or sent ahead */
 
+/* Who is told when a call or a map changes (set once, rt_sched_init). */
+static rt_sched_listener listener;
+
 static size_t hash_id(const char *s)
 {
     size_t h = 1469598103934665603ULL;
@@ -69,7 +72,7 @@ static int table_insert(rt_call *c)
 
 static void call_free(rt_call *c)
 {
-    rt_http_call_changed(c);
+    listener.call_changed(c);
     modal__buf_unref(c->args);
     modal__buf_unref(c->result);
     if (c->result_fd >= 0)
@@ -115,7 +118,7 @@ void rt_call_append_log(rt_call *c, const char *p, size_t len)
         c->logs_dropped++;
     if (keep == 0 || !logs_add(c, p, keep))
         return;
-    rt_http_call_changed(c);
+    listener.call_changed(c);
 }
 
 /* When output was left out, the call's output ends by saying how much. */
@@ -184,7 +187,7 @@ void rt_call_complete(rt_call *c, modal_status st, modal__buf *result)
     }
     rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s", c->id,
            c->pool->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
-    rt_http_call_changed(c);
+    listener.call_changed(c);
 }
 
 /* A worker gave back c after it was settled (cancelled) or orphaned. A
@@ -850,7 +853,7 @@ static bool of_map(const rt_call *c, const void *m)
 
 void rt_map_free(rt_map *m)
 {
-    rt_http_map_changed(m);
+    listener.map_changed(m);
     for (rt_map **pp = &rt.maps; *pp; pp = &(*pp)->next)
         if (*pp == m) {
             *pp = m->next;
@@ -1047,8 +1050,9 @@ static const rt_worker_events sched_events = {
     .next_timer = next_timer,
 };
 
-void rt_sched_init(void)
+void rt_sched_init(const rt_sched_listener *l)
 {
+    listener = *l;
     rt_worker_events_set(&sched_events);
 }
 

@@ -214,23 +214,18 @@ static int retryable(modal_status st)
 }
 
 /*
- * An attempt ended with st. result is the worker's result frame when it
- * sent one (ownership passes here), else an error frame is made from msg.
+ * An attempt of a call that is not settled yet ended with st: retry it or
+ * finish it. result is the worker's result frame when it sent one, held
+ * in the memfd result_fd when large (ownership of both passes here); else
+ * an error frame is made from msg.
  */
 static void attempt_ended(rt_call *c, modal_status st, const char *msg, modal__buf *result,
                           int result_fd)
 {
     const rt_policy *pol = &c->pool->pol;
-    if (c->cancelled || (retryable(st) && c->attempt <= pol->max_retries)) {
+    if (retryable(st) && c->attempt <= pol->max_retries) {
         if (result_fd >= 0)
             close(result_fd);
-        result_fd = -1;
-    }
-    if (c->cancelled) {
-        modal__buf_unref(result);
-        return;
-    }
-    if (retryable(st) && c->attempt <= pol->max_retries) {
         double delay = pol->initial_delay * pow(pol->backoff, c->attempt - 1);
         if (delay > pol->max_delay)
             delay = pol->max_delay;

@@ -147,6 +147,11 @@ $(BUILD)/tests/test_httpd_tls: tests/integration/test_httpd_tls.c runtime/httpd.
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/httpd.c \
 	    runtime/http_parse.c $(STATIC) -lssl $(ITLIBS)
 
+# The runtime's call queue, tested on its own (the test includes queue.c).
+$(BUILD)/tests/test_queue: runtime/queue.c $(wildcard runtime/*.h)
+# The allocator's accounting, likewise.
+$(BUILD)/tests/test_resources: runtime/resources.c $(wildcard runtime/*.h)
+
 $(BUILD)/bench/%: bench/%.c bench/bench.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
@@ -158,7 +163,8 @@ $(BUILD)/tests/test_examples: | $(EX_BIN)
 
 test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN)
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN) \
-	    "./tests/install_test.sh $(BUILD)" "./tests/deps_test.sh $(BUILD)"
+	    "./tests/install_test.sh $(BUILD)" "./tests/deps_test.sh $(BUILD)" \
+	    "./tests/layering.sh $(BUILD)"
 
 demo: all $(BUILD)/examples/hello
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) $(BUILD)/examples/hello

@@ -93,7 +93,8 @@ MODAL_API const char *modal_version(void);
     X(ERUNTIME, "the runtime refused or failed the request")                   \
     X(EWORKER, "the executable cannot serve as a worker")                      \
     X(EGPU, "the requested GPUs are not available")                            \
-    X(EIO, "a file or socket operation failed")
+    X(EIO, "a file or socket operation failed")                                \
+    X(ERESOURCE, "the function asks for more CPU, memory or devices than the runtime has")
 
 /** Status of every fallible call. MODAL_OK is 0; all errors are positive. */
 typedef enum modal_status {

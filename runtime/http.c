@@ -116,7 +116,7 @@ int rt_http_status_for(modal_status st)
     case MODAL_ELIMIT: return 413;
     case MODAL_ENOMEM: return 503;
     case MODAL_EIO: return 500;
-    case MODAL_EWORKER: case MODAL_EGPU: case MODAL_EOPTION: return 422;
+    case MODAL_EWORKER: case MODAL_EGPU: case MODAL_EOPTION: case MODAL_ERESOURCE: return 422;
     default: return 400;
     }
 }

@@ -17,6 +17,7 @@ void rt_http_health(rt_hctx *h)
     pthread_mutex_lock(&rt.mu);
     cJSON_AddNumberToObject(j, "workers", rt.running_workers);
     cJSON_AddNumberToObject(j, "calls", (double)rt.ncalls);
+    rt_sched_status(j);
     pthread_mutex_unlock(&rt.mu);
     cJSON_AddNumberToObject(j, "gpus", 0);
     rt_http_send_json(h->r, 200, j);

@@ -72,7 +72,8 @@ static void usage(FILE *to)
             "                     [--token-file FILE] [--idle-exit SECONDS]\n"
             "                     [--max-body BYTES] [--log-level debug|info|warn|error]\n"
             "                     [--max-connections N] [--header-timeout SECONDS]\n"
-            "                     [--idle-timeout SECONDS]\n"
+            "                     [--idle-timeout SECONDS] [--cpus N] [--memory MiB]\n"
+            "                     [--max-queued N]\n"
             "Runs libmodal functions in warm worker processes. See docs/runtime.md.\n"
             "  --max-body BYTES          largest request body, any encoding (default 8 GiB)\n"
             "  --max-connections N       open HTTP connections; more are answered 503 and\n"
@@ -80,8 +81,15 @@ static void usage(FILE *to)
             "  --header-timeout SECONDS  time from a request's first byte to the end of its\n"
             "                            headers (default %d)\n"
             "  --idle-timeout SECONDS    how long a keep-alive connection may wait for its\n"
-            "                            next request, or a body or answer stall (default %d)\n",
-            RT_HTTP_MAX_CONNECTIONS, RT_HTTP_HEADER_TIMEOUT, RT_HTTP_IDLE_TIMEOUT);
+            "                            next request, or a body or answer stall (default %d)\n"
+            "  --cpus N                  CPU cores workers may reserve with .cpu (default:\n"
+            "                            the online CPUs)\n"
+            "  --memory MiB              memory workers may reserve with .memory (default:\n"
+            "                            the physical memory)\n"
+            "  --max-queued N            calls one function may have waiting for a worker\n"
+            "                            (default %d)\n",
+            RT_HTTP_MAX_CONNECTIONS, RT_HTTP_HEADER_TIMEOUT, RT_HTTP_IDLE_TIMEOUT,
+            RT_QUEUE_MAX_DEFAULT);
 }
 
 static int parse_count(const char *opt, const char *v, double lo, double hi, double *out)
@@ -104,7 +112,7 @@ int main(int argc, char **argv)
     const char *tls_cert = NULL, *tls_key = NULL;
     bool insecure_plain = false;
     int nlisten = 0;
-    double idle = 0, max_body = 8.0 * 1024 * 1024 * 1024;
+    double idle = 0, max_body = 8.0 * 1024 * 1024 * 1024, cpus = 0, memory = 0;
     rt.log_level = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -152,6 +160,24 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--idle-timeout") == 0) {
             if (parse_count(a, v, 0.1, 86400, &rt_http.idle_timeout))
                 return 2;
+        } else if (strcmp(a, "--cpus") == 0) {
+            /* Fractions of a core are fine, down to the .cpu minimum. */
+            char *end;
+            errno = 0;
+            cpus = strtod(v, &end);
+            if (end == v || *end != '\0' || errno || !(cpus >= 0.125 && cpus <= 4096)) {
+                fprintf(stderr, "modal-runtime: --cpus \"%s\": expected a number of CPU cores "
+                                "from 0.125 to 4096\n", v);
+                return 2;
+            }
+        } else if (strcmp(a, "--memory") == 0) {
+            if (parse_count(a, v, 1, 1 << 30, &memory))
+                return 2;
+        } else if (strcmp(a, "--max-queued") == 0) {
+            double n;
+            if (parse_count(a, v, 1, 100000000, &n))
+                return 2;
+            rt_queue_max = (size_t)n;
         } else if (strcmp(a, "--log-level") == 0) {
             const char *lv[] = {"debug", "info", "warn", "error"};
             rt.log_level = -1;
@@ -218,6 +244,9 @@ int main(int argc, char **argv)
         rt.log = stderr;
 
     rt.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    rt_res_init(cpus, (long long)memory, true);
+    static const rt_sched_listener http_listener = {rt_http_call_changed, rt_http_map_changed};
+    rt_sched_init(&http_listener);
     rt.last_activity = rt_now();
 
     struct sigaction sa = {.sa_handler = on_signal};
@@ -306,7 +335,7 @@ int main(int argc, char **argv)
             for (rt_worker *w = rt.workers; w; w = w->next)
                 if (w->inflight != NULL)
                     busy = true;
-            bool idle_long = !busy && rt.delayed == NULL &&
+            bool idle_long = !busy && !rt_queue_any_delayed() &&
                              rt_now() - rt.last_activity > rt.idle_exit;
             pthread_mutex_unlock(&rt.mu);
             if (idle_long) {

@@ -1,13 +1,32 @@
 /*
  * rt.h: the runtime's shared types. One mutex (rt.mu) guards every call,
  * map, pool and worker; the HTTP event threads and the worker event loop
- * take it briefly. A request waiting on a call or map is suspended, not
- * blocked, and rt_http_call_changed resumes it.
+ * take it briefly, for memory work only. A request waiting on a call or
+ * map is suspended, not blocked, and rt_http_call_changed resumes it.
+ *
+ * The files depend on each other one way, top to bottom:
+ *
+ *   http.c, main.c        requests, flags, lifetime
+ *   sched.c               calls, maps, pools: what runs where and when;
+ *                         settles every attempt; implements the worker
+ *                         events below
+ *   worker.c              worker processes: start, send, stop; reports
+ *                         what happens through rt_worker_events only
+ *   queue.c, resources.c  waiting calls; capacity and reservations
+ *   state.c, artifacts.c  logging, files, the artifact store
+ *
+ * A lower file never calls a function of a higher one except through a
+ * callback it was given: worker.c reports through rt_worker_events (its
+ * event loop runs the scheduler's tick through them too), and sched.c
+ * tells the HTTP layer of changed calls through rt_sched_listener.
+ * tests/layering.sh checks this on the object files.
  */
 #ifndef RT_H
 #define RT_H
 
 #include "internal.h"
+#include "queue.h"
+#include "resources.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -55,6 +74,8 @@ typedef struct rt_policy {
     int max_retries;
     double backoff, initial_delay, max_delay;
     int min_containers, max_containers, scaledown_window, max_inputs;
+    double cpu;              /* cores each worker reserves, 0: none */
+    int memory;              /* MiB each worker reserves, 0: none */
 } rt_policy;
 
 struct rt_pool {
@@ -63,11 +84,15 @@ struct rt_pool {
     char fn[128];
     char app[128];
     rt_policy pol;
-    rt_call *qhead, *qtail;  /* queued calls */
+    rt_call *qhead, *qtail;  /* queued calls (queue.c only) */
     size_t queued;
     int nworkers, nstarting;
     bool broken;             /* the executable cannot be a worker */
     struct rt_pool *next;
+    size_t taken;            /* queue.c: calls taken and not yet acknowledged */
+    const char *waits_for;   /* "cpu", "memory", "devices": what keeps a worker
+                              * from starting, NULL when nothing does */
+    double waiting_since;    /* since when it waits for that */
 };
 
 enum rt_worker_state { RT_W_STARTING, RT_W_READY, RT_W_EXITING, RT_W_DEAD };
@@ -94,6 +119,7 @@ struct rt_worker {
     char tail[2048];         /* last output, for crash reports */
     size_t tail_len;
     struct rt_worker *next;
+    rt_res_grant res;        /* what it holds (sched.c reserves and releases) */
 };
 
 struct rt_map {
@@ -183,6 +209,16 @@ int rt_upload_finish(rt_upload *u, bool *created, char *err, size_t errsz);
 void rt_upload_abort(rt_upload *u);
 
 /* sched.c (all with rt.mu held unless noted) */
+/* What the scheduler tells the layer above when a call changes (output,
+ * completion, going away) or a map has new results: the HTTP layer
+ * resumes the requests waiting on them. With rt.mu held; no I/O. */
+typedef struct rt_sched_listener {
+    void (*call_changed)(rt_call *c);
+    void (*map_changed)(rt_map *m);
+} rt_sched_listener;
+/* Register the scheduler's handlers of worker events, and l; once, at
+ * start, before any thread. */
+void rt_sched_init(const rt_sched_listener *l);
 rt_call *rt_call_find(const char *id);
 /* These two release rt.mu for a moment when a request names a pool that
  * does not exist yet (or is broken): its executable is checked, which may
@@ -195,37 +231,65 @@ modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
                                modal_error *err);
 void rt_map_free(rt_map *m);
 void rt_call_cancel(rt_call *c);
-/* Finish the running or queued attempt of c with st; retries if allowed. */
-void rt_call_attempt_failed(rt_call *c, modal_status st, const char *msg);
-/* A RESULT arrived for c; fd is the memfd holding a large frame, or -1. */
-void rt_call_result(rt_call *c, modal_status st, modal__buf *frame, int fd);
-/* Put back calls a stopped worker was sent but never started. */
-void rt_requeue_unstarted(rt_pool *p, rt_call *list);
-/* A worker gave back c after it was settled (cancelled) or orphaned. */
-void rt_call_release(rt_call *c);
 /* Drop a map's finished calls up to seq (the client has them). */
 void rt_map_ack(rt_map *m, long long seq);
 void rt_call_complete(rt_call *c, modal_status st, modal__buf *result);
 void rt_dispatch(rt_pool *p);
-void rt_tick(double now);       /* retries due, expiry of old results */
-double rt_next_timer(double now);
 modal__buf *rt_error_frame(const rt_call *c, modal_status st, const char *msg);
 void rt_call_append_log(rt_call *c, const char *p, size_t len);
+/* The resources and the waiting calls, for GET /v1/health: adds
+ * "resources" and "queue" to j. */
+void rt_sched_status(cJSON *j);
 
-/* worker.c */
+/* worker.c: worker processes. The scheduler drives them with these
+ * functions; they report back only through rt_worker_events. */
+
+/* What a worker reports. Every handler runs with rt.mu held on the event
+ * loop's thread (or in the caller of a worker function), after the worker
+ * has updated its own state, so it may call the worker functions. */
+typedef struct rt_worker_events {
+    /* w said HELLO and takes calls. */
+    void (*ready)(rt_worker *w);
+    /* w's enter hook failed (code MODAL_EFUNC, msg its message), or its
+     * executable cannot serve p at all (another code); w exits. */
+    void (*hello_failed)(rt_worker *w, modal_status code, const char *msg);
+    /* No worker could be started for p; permanent when the executable is
+     * the cause (the pool is then broken). */
+    void (*start_failed)(rt_pool *p, modal_status st, const char *msg, bool permanent);
+    /* The running call c of w ended: with a RESULT (frame, and fd the
+     * memfd holding a large one or -1; ownership passes), or without one
+     * (frame NULL: crash, timeout, stop, protocol error; msg says so). */
+    void (*call_ended)(rt_worker *w, rt_call *c, modal_status st, const char *msg,
+                       modal__buf *frame, int fd);
+    /* Calls w was sent but never started (linked by qnext), in order. */
+    void (*unstarted)(rt_worker *w, rt_call *list);
+    /* Whole lines of output of c ("1 " / "2 " tagged), once per message. */
+    void (*output)(rt_call *c, const char *lines, size_t len);
+    /* w finished a call and may take more. */
+    void (*idle)(rt_worker *w);
+    /* w is gone (its process reaped); it is freed when this returns. */
+    void (*gone)(rt_worker *w);
+    /* Each turn of the event loop, and when its next timer is due. */
+    void (*tick)(double now);
+    double (*next_timer)(double now);
+} rt_worker_events;
+void rt_worker_events_set(const rt_worker_events *ev);
+
+/* Start a worker for p. On success it is the first of rt.workers. */
 int rt_worker_spawn(rt_pool *p);
 /* Send n calls to w in one message (n >= 1). */
 void rt_worker_send(rt_worker *w, rt_call **calls, size_t n);
 void *rt_loop(void *arg);       /* the event loop thread; takes rt.mu itself */
 void rt_wake(void);
-/* Stop w: a call at the head of its list fails its attempt (ECRASH, or is
- * released if cancelled), calls behind it go back to the queue. */
+/* Stop w: its running call ends (call_ended, MODAL_ECRASH with why), the
+ * calls behind it come back (unstarted). */
 void rt_worker_kill(rt_worker *w, const char *why);
-/* Take w's running call off its list without starting the next one; the
- * calls behind it go back to the queue (w is stopped next). */
-void rt_worker_drop_head(rt_worker *w);
+/* w takes no new call and exits once its sent calls are done. */
+void rt_worker_retire(rt_worker *w);
 /* c, cancelled, was sent ahead to a worker: tell it not to start c. */
 void rt_worker_cancel_sent(rt_call *c);
+/* The worker running c (the head of its list), or NULL. */
+rt_worker *rt_worker_running(const rt_call *c);
 void rt_workers_shutdown(void);
 
 /* http.c */

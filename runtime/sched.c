@@ -4,6 +4,11 @@
  * policy when an attempt fails, and kept until its result is fetched.
  * Every function here runs with rt.mu held (frame_pool releases it while
  * it checks a new pool's executable).
+ *
+ * The scheduler sits above the workers, the queue and the allocator: it
+ * calls them, and the workers answer through the events it registers
+ * (rt_sched_init). Every end of a running attempt, whatever ended it,
+ * comes through one function, settle_running.
  */
 #include "rt.h"
 
@@ -18,6 +23,9 @@
 #define FETCHED_BIG_TTL 5.0    /* fetched ones held in a memfd (large) */
 #define MAP_TTL 600.0          /* maps nobody asked about */
 #define PIPELINE 16            /* most calls a worker holds, running or sent ahead */
+
+/* Who is told when a call or a map changes (set once, rt_sched_init). */
+static rt_sched_listener listener;
 
 static size_t hash_id(const char *s)
 {
@@ -64,7 +72,7 @@ static int table_insert(rt_call *c)
 
 static void call_free(rt_call *c)
 {
-    rt_http_call_changed(c);
+    listener.call_changed(c);
     modal__buf_unref(c->args);
     modal__buf_unref(c->result);
     if (c->result_fd >= 0)
@@ -110,7 +118,7 @@ void rt_call_append_log(rt_call *c, const char *p, size_t len)
         c->logs_dropped++;
     if (keep == 0 || !logs_add(c, p, keep))
         return;
-    rt_http_call_changed(c);
+    listener.call_changed(c);
 }
 
 /* When output was left out, the call's output ends by saying how much. */
@@ -179,7 +187,25 @@ void rt_call_complete(rt_call *c, modal_status st, modal__buf *result)
     }
     rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s", c->id,
            c->pool->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
-    rt_http_call_changed(c);
+    listener.call_changed(c);
+}
+
+/* A worker gave back c after it was settled (cancelled) or orphaned. A
+ * call that finished is removed from the hash table by tick; a cancelled
+ * one still in a worker's list is dropped here when it returns. */
+static void release(rt_call *c)
+{
+    if (c->orphan) {
+        call_free(c);
+    } else if (c->cancelled) {
+        c->cancelled = false; /* done already; now only the table holds it */
+        /* Its arguments were kept while a worker might read them. */
+        modal__buf_unref(c->args);
+        c->args = NULL;
+        if (c->args_fd >= 0)
+            close(c->args_fd);
+        c->args_fd = -1;
+    }
 }
 
 static int retryable(modal_status st)
@@ -187,78 +213,26 @@ static int retryable(modal_status st)
     return st == MODAL_EFUNC || st == MODAL_ECRASH || st == MODAL_ETIMEOUT;
 }
 
-static void delayed_remove(rt_call *c)
-{
-    for (rt_call **pp = &rt.delayed; *pp; pp = &(*pp)->qnext)
-        if (*pp == c) {
-            *pp = c->qnext;
-            return;
-        }
-}
-
-static void queue_push(rt_pool *p, rt_call *c, int front)
-{
-    c->state = RT_QUEUED;
-    c->qnext = NULL;
-    if (front) {
-        c->qnext = p->qhead;
-        p->qhead = c;
-        if (p->qtail == NULL)
-            p->qtail = c;
-    } else {
-        if (p->qtail)
-            p->qtail->qnext = c;
-        else
-            p->qhead = c;
-        p->qtail = c;
-    }
-    p->queued++;
-}
-
-static void queue_remove(rt_pool *p, rt_call *c)
-{
-    rt_call *prev = NULL;
-    for (rt_call *x = p->qhead; x; prev = x, x = x->qnext)
-        if (x == c) {
-            if (prev)
-                prev->qnext = x->qnext;
-            else
-                p->qhead = x->qnext;
-            if (p->qtail == x)
-                p->qtail = prev;
-            p->queued--;
-            return;
-        }
-}
-
 /*
- * An attempt ended with st. result is the worker's result frame when it
- * sent one (ownership passes here), else an error frame is made from msg.
+ * An attempt of a call that is not settled yet ended with st: retry it or
+ * finish it. result is the worker's result frame when it sent one, held
+ * in the memfd result_fd when large (ownership of both passes here); else
+ * an error frame is made from msg.
  */
 static void attempt_ended(rt_call *c, modal_status st, const char *msg, modal__buf *result,
                           int result_fd)
 {
     const rt_policy *pol = &c->pool->pol;
-    if (c->cancelled || (retryable(st) && c->attempt <= pol->max_retries)) {
+    if (retryable(st) && c->attempt <= pol->max_retries) {
         if (result_fd >= 0)
             close(result_fd);
-        result_fd = -1;
-    }
-    if (c->cancelled) {
-        modal__buf_unref(result);
-        return;
-    }
-    if (retryable(st) && c->attempt <= pol->max_retries) {
         double delay = pol->initial_delay * pow(pol->backoff, c->attempt - 1);
         if (delay > pol->max_delay)
             delay = pol->max_delay;
         rt_log(2, "call %s (%s) attempt %d failed (%s); retrying in %.3f s", c->id,
                c->pool->fn, c->attempt, modal_status_name(st), delay);
         modal__buf_unref(result);
-        c->state = RT_DELAYED;
-        c->ready_at = rt_now() + delay;
-        c->qnext = rt.delayed;
-        rt.delayed = c;
+        rt_queue_delay(c, rt_now() + delay);
         rt_wake();
         return;
     }
@@ -298,44 +272,118 @@ static void attempt_ended(rt_call *c, modal_status st, const char *msg, modal__b
     rt_call_complete(c, st, result);
 }
 
-void rt_call_attempt_failed(rt_call *c, modal_status st, const char *msg)
+/*
+ * The running attempt of c ended (worker event call_ended): with a result
+ * frame, or without one (crash, timeout, stop: msg says why). This is the
+ * one place a running call is settled: a call settled already (cancelled)
+ * or whose map is gone is only released; any other goes through its
+ * retry policy.
+ */
+static void settle_running(rt_call *c, modal_status st, const char *msg, modal__buf *frame,
+                           int fd)
 {
-    attempt_ended(c, st, msg, NULL, -1);
+    rt_queue_ack(c);
+    if (frame == NULL && fd >= 0) {
+        close(fd);
+        fd = -1;
+    }
+    if (c->orphan || c->cancelled) {
+        modal__buf_unref(frame);
+        if (fd >= 0)
+            close(fd);
+        release(c);
+        return;
+    }
+    attempt_ended(c, st, msg, frame, fd);
 }
 
-/* Called by the worker code when a RESULT arrives for c; fd is the memfd
- * holding a large frame (or -1), kept so the answer can be sent from it. */
-void rt_call_result(rt_call *c, modal_status st, modal__buf *frame, int fd)
+/* Whether a call a worker gave back unstarted goes back to the queue. */
+static bool requeue_keep(rt_call *c)
 {
-    attempt_ended(c, st, NULL, frame, fd);
+    return !c->orphan && !c->cancelled;
 }
 
-/* Put back calls a dead worker was sent but never started. */
-void rt_requeue_unstarted(rt_pool *p, rt_call *list)
+/* p waits for kind (a resource, or "max_containers") from now on. */
+static void set_waits(rt_pool *p, const char *kind)
 {
-    /* Keep their order: push the list's reverse at the front. */
-    rt_call *rev = NULL;
-    while (list) {
-        rt_call *n = list->qnext;
-        list->qnext = rev;
-        rev = list;
-        list = n;
+    if (p->waits_for == kind)
+        return;
+    p->waits_for = kind;
+    p->waiting_since = rt_now();
+}
+
+/* Whether w holds some of the kind of resource named (see rt_res_reserve). */
+static bool holds(const rt_worker *w, const char *kind)
+{
+    return strcmp(kind, "cpu") == 0 ? w->res.cpu > 0
+           : strcmp(kind, "memory") == 0 ? w->res.memory > 0 : w->res.devices != 0;
+}
+
+/*
+ * p, with no worker of its own, waits for kind: an idle worker of another
+ * pool that holds some (beyond its pool's min_containers) is asked to
+ * exit, so that waiting calls start when it is gone rather than after its
+ * scale-down window. One at a time: its exit may free enough.
+ */
+static void reclaim_for(rt_pool *p, const char *kind)
+{
+    if (p->nworkers > 0)
+        return; /* its own workers take its calls */
+    rt_worker *idle = NULL;
+    for (rt_worker *w = rt.workers; w; w = w->next) {
+        if (w->pool == p || !holds(w, kind))
+            continue;
+        if (w->state == RT_W_EXITING || w->state == RT_W_DEAD)
+            return; /* one is leaving already */
+        if (w->state == RT_W_READY && w->inflight == NULL && idle == NULL &&
+            w->pool->nworkers > w->pool->pol.min_containers)
+            idle = w;
     }
-    while (rev) {
-        rt_call *n = rev->qnext;
-        if (rev->orphan)
-            call_free(rev);
-        else if (rev->cancelled)
-            rev->cancelled = false; /* settled already; the table keeps it */
-        else
-            queue_push(p, rev, 1);
-        rev = n;
+    if (idle != NULL) {
+        rt_log(1, "stopping idle worker %d of %s: calls of %s wait for its %s", (int)idle->pid,
+               idle->pool->fn, p->fn, kind);
+        rt_worker_retire(idle);
     }
+}
+
+/*
+ * Start a worker for p if what its function asks for can be reserved now;
+ * else note what p waits for. Returns 0 when a worker started.
+ */
+static int pool_spawn(rt_pool *p)
+{
+    rt_res_req req = {.cpu = p->pol.cpu, .memory = p->pol.memory};
+    rt_res_grant g;
+    const char *short_of = rt_res_reserve(&req, &g);
+    if (short_of != NULL) {
+        if (p->waits_for != short_of) {
+            set_waits(p, short_of);
+            rt_log(1, "%s: calls wait for %s (each worker asks for %g CPU and %d MiB)", p->fn,
+                   short_of, p->pol.cpu, p->pol.memory);
+        }
+        reclaim_for(p, short_of);
+        return -1;
+    }
+    p->waits_for = NULL;
+    if (rt_worker_spawn(p) != 0) {
+        rt_res_release(&g);
+        return -1;
+    }
+    rt_worker *w = rt.workers; /* the new one (see rt_worker_spawn) */
+    w->res = g;
+    rt_res_enforce(&w->res, w->pid);
+    return 0;
+}
+
+/* Whether p waits for resources (not for a worker of its own). */
+static bool waits_for_resources(const rt_pool *p)
+{
+    return p->waits_for != NULL && strcmp(p->waits_for, "max_containers") != 0;
 }
 
 void rt_dispatch(rt_pool *p)
 {
-    while (p->qhead != NULL) {
+    while (rt_queue_peek(p) != NULL) {
         if (p->broken)
             return;
         rt_worker *idle = NULL, *least = NULL;
@@ -357,13 +405,16 @@ void rt_dispatch(rt_pool *p)
         }
         rt_worker *target = idle;
         if (target == NULL) {
-            if (all < p->pol.max_containers && (size_t)p->nstarting < p->queued &&
-                rt_worker_spawn(p) == 0)
+            if (all >= p->pol.max_containers)
+                set_waits(p, "max_containers");
+            else if ((size_t)p->nstarting < rt_queue_length(p) && pool_spawn(p) == 0)
                 continue;
             if (p->nstarting > 0)
                 return; /* starting workers will take the queue */
-            /* Every worker is busy and no more may start: send ahead to
-             * the least loaded one, so it never waits for a round trip. */
+            /* Every worker is busy and no more may start (the pool is at
+             * max_containers, or what a new worker would reserve is not
+             * free): send ahead to the least loaded one, so it never waits
+             * for a round trip. */
             target = least;
         }
         if (target == NULL)
@@ -375,25 +426,22 @@ void rt_dispatch(rt_pool *p)
             /* Never send a worker more calls than it may still serve. */
             long left = (long)p->pol.max_inputs - target->served - target->ninflight;
             if (left <= 0) {
-                target->state = RT_W_EXITING; /* retire it; others take the queue */
-                if (target->ninflight == 0)
-                    modal__ipc_send(target->sock, MODAL__MSG_EXIT, NULL, NULL, 0, -1, NULL);
+                rt_worker_retire(target); /* others take the queue */
                 continue;
             }
             if ((size_t)left < n)
                 n = (size_t)left;
         }
         if (target == idle) {
-            size_t share = p->queued / (size_t)(all > p->pol.max_containers ? all : p->pol.max_containers);
+            /* Shared among the workers the pool may have; when resources
+             * keep it from growing, among those it has. */
+            int most = waits_for_resources(p) || all > p->pol.max_containers
+                           ? all : p->pol.max_containers;
+            size_t share = rt_queue_length(p) / (size_t)most;
             n = share < 1 ? 1 : share < n ? share : n;
         }
         rt_call *batch[PIPELINE];
-        size_t k = 0;
-        while (k < n && p->qhead != NULL && (k == 0 || p->qhead->args_fd < 0)) {
-            rt_call *c = p->qhead;
-            queue_remove(p, c);
-            batch[k++] = c;
-        }
+        size_t k = rt_queue_take(p, batch, n);
         rt_worker_send(target, batch, k);
     }
 }
@@ -425,6 +473,8 @@ static int parse_policy(const cJSON *o, rt_policy *pol, modal_error *err)
     NUM(o, "max_containers", pol->max_containers, 1, 1000, 10);
     NUM(o, "scaledown_window", pol->scaledown_window, 1, 86400, 60);
     NUM(o, "max_inputs", pol->max_inputs, 0, 2147483647.0, 0);
+    NUM(o, "cpu", pol->cpu, 0, 256, 0);
+    NUM(o, "memory", pol->memory, 0, 4194304, 0);
 #undef NUM
     return MODAL_OK;
 }
@@ -558,6 +608,25 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
     return MODAL_OK;
 }
 
+/*
+ * Whether p takes n more calls: its function must fit on this runtime at
+ * all (else it fails at once, rather than waiting for resources that
+ * will never be free), and its queue must have room.
+ */
+static modal_status pool_admits(rt_pool *p, size_t n, modal_error *err)
+{
+    rt_res_req req = {.cpu = p->pol.cpu, .memory = p->pol.memory};
+    modal_status st = rt_res_check(&req, p->fn, err);
+    if (st != MODAL_OK)
+        return st;
+    if (rt_queue_length(p) + n > rt_queue_max)
+        return modal__fail(err, MODAL_ELIMIT, "%s: %zu calls wait for a worker already, the "
+                           "most one function may have waiting (--max-queued %zu); wait for "
+                           "some to finish and submit again", p->fn, rt_queue_length(p),
+                           rt_queue_max);
+    return MODAL_OK;
+}
+
 static rt_call *call_new(rt_pool *p, const char *id, long long index)
 {
     rt_call *c = calloc(1, sizeof *c);
@@ -595,6 +664,8 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, r
         modal__dec_close(&dec);
         return MODAL_OK;
     }
+    if (st == MODAL_OK)
+        st = pool_admits(p, 1, err);
     if (st != MODAL_OK) {
         modal__dec_close(&dec);
         return st;
@@ -608,7 +679,7 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, r
     c->args = modal__buf_ref(frame);
     c->args_fd = frame_fd >= 0 ? dup(frame_fd) : -1;
     c->args_len = frame_len;
-    queue_push(p, c, 0);
+    rt_queue_put(p, c, RT_QUEUE_NEW); /* pool_admits made room */
     rt.last_activity = rt_now();
     rt_dispatch(p);
     *out = c;
@@ -619,21 +690,13 @@ void rt_call_cancel(rt_call *c)
 {
     if (c->state == RT_DONE)
         return;
-    if (c->state == RT_QUEUED)
-        queue_remove(c->pool, c);
-    else if (c->state == RT_DELAYED)
-        delayed_remove(c);
-    rt_worker *owner = NULL;
-    if (c->state == RT_SENT)
-        for (rt_worker *w = rt.workers; w; w = w->next)
-            if (w->inflight == c)
-                owner = w;
-    if (owner != NULL)
-        rt_worker_drop_head(owner); /* it is running: its worker is stopped below */
-    /* A call sent ahead stays in its worker's list until the worker
-     * returns it; it is then dropped (see rt_call_release). */
-    c->cancelled = c->state == RT_SENT && owner == NULL;
-    if (c->cancelled)
+    rt_queue_cancel(c); /* when it waits in the queue or to retry */
+    /* A call a worker holds is settled now and dropped when the worker
+     * gives it back: one sent ahead is never started, and the worker
+     * running one is stopped (its call_ended then only releases it). */
+    rt_worker *owner = rt_worker_running(c);
+    c->cancelled = c->state == RT_SENT;
+    if (c->cancelled && owner == NULL)
         rt_worker_cancel_sent(c); /* so it never starts */
     rt_call_complete(c, MODAL_ECANCELLED,
                      rt_error_frame(c, MODAL_ECANCELLED, "the call was cancelled"));
@@ -658,6 +721,8 @@ modal_status rt_map_create(modal__buf *frame, rt_map **out, modal_error *err)
     rt_pool *p;
     st = frame_pool(dec.env, &p, err);
     modal__dec_close(&dec);
+    if (st == MODAL_OK)
+        st = pool_admits(p, 0, err);
     if (st != MODAL_OK)
         return st;
     rt_map *m = calloc(1, sizeof *m);
@@ -723,6 +788,10 @@ modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
             modal__buf_unref(view);
             continue;
         }
+        if ((st = pool_admits(m->pool, 1, err)) != MODAL_OK) {
+            modal__buf_unref(view);
+            break;
+        }
         char id[64];
         snprintf(id, sizeof id, "%s-%zu", m->id, idx);
         rt_call *c = call_new(m->pool, id, (long long)idx);
@@ -737,7 +806,7 @@ modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
         m->calls[idx] = c;
         if (idx + 1 > m->ncalls)
             m->ncalls = idx + 1;
-        queue_push(m->pool, c, 0);
+        rt_queue_put(m->pool, c, RT_QUEUE_NEW); /* pool_admits made room */
         (*accepted)++;
     }
     free(parts);
@@ -761,9 +830,14 @@ void rt_map_ack(rt_map *m, long long seq)
     }
 }
 
+static bool of_map(const rt_call *c, const void *m)
+{
+    return c->map == m;
+}
+
 void rt_map_free(rt_map *m)
 {
-    rt_http_map_changed(m);
+    listener.map_changed(m);
     for (rt_map **pp = &rt.maps; *pp; pp = &(*pp)->next)
         if (*pp == m) {
             *pp = m->next;
@@ -771,21 +845,8 @@ void rt_map_free(rt_map *m)
         }
     /* Queued inputs leave the pool's queue in one pass: removing them one
      * by one would cost a scan of the queue each. */
-    rt_pool *p = m->pool;
-    rt_call *prev = NULL;
-    for (rt_call *c = p->qhead, *next; c != NULL; c = next) {
+    for (rt_call *c = rt_queue_remove_if(m->pool, of_map, m), *next; c != NULL; c = next) {
         next = c->qnext;
-        if (c->map != m) {
-            prev = c;
-            continue;
-        }
-        if (prev)
-            prev->qnext = next;
-        else
-            p->qhead = next;
-        if (p->qtail == c)
-            p->qtail = prev;
-        p->queued--;
         m->calls[c->index] = NULL;
         call_free(c);
     }
@@ -795,7 +856,7 @@ void rt_map_free(rt_map *m)
             continue;
         c->map = NULL;
         if (c->state == RT_DELAYED) {
-            delayed_remove(c);
+            rt_queue_cancel(c);
             call_free(c);
         } else if (c->state == RT_SENT) {
             /* A worker holds it: it is freed when the worker returns it. */
@@ -815,29 +876,25 @@ void rt_map_free(rt_map *m)
             rt_worker_kill(w, "its map was cancelled");
 }
 
-void rt_tick(double now)
+static void tick(double now)
 {
     /* Retries that are due go back to their queue. */
-    for (rt_call **pp = &rt.delayed; *pp;) {
-        rt_call *c = *pp;
-        if (c->ready_at <= now) {
-            *pp = c->qnext;
-            queue_push(c->pool, c, 0);
-            rt_dispatch(c->pool);
-        } else {
-            pp = &c->qnext;
-        }
+    for (rt_call *c = rt_queue_due(now), *next; c != NULL; c = next) {
+        next = c->qnext;
+        rt_queue_put(c->pool, c, RT_QUEUE_RETRY);
+        rt_dispatch(c->pool);
     }
     /* Keep min_containers warm. */
     for (rt_pool *p = rt.pools; p; p = p->next)
         if (!p->broken && p->nworkers < p->pol.min_containers)
-            rt_worker_spawn(p);
+            pool_spawn(p);
     /* Results nobody will fetch any more: a full sweep, so at most once a
      * second rather than after every worker message. */
     static double last_sweep;
     if (now - last_sweep < 1.0)
         return;
     last_sweep = now;
+    rt_res_sweep();
     for (size_t i = 0; i < rt.table_size; i++)
         for (rt_call **pp = &rt.table[i]; *pp;) {
             rt_call *c = *pp;
@@ -859,12 +916,9 @@ void rt_tick(double now)
     }
 }
 
-double rt_next_timer(double now)
+static double next_timer(double now)
 {
-    double t = now + 0.25;
-    for (rt_call *c = rt.delayed; c; c = c->qnext)
-        if (c->ready_at < t)
-            t = c->ready_at;
+    double t = rt_queue_next_due(now + 0.25);
     for (rt_worker *w = rt.workers; w; w = w->next)
         if (w->inflight && (w->state == RT_W_READY || w->state == RT_W_EXITING)) {
             double d = w->inflight->started_at + w->pool->pol.timeout;
@@ -874,13 +928,160 @@ double rt_next_timer(double now)
     return t;
 }
 
-/* A call that finished is removed from the hash table by rt_tick; a
- * cancelled one still in a worker's list is dropped when it returns. */
-void rt_call_release(rt_call *c)
+
+/* ---- worker events ------------------------------------------------- */
+
+/* Fail every queued call of p with st and msg. */
+static void pool_fail_queue(rt_pool *p, modal_status st, const char *msg)
 {
-    if (c->orphan) {
-        call_free(c);
-    } else if (c->cancelled) {
-        c->cancelled = false; /* done already; now only the table holds it */
+    rt_call *c;
+    while (rt_queue_take(p, &c, 1) == 1) {
+        rt_queue_ack(c);
+        rt_call_complete(c, st, rt_error_frame(c, st, msg));
+    }
+}
+
+static void on_ready(rt_worker *w)
+{
+    rt_dispatch(w->pool);
+}
+
+static void on_hello_failed(rt_worker *w, modal_status code, const char *msg)
+{
+    rt_pool *p = w->pool;
+    if (code != MODAL_EFUNC) {
+        /* Unknown function, invalid options: every start would fail. */
+        char full[900];
+        snprintf(full, sizeof full, "executable %.12s: %s", p->artifact, msg);
+        p->broken = true;
+        pool_fail_queue(p, code, full);
+        return;
+    }
+    /* A failed enter hook fails the attempt it was started for. */
+    rt_call *c;
+    if (rt_queue_take(p, &c, 1) == 1) {
+        c->attempt++;
+        settle_running(c, MODAL_EFUNC, msg, NULL, -1);
+    }
+}
+
+static void on_start_failed(rt_pool *p, modal_status st, const char *msg, bool permanent)
+{
+    if (permanent)
+        p->broken = true;
+    pool_fail_queue(p, st, msg);
+}
+
+static void on_call_ended(rt_worker *w, rt_call *c, modal_status st, const char *msg,
+                          modal__buf *frame, int fd)
+{
+    settle_running(c, st, msg, frame, fd);
+}
+
+static void on_unstarted(rt_worker *w, rt_call *list)
+{
+    rt_queue_requeue(w->pool, list, requeue_keep, release);
+    rt_dispatch(w->pool);
+}
+
+static void on_output(rt_call *c, const char *lines, size_t len)
+{
+    if (!c->cancelled && !c->orphan)
+        rt_call_append_log(c, lines, len);
+}
+
+/* Pools that wait for resources: an idle worker may give way to them. */
+static void reclaim_for_waiting(void)
+{
+    for (rt_pool *q = rt.pools; q; q = q->next)
+        if (waits_for_resources(q) && rt_queue_length(q) > 0 && !q->broken)
+            reclaim_for(q, q->waits_for);
+}
+
+static void on_idle(rt_worker *w)
+{
+    rt_pool *p = w->pool;
+    if (rt_queue_length(p) == 0 && rt_queue_taken(p) == 0)
+        p->waits_for = NULL; /* nothing of p waits any more */
+    rt_dispatch(p);
+    if (w->state == RT_W_READY && w->inflight == NULL)
+        reclaim_for_waiting(); /* w may be what they wait for */
+}
+
+static void on_gone(rt_worker *w)
+{
+    bool freed = w->res.held;
+    rt_res_release(&w->res);
+    rt_dispatch(w->pool);
+    if (!freed)
+        return;
+    /* What it held may let calls of other pools start. */
+    for (rt_pool *p = rt.pools; p; p = p->next)
+        if (p != w->pool && waits_for_resources(p) && rt_queue_length(p) > 0)
+            rt_dispatch(p);
+}
+
+static const rt_worker_events sched_events = {
+    .ready = on_ready,
+    .hello_failed = on_hello_failed,
+    .start_failed = on_start_failed,
+    .call_ended = on_call_ended,
+    .unstarted = on_unstarted,
+    .output = on_output,
+    .idle = on_idle,
+    .gone = on_gone,
+    .tick = tick,
+    .next_timer = next_timer,
+};
+
+void rt_sched_init(const rt_sched_listener *l)
+{
+    listener = *l;
+    rt_worker_events_set(&sched_events);
+}
+
+/* ---- status ---------------------------------------------------------- */
+
+void rt_sched_status(cJSON *j)
+{
+    cJSON_AddItemToObject(j, "resources", rt_resources_status());
+    cJSON *q = cJSON_AddObjectToObject(j, "queue");
+    modal__json_num(q, "max_queued", (double)rt_queue_max);
+    cJSON *pools = cJSON_AddArrayToObject(q, "waiting");
+    double now = rt_now();
+    for (rt_pool *p = rt.pools; p; p = p->next) {
+        size_t running = 0;
+        int workers = 0;
+        for (rt_worker *w = rt.workers; w; w = w->next)
+            if (w->pool == p) {
+                workers++;
+                running += w->inflight != NULL;
+            }
+        size_t queued = rt_queue_length(p), taken = rt_queue_taken(p);
+        size_t ahead = taken > running ? taken - running : 0;
+        size_t delayed = rt_queue_delayed(p);
+        if (queued + ahead + delayed == 0)
+            continue;
+        /* Calls waiting for a worker: in the queue, or sent ahead to a busy
+         * worker; and those waiting to retry. waits_for says what keeps
+         * the pool from starting another worker. */
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "app", p->app);
+        cJSON_AddStringToObject(e, "fn", p->fn);
+        modal__json_num(e, "queued", (double)queued);
+        modal__json_num(e, "sent_ahead", (double)ahead);
+        modal__json_num(e, "delayed", (double)delayed);
+        modal__json_num(e, "running", (double)running);
+        modal__json_num(e, "workers", workers);
+        if (p->waits_for != NULL) {
+            cJSON_AddStringToObject(e, "waits_for", p->waits_for);
+            cJSON_AddNumberToObject(e, "waiting_s", now - p->waiting_since);
+        } else {
+            cJSON_AddNullToObject(e, "waits_for");
+        }
+        cJSON *asks = cJSON_AddObjectToObject(e, "asks");
+        cJSON_AddNumberToObject(asks, "cpu", p->pol.cpu);
+        modal__json_num(asks, "memory_mib", p->pol.memory);
+        cJSON_AddItemToArray(pools, e);
     }
 }

@@ -11,6 +11,10 @@
  * messages, enforces timeouts, and learns of a worker's death from its
  * pidfd (where pidfd_open() is refused, from waitid() each turn), so a
  * child holding the socket cannot keep a dead worker's slot.
+ *
+ * This file calls no scheduler function: what happens to a worker and
+ * its calls is reported through the rt_worker_events the scheduler
+ * registered, after the worker's own state is up to date.
  */
 #include "rt.h"
 
@@ -41,6 +45,13 @@
 #define LINE_MAX_BYTES (64 * 1024)
 #define CUT_MARK " [line continues]"
 
+static const rt_worker_events *ev;
+
+void rt_worker_events_set(const rt_worker_events *events)
+{
+    ev = events;
+}
+
 void rt_wake(void)
 {
     uint64_t one = 1;
@@ -49,9 +60,6 @@ void rt_wake(void)
          * wakes anyway. */
     }
 }
-
-static void pool_break(rt_pool *p, modal_status st, const char *msg);
-static void pool_fail_queue(rt_pool *p, modal_status st, const char *msg);
 
 /* A worker could not be started (what failed, with errno e). Calls that
  * wait for one would wait forever when the pool has no other: they fail.
@@ -65,10 +73,9 @@ static int spawn_failed(rt_pool *p, const char *path, const char *what, int e)
              what, strerror(e));
     rt_log(3, "%s", msg);
     if (p->nworkers == 0 && p->nstarting == 0) {
-        if (e == EACCES || e == ENOEXEC || e == ENOENT || e == EPERM || e == ELIBBAD)
-            pool_break(p, MODAL_EWORKER, msg);
-        else
-            pool_fail_queue(p, MODAL_ERUNTIME, msg);
+        bool permanent = e == EACCES || e == ENOEXEC || e == ENOENT || e == EPERM ||
+                         e == ELIBBAD;
+        ev->start_failed(p, permanent ? MODAL_EWORKER : MODAL_ERUNTIME, msg, permanent);
     }
     return -1;
 }
@@ -291,7 +298,7 @@ typedef struct staging {
 static void stage_commit(staging *st)
 {
     if (st->call != NULL && st->len > 0)
-        rt_call_append_log(st->call, st->buf, st->len);
+        ev->output(st->call, st->buf, st->len);
     st->len = 0;
     st->call = NULL;
 }
@@ -314,7 +321,7 @@ static void emit_line(rt_worker *w, staging *st, const char *id, int s, const ch
     rt_app_log(w->pool->app, id[0] ? id : "-", w->pool->fn, s, p, len, cut);
     keep_tail(w, p, len);
     rt_call *c = inflight_call(w, id);
-    if (c == NULL || c->cancelled || c->orphan)
+    if (c == NULL)
         return;
     if (st->call != c)
         stage_commit(st);
@@ -458,22 +465,6 @@ static rt_call *pop_head(rt_worker *w)
     return c;
 }
 
-void rt_worker_drop_head(rt_worker *w)
-{
-    rt_call *c = w->inflight;
-    if (c == NULL)
-        return;
-    end_lines(w);
-    /* The worker is stopped next: the calls behind never started, and go
-     * back to the queue before stop_worker would fail the first as if it
-     * had been running. */
-    rt_call *rest = c->qnext;
-    w->inflight = w->inflight_tail = NULL;
-    w->ninflight = 0;
-    c->qnext = NULL;
-    rt_requeue_unstarted(w->pool, rest);
-}
-
 void rt_worker_cancel_sent(rt_call *c)
 {
     for (rt_worker *w = rt.workers; w; w = w->next) {
@@ -484,39 +475,28 @@ void rt_worker_cancel_sent(rt_call *c)
                 char meta[96];
                 snprintf(meta, sizeof meta, "{\"call_id\":\"%s\"}", c->id);
                 /* A worker that cannot be told runs it; its result is
-                 * dropped when it comes back (see rt_call_release). */
+                 * dropped when it comes back (see its call_ended event). */
                 modal__ipc_send(w->sock, MODAL__MSG_CANCEL, meta, NULL, 0, -1, NULL);
                 return;
             }
     }
 }
 
-/* Stop w and its process group. A call at the head of its list fails its
- * attempt with msg (or a message made from why when msg is NULL). */
-static void stop_worker(rt_worker *w, const char *why, const char *msg)
+/* Stop w and its process group. A call at the head of its list ends with
+ * st and msg (or a message made from why when msg is NULL); the calls
+ * behind it never started. */
+static void stop_worker(rt_worker *w, const char *why, modal_status st, const char *msg)
 {
     if (w->state == RT_W_DEAD)
         return;
     rt_log(2, "stopping worker %d (%s): %s", (int)w->pid, w->pool->fn, why);
     end_lines(w);
-    /* A call still at the head was running: that attempt fails (a caller
-     * that settled it differently took it off first with
-     * rt_worker_drop_head). The calls behind it never started. */
-    rt_call *head = w->inflight;
+    rt_call *head = w->inflight, *rest = NULL;
     if (head != NULL) {
-        rt_call *rest = head->qnext;
+        rest = head->qnext;
         head->qnext = NULL;
         w->inflight = w->inflight_tail = NULL;
         w->ninflight = 0;
-        if (head->orphan || head->cancelled) {
-            rt_call_release(head);
-        } else {
-            char dflt[400];
-            snprintf(dflt, sizeof dflt, "%s: the worker (pid %d) was stopped while running the "
-                     "call: %s", w->pool->fn, (int)w->pid, why);
-            rt_call_attempt_failed(head, MODAL_ECRASH, msg != NULL ? msg : dflt);
-        }
-        rt_requeue_unstarted(w->pool, rest);
     }
     if (w->state == RT_W_STARTING)
         w->pool->nstarting--;
@@ -524,12 +504,38 @@ static void stop_worker(rt_worker *w, const char *why, const char *msg)
     /* The whole group: children it forked must not outlive it. */
     if (kill(-w->pid, SIGKILL) != 0)
         kill(w->pid, SIGKILL);
-    rt_dispatch(w->pool);
+    if (head != NULL) {
+        char dflt[400];
+        snprintf(dflt, sizeof dflt, "%s: the worker (pid %d) was stopped while running the "
+                 "call: %s", w->pool->fn, (int)w->pid, why);
+        ev->call_ended(w, head, st, msg != NULL ? msg : dflt, NULL, -1);
+    }
+    if (rest != NULL)
+        ev->unstarted(w, rest);
 }
 
 void rt_worker_kill(rt_worker *w, const char *why)
 {
-    stop_worker(w, why, NULL);
+    stop_worker(w, why, MODAL_ECRASH, NULL);
+}
+
+void rt_worker_retire(rt_worker *w)
+{
+    if (w->state != RT_W_READY)
+        return;
+    w->state = RT_W_EXITING;
+    if (w->inflight == NULL)
+        modal__ipc_send(w->sock, MODAL__MSG_EXIT, NULL, NULL, 0, -1, NULL);
+}
+
+rt_worker *rt_worker_running(const rt_call *c)
+{
+    if (c->state != RT_SENT)
+        return NULL;
+    for (rt_worker *w = rt.workers; w; w = w->next)
+        if (w->inflight == c)
+            return w;
+    return NULL;
 }
 
 /* The worker broke the runtime protocol: its running call fails saying
@@ -544,8 +550,8 @@ static void protocol_error(rt_worker *w, const char *what)
         snprintf(msg, sizeof msg, "executable %.12s cannot serve as a worker for %s: it broke "
                  "the runtime protocol: %s", p->artifact, p->fn, what);
         rt_log(3, "%s", msg);
-        stop_worker(w, "it broke the runtime protocol", NULL);
-        pool_break(p, MODAL_EWORKER, msg);
+        stop_worker(w, "it broke the runtime protocol", MODAL_ECRASH, NULL);
+        ev->start_failed(p, MODAL_EWORKER, msg, true);
         return;
     }
     rt_call *c = w->inflight;
@@ -556,7 +562,7 @@ static void protocol_error(rt_worker *w, const char *what)
     snprintf(msg, sizeof msg, "%s: the worker (pid %d) broke the runtime protocol: %s%s; the "
              "worker was stopped", p->fn, (int)w->pid, what, attempt);
     rt_log(3, "%s", msg);
-    stop_worker(w, "it broke the runtime protocol", msg);
+    stop_worker(w, "it broke the runtime protocol", MODAL_ECRASH, msg);
 }
 
 /* The last few lines of output, indented, for an error message. */
@@ -591,27 +597,6 @@ static void describe_exit(int status, char *out, size_t outsz)
     }
 }
 
-/* Fail every queued call of a pool whose executable cannot be a worker. */
-static void pool_break(rt_pool *p, modal_status st, const char *msg)
-{
-    p->broken = true;
-    pool_fail_queue(p, st, msg);
-}
-
-/* Fail every queued call of a pool with st and msg. */
-static void pool_fail_queue(rt_pool *p, modal_status st, const char *msg)
-{
-    while (p->qhead) {
-        rt_call *c = p->qhead;
-        p->qhead = c->qnext;
-        p->queued--;
-        c->qnext = NULL;
-        rt_call_complete(c, st, rt_error_frame(c, st, msg));
-    }
-    p->qtail = NULL;
-}
-
-
 static void worker_remove(rt_worker *w)
 {
     for (rt_worker **pp = &rt.workers; *pp; pp = &(*pp)->next)
@@ -631,6 +616,7 @@ static void worker_remove(rt_worker *w)
     munmap(w->taken, MODAL__OUTPUT_TAKEN_SIZE);
     w->pool->nworkers--;
     rt.running_workers--;
+    ev->gone(w);
     free(w);
 }
 
@@ -673,7 +659,7 @@ static bool worker_died(rt_worker *w)
                  "main() use MODAL_LOCAL_ENTRYPOINT or call modal_worker_serve_if_worker()?)",
                  tail);
         rt_log(3, "%s", msg);
-        pool_break(p, MODAL_EWORKER, msg);
+        ev->start_failed(p, MODAL_EWORKER, msg, true);
     } else if ((w->state == RT_W_READY || w->state == RT_W_EXITING) && c != NULL) {
         /* A retiring worker may still hold calls; they are settled too. */
         rt_call *rest = c->qnext;
@@ -685,16 +671,11 @@ static bool worker_died(rt_worker *w)
                  "%d%s%s", p->fn, (int)w->pid, how, c->attempt, 1 + p->pol.max_retries,
                  tail[0] ? ". Its last output:\n" : "", tail);
         rt_log(3, "%s", msg);
-        if (c->orphan)
-            rt_call_release(c);
-        else if (c->cancelled)
-            rt_call_release(c);
-        else
-            rt_call_attempt_failed(c, MODAL_ECRASH, msg);
-        rt_requeue_unstarted(p, rest);
+        ev->call_ended(w, c, MODAL_ECRASH, msg, NULL, -1);
+        if (rest != NULL)
+            ev->unstarted(w, rest);
     }
     worker_remove(w);
-    rt_dispatch(p);
     return true;
 }
 
@@ -709,28 +690,14 @@ static void handle_hello(rt_worker *w, cJSON *meta)
         const cJSON *jc = cJSON_GetObjectItemCaseSensitive(meta, "code");
         modal_status code = cJSON_IsString(jc) ? modal__status_from_name(jc->valuestring)
                                                : MODAL_EFUNC;
-        if (code != MODAL_EFUNC) {
-            /* Unknown function, invalid options: every start would fail. */
-            char msg[900];
-            snprintf(msg, sizeof msg, "executable %.12s: %s", p->artifact, e->valuestring);
-            pool_break(p, code, msg);
-        } else if (p->qhead != NULL) {
-            /* A failed enter hook fails the attempt it was started for. */
-            rt_call *c = p->qhead;
-            p->qhead = c->qnext;
-            if (p->qhead == NULL)
-                p->qtail = NULL;
-            p->queued--;
-            c->attempt++;
-            rt_call_attempt_failed(c, MODAL_EFUNC, e->valuestring);
-        }
+        ev->hello_failed(w, code, e->valuestring);
         return;
     }
     w->state = RT_W_READY;
     w->idle_since = rt_now();
     rt_log(1, "worker %d for %s is ready after %.1f ms", (int)w->pid, p->fn,
            (rt_now() - w->started_at) * 1e3);
-    rt_dispatch(p);
+    ev->ready(w);
 }
 
 static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload, int fd)
@@ -751,26 +718,18 @@ static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload, int fd
     }
     pop_head(w);
     w->served++;
-    if (c->orphan || c->cancelled) {
-        modal__buf_unref(payload);
-        if (fd >= 0)
-            close(fd);
-        rt_call_release(c);
-    } else {
-        modal_status st = cJSON_IsString(js) ? modal__status_from_name(js->valuestring)
-                                             : MODAL_ERUNTIME;
-        if (payload == NULL)
-            rt_call_attempt_failed(c, MODAL_ERUNTIME, "the worker sent an empty result");
-        else
-            rt_call_result(c, st, payload, fd);
-    }
+    if (payload == NULL)
+        ev->call_ended(w, c, MODAL_ERUNTIME, "the worker sent an empty result", NULL, fd);
+    else
+        ev->call_ended(w, c, cJSON_IsString(js) ? modal__status_from_name(js->valuestring)
+                                                : MODAL_ERUNTIME, NULL, payload, fd);
     rt_pool *p = w->pool;
     if (p->pol.max_inputs > 0 && w->served >= p->pol.max_inputs && w->state == RT_W_READY) {
         w->state = RT_W_EXITING; /* retire it once its sent calls are back */
     }
     if (w->state == RT_W_EXITING && w->inflight == NULL)
         modal__ipc_send(w->sock, MODAL__MSG_EXIT, NULL, NULL, 0, -1, NULL);
-    rt_dispatch(p);
+    ev->idle(w);
 }
 
 static void handle_log(rt_worker *w, cJSON *meta, modal__buf *payload)
@@ -863,24 +822,18 @@ static void check_timers(double now)
                      "main() use MODAL_LOCAL_ENTRYPOINT or call modal_worker_serve_if_worker()?)",
                      p->artifact, p->fn, HELLO_TIMEOUT);
             rt_worker_kill(w, "no HELLO");
-            pool_break(p, MODAL_EWORKER, msg);
+            ev->start_failed(p, MODAL_EWORKER, msg, true);
         } else if ((w->state == RT_W_READY || w->state == RT_W_EXITING) && w->inflight != NULL &&
                    now - w->inflight->started_at >= p->pol.timeout) {
             rt_call *c = w->inflight;
             char msg[300];
             snprintf(msg, sizeof msg, "%s: timed out after %d s (attempt %d of %d); the worker "
                      "was stopped", p->fn, p->pol.timeout, c->attempt, 1 + p->pol.max_retries);
-            rt_worker_drop_head(w);
-            if (c->orphan || c->cancelled)
-                rt_call_release(c);
-            else
-                rt_call_attempt_failed(c, MODAL_ETIMEOUT, msg);
-            rt_worker_kill(w, "timeout");
+            stop_worker(w, "timeout", MODAL_ETIMEOUT, msg);
         } else if (w->state == RT_W_READY && w->inflight == NULL &&
                    now - w->idle_since > p->pol.scaledown_window &&
                    p->nworkers > p->pol.min_containers) {
-            w->state = RT_W_EXITING;
-            modal__ipc_send(w->sock, MODAL__MSG_EXIT, NULL, NULL, 0, -1, NULL);
+            rt_worker_retire(w);
         } else if (w->state == RT_W_EXITING && w->inflight == NULL) {
             if (w->exiting_since == 0)
                 w->exiting_since = now;
@@ -951,7 +904,7 @@ void *rt_loop(void *arg)
         }
 #undef SLOT
         double now = rt_now();
-        double next = rt_next_timer(now);
+        double next = ev->next_timer(now);
         for (rt_worker *w = rt.workers; w; w = w->next)
             if (w->sock_closed && w->state != RT_W_DEAD && w->sock_closed_at + SOCK_CLOSE_GRACE < next)
                 next = w->sock_closed_at + SOCK_CLOSE_GRACE + 0.001;
@@ -1010,7 +963,7 @@ void *rt_loop(void *arg)
         }
         now = rt_now();
         check_timers(now);
-        rt_tick(now);
+        ev->tick(now);
     }
     rt_app_log_take();
     pthread_mutex_unlock(&rt.mu);

@@ -32,8 +32,12 @@ static void test_names_match_enum(void **state)
     assert_string_equal(modal_strerror(MODAL_ENOMEM), "out of memory");
     assert_string_equal(modal_status_name(MODAL_EOPTION), "EOPTION");
     assert_string_equal(modal_status_name(MODAL_EIO), "EIO");
-    /* Codes are only appended: EIO is the last one today. */
-    assert_int_equal(MODAL_EIO, MODAL__STATUS_COUNT - 1);
+    /* Codes are only appended: EIO keeps its number, ERESOURCE came after
+     * it and is the last one today. */
+    assert_int_equal(MODAL_EIO, 19);
+    assert_int_equal(MODAL_ERESOURCE, 20);
+    assert_int_equal(MODAL_ERESOURCE, MODAL__STATUS_COUNT - 1);
+    assert_string_equal(modal_status_name(MODAL_ERESOURCE), "ERESOURCE");
     /* Names round-trip through the transport's parser. */
     for (int i = 1; i < MODAL__STATUS_COUNT; i++)
         assert_int_equal(modal__status_from_name(modal_status_name((modal_status)i)), i);

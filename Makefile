@@ -88,6 +88,7 @@ $(BUILD)/bindir.stamp: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(BINDIR)' | cmp -s - $@ || echo '$(BINDIR)' > $@
 $(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
+$(addprefix $(BUILD)/obj/lib/,client.o conn.o map.o remote.o): lib/conn.h
 .PHONY: FORCE
 FORCE:
 

@@ -437,6 +437,11 @@ modal_status modal_call_get(modal_call *call, double timeout, modal_value **resu
     modal__http_resp resp;
     double start = now_s();
     modal_status st = modal__http(call->conn, &req, &resp, err);
+    /* Several runtimes may be in use: say which one does not know it. */
+    if (st == MODAL_ENOTFOUND)
+        return modal__fail(err, MODAL_ENOTFOUND,
+                           "no call %s on the runtime at %s (unknown there, or its result "
+                           "expired)", call->id, modal__conn_url(call->conn));
     if (st == MODAL_ETRANSPORT && err != NULL) {
         char why[MODAL_ERROR_MESSAGE_SIZE];
         snprintf(why, sizeof why, "%s", err->message);

@@ -593,7 +593,10 @@ MODAL_API const char *modal_function_name(const modal_function *fn);
  */
 MODAL_API modal_status modal_function_check(modal_function *fn,
                                             modal_error *err);
-/** The app name set by MODAL_APP, or the executable's name. Static. */
+/**
+ * The app name set by MODAL_APP, or the executable's name. Static: lives
+ * as long as the program. Thread-safe.
+ */
 MODAL_API const char *modal_app_name(void);
 
 /* ------------------------------------------------------------------ */
@@ -811,10 +814,11 @@ MODAL_API void modal_worker_serve_if_worker(int argc, char **argv);
 /* ------------------------------------------------------------------ */
 
 /**
- * Where calls go, as a URL: "unix:/path/to/runtime.sock" or
- * "http://host:port". Read from MODAL_RUNTIME_URL; when unset, the
- * embedded local runtime's socket. Static storage, valid until the next
- * call of this function from any thread.
+ * Where calls through the default connection go, as a URL:
+ * "unix:/path/to/runtime.sock" or "http://host:port". Read from
+ * MODAL_RUNTIME_URL; when unset, the embedded local runtime's socket. The
+ * string lives as long as the program (a later call may return another
+ * one when the environment changed). Thread-safe.
  */
 MODAL_API const char *modal_runtime_url(void);
 

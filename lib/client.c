@@ -588,18 +588,9 @@ static modal_status http_on(modal_connection *conn, const modal__http_req *req,
 
     /* A snapshot of the connection: nothing below holds its lock while
      * talking to the runtime. */
-    modal__conn_snap *snap = modal__malloc(sizeof *snap);
-    if (snap == NULL)
-        return modal__fail(err, MODAL_ENOMEM, "out of memory sending %s %s", req->method,
-                           req->path);
-    modal_status st = modal__conn_snapshot(conn, snap, err);
-    if (st != MODAL_OK) {
-        free(snap);
-        return st;
-    }
-    st = http_snap(conn, snap, req, resp, err);
-    free(snap);
-    return st;
+    modal__conn_snap snap;
+    modal_status st = modal__conn_snapshot(conn, &snap, err);
+    return st != MODAL_OK ? st : http_snap(conn, &snap, req, resp, err);
 }
 
 modal_status modal__http(modal_connection *conn, const modal__http_req *req,

@@ -3,7 +3,8 @@
  * Calls, maps and spawned calls land on the runtime of the connection they
  * were made through (checked in each runtime's app log and call table); a
  * spawned call is fetched back through a connection, and not found through
- * the other; closing a connection with calls in flight lets them finish.
+ * the other; closing a connection with calls in flight lets them finish;
+ * TLS pins and tokens given as options are used, and errors name them.
  * The default connection points nowhere, to prove nothing uses it.
  *
  * This binary is also the worker the runtimes start.
@@ -31,13 +32,20 @@ MODAL_FUNCTION(conn_where)
 
 static harness ra, rb;
 static modal_connection *ca, *cb;
+static int tls_port;     /* ra's TLS listener */
+static char tls_pin[53]; /* ra's pin */
 
 static int group_setup(void **state)
 {
     setenv("MODAL_QUIET_LOGS", "1", 1);
     setenv("MODAL_RUNTIME_URL", NOWHERE, 1);
     setenv("MODAL_TOKEN", "0123456789abcdef0123456789abcdef", 1);
-    if (harness_start_with(&ra, NULL, false) != 0 || harness_start_with(&rb, NULL, false) != 0)
+    static const char *const tls[] = {"--listen", "tls:127.0.0.1:0", NULL};
+    if (harness_start_with(&ra, tls, false) != 0 || harness_start_with(&rb, NULL, false) != 0)
+        return -1;
+    tls_port = harness_log_port(&ra, "listening tls:127.0.0.1:");
+    harness_tls_fingerprint(&ra, tls_pin);
+    if (tls_port <= 0 || tls_pin[0] == '\0')
         return -1;
     modal_error err;
     /* A by its token, B by its token file. */
@@ -260,6 +268,49 @@ static void test_close_with_calls_in_flight(void **state)
     modal_call_free(cancelled);
 }
 
+static void test_tls_and_token_options(void **state)
+{
+    modal_error err;
+    char url[64];
+    snprintf(url, sizeof url, "https://127.0.0.1:%d", tls_port);
+    modal_connection_options o = MODAL_CONNECTION_OPTIONS_INIT;
+    o.token = ra.token;
+    o.tls_fingerprint = tls_pin;
+    modal_connection *c = NULL;
+    assert_int_equal(modal_connection_open(url, &o, &c, &err), MODAL_OK);
+    modal_value *out = NULL;
+    assert_int_equal(modal_fn_remote_on(c, &conn_where, tag_args("tls-A", 0), &out, &err),
+                     MODAL_OK);
+    assert_str_value(out, "tls-A");
+    modal_value_free(out);
+    modal_connection_close(c);
+    assert_landed("tls-A", &ra, &rb);
+
+    /* Another key pinned: refused before anything is sent, naming the
+     * option and both fingerprints. */
+    const char *wrong = "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    o.tls_fingerprint = wrong;
+    assert_int_equal(modal_connection_open(url, &o, &c, &err), MODAL_OK);
+    assert_int_equal(modal_fn_remote_on(c, &conn_where, tag_args("pinned-wrong", 0), NULL, &err),
+                     MODAL_EAUTH);
+    assert_message_contains(err, "does not match opts->tls_fingerprint");
+    assert_message_contains(err, wrong);
+    assert_message_contains(err, tls_pin);
+    modal_connection_close(c);
+
+    /* A token the runtime does not know: the message names the options. */
+    modal_connection_options bad = MODAL_CONNECTION_OPTIONS_INIT;
+    bad.token = "not-the-token";
+    assert_int_equal(modal_connection_open(rb.url, &bad, &c, &err), MODAL_OK);
+    assert_int_equal(modal_fn_remote_on(c, &conn_where, tag_args("bad-token", 0), NULL, &err),
+                     MODAL_EAUTH);
+    assert_message_contains(err, rb.url);
+    assert_message_contains(err, "make opts->token or opts->token_file match");
+    modal_connection_close(c);
+    assert_false(log_has(&ra, "pinned-wrong", 0));
+    assert_false(log_has(&rb, "bad-token", 0));
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -267,6 +318,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_calls_land_on_their_runtime),
         cmocka_unit_test(test_spawn_fetched_through_its_connection),
         cmocka_unit_test(test_close_with_calls_in_flight),
+        cmocka_unit_test(test_tls_and_token_options),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -41,11 +41,15 @@ static const char *env_or_empty(const char *name)
     return v != NULL ? v : "";
 }
 
-/* Copy v into a field of size sz, or fail naming it. */
+/* Copy v into a field of size sz, or fail naming it (and showing its
+ * start, unless it is a secret). */
 static modal_status copy_setting(char *dst, size_t sz, const char *name, const char *v,
-                                 modal_error *err)
+                                 bool secret, modal_error *err)
 {
     size_t n = strlen(v);
+    if (n >= sz && secret)
+        return modal__fail(err, MODAL_EINVAL, "%s is %zu bytes long; at most %zu are accepted",
+                           name, n, sz - 1);
     if (n >= sz)
         return modal__fail(err, MODAL_EINVAL, "%s=\"%.200s...\" is %zu bytes long; at most %zu "
                            "are accepted", name, v, n, sz - 1);
@@ -67,12 +71,14 @@ static modal_status settings_parse(modal__conn_settings *c, const char *url, con
     c->retries = MODAL__CONN_RETRIES;
     c->retry_delay = MODAL__CONN_RETRY_DELAY;
     modal_status st;
-    if ((st = copy_setting(c->url, sizeof c->url, nm->url, url, err)) != MODAL_OK ||
-        (st = copy_setting(c->token_env, sizeof c->token_env, nm->token, tok, err)) != MODAL_OK ||
-        (st = copy_setting(c->token_file, sizeof c->token_file, nm->token_file, tokf, err)) !=
+    if ((st = copy_setting(c->url, sizeof c->url, nm->url, url, false, err)) != MODAL_OK ||
+        (st = copy_setting(c->token_env, sizeof c->token_env, nm->token, tok, true, err)) !=
             MODAL_OK ||
-        (st = copy_setting(c->tls_pin, sizeof c->tls_pin, nm->pin, pin, err)) != MODAL_OK ||
-        (st = copy_setting(c->tls_ca, sizeof c->tls_ca, nm->ca, ca, err)) != MODAL_OK)
+        (st = copy_setting(c->token_file, sizeof c->token_file, nm->token_file, tokf, false,
+                           err)) != MODAL_OK ||
+        (st = copy_setting(c->tls_pin, sizeof c->tls_pin, nm->pin, pin, false, err)) !=
+            MODAL_OK ||
+        (st = copy_setting(c->tls_ca, sizeof c->tls_ca, nm->ca, ca, false, err)) != MODAL_OK)
         return st;
     if (pin[0] != '\0' && (st = modal__pin_check_named(nm->pin, pin, err)) != MODAL_OK)
         return st;

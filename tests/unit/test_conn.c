@@ -114,6 +114,9 @@ static void test_open_refusals(void **state)
     memcpy(longurl, "http://", 7);
     longurl[sizeof longurl - 1] = '\0';
     const char *pin = "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    char longtok[300];
+    memset(longtok, 'k', sizeof longtok);
+    longtok[sizeof longtok - 1] = '\0';
 #define O(...) {.size = sizeof(modal_connection_options), __VA_ARGS__}
     const refusal cases[] = {
         {"ftp://host", O(.token = TOKEN), MODAL_EINVAL,
@@ -132,6 +135,8 @@ static void test_open_refusals(void **state)
         {"unix:/tmp/x.sock", O(.token = "line\r\nX-Evil: 1"), MODAL_EINVAL,
          "opts->token holds a space, control"},
         {"unix:/tmp/x.sock", O(.token = ""), MODAL_EINVAL, "opts->token is empty"},
+        {"unix:/tmp/x.sock", O(.token = longtok), MODAL_EINVAL,
+         "opts->token is 299 bytes long; at most 255"},
         {"unix:/tmp/x.sock", O(.token_file = ""), MODAL_EINVAL, "opts->token_file is empty"},
         {"unix:/tmp/x.sock", O(.token_file = "/nonexistent/token"), MODAL_EAUTH,
          "/nonexistent/token"},
@@ -170,6 +175,7 @@ static void test_open_refusals(void **state)
         }
         assert_int_equal(err.code, cases[i].code);
         assert_null(c);
+        assert_null(strstr(err.message, "kkkkkkkk")); /* a token is never shown */
     }
 }
 

@@ -4,7 +4,9 @@
  * were made through (checked in each runtime's app log and call table); a
  * spawned call is fetched back through a connection, and not found through
  * the other; closing a connection with calls in flight lets them finish;
- * TLS pins and tokens given as options are used, and errors name them.
+ * TLS pins and tokens given as options are used, and errors name them;
+ * threads starting calls at once on a new connection upload the executable
+ * once.
  * The default connection points nowhere, to prove nothing uses it.
  *
  * This binary is also the worker the runtimes start.
@@ -311,6 +313,72 @@ static void test_tls_and_token_options(void **state)
     assert_false(log_has(&rb, "bad-token", 0));
 }
 
+/* Log hook: count "uploaded this executable" messages naming hook_url. */
+static const char *hook_url;
+static atomic_int uploads;
+
+static void count_uploads(modal_log_level level, const char *msg, void *user)
+{
+    if (strstr(msg, "uploaded this executable") != NULL && strstr(msg, hook_url) != NULL)
+        atomic_fetch_add(&uploads, 1);
+}
+
+typedef struct first_call {
+    modal_connection *conn;
+    pthread_barrier_t *go;
+    int n;
+    modal_status st;
+    modal_error err;
+} first_call;
+
+static void *first_call_main(void *arg)
+{
+    first_call *f = arg;
+    char tag[32];
+    snprintf(tag, sizeof tag, "first-%d", f->n);
+    pthread_barrier_wait(f->go);
+    f->st = modal_fn_remote_on(f->conn, &conn_where, tag_args(tag, 0), NULL, &f->err);
+    return NULL;
+}
+
+static void test_first_calls_at_once_upload_once(void **state)
+{
+    enum { N = 8 };
+    harness rc;
+    assert_int_equal(harness_start_with(&rc, NULL, false), 0);
+    modal_error err;
+    modal_connection_options o = MODAL_CONNECTION_OPTIONS_INIT;
+    o.token = rc.token;
+    modal_connection *c = NULL;
+    assert_int_equal(modal_connection_open(rc.url, &o, &c, &err), MODAL_OK);
+    hook_url = rc.url;
+    modal_set_log_hook(count_uploads, NULL);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, N);
+    first_call f[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        f[i] = (first_call){.conn = c, .go = &go, .n = i};
+        assert_int_equal(pthread_create(&t[i], NULL, first_call_main, &f[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        if (f[i].st != MODAL_OK)
+            print_error("thread %d: %s\n", i, f[i].err.message);
+        assert_int_equal(f[i].st, MODAL_OK);
+    }
+    pthread_barrier_destroy(&go);
+    modal_set_log_hook(NULL, NULL);
+    assert_int_equal(atomic_load(&uploads), 1);
+    for (int i = 0; i < N; i++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "first-%d", i);
+        assert_landed(tag, &rc, &ra);
+    }
+    modal_connection_close(c);
+    harness_stop(&rc);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -319,6 +387,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_spawn_fetched_through_its_connection),
         cmocka_unit_test(test_close_with_calls_in_flight),
         cmocka_unit_test(test_tls_and_token_options),
+        cmocka_unit_test(test_first_calls_at_once_upload_once),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

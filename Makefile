@@ -59,25 +59,40 @@ SHARED  := $(BUILD)/libmodal.so.$(MAJOR)
 RUNTIME := $(BUILD)/modal-runtime
 PCFILE  := $(BUILD)/modal.pc
 
-.PHONY: all deps demo test check check-asan check-valgrind fuzz bench install \
+PHONY_DEPS := deps deps-build deps-test deps-check deps-fuzz
+.PHONY: all $(PHONY_DEPS) demo test check check-asan check-valgrind fuzz bench install \
         uninstall examples clean
-all: deps $(STATIC) $(SHARED) $(RUNTIME) $(PCFILE)
+all: deps-build $(STATIC) $(SHARED) $(RUNTIME) $(PCFILE)
 
 # ---- dependencies ----------------------------------------------------
-# Installs the Debian packages the build needs when run as root; otherwise
-# names the one command to run. Checking is cheap, so every target uses it.
-DEB_PKGS := build-essential pkg-config libcurl4-openssl-dev libcjson-dev \
-            libssl-dev libcmocka-dev clang valgrind
+# The Debian packages each kind of target needs, listed once. `make deps`
+# installs them all when run as root (otherwise it names the one command
+# to run); every target checks only its own list, so `make` needs neither
+# cmocka, valgrind nor clang. Checking is cheap, so every target does it.
+DEB_BUILD := build-essential pkg-config libcurl4-openssl-dev libcjson-dev libssl-dev
+DEB_TEST  := libcmocka-dev
+DEB_CHECK := valgrind
+DEB_FUZZ  := clang
+DEB_BENCH := python3-distributed python3-numpy
+DEB_PKGS  := $(DEB_BUILD) $(DEB_TEST) $(DEB_CHECK) $(DEB_FUZZ) $(DEB_BENCH)
 deps:
 	@./tools/deps.sh $(DEB_PKGS)
+deps-build:
+	@./tools/deps.sh $(DEB_BUILD)
+deps-test: deps-build
+	@./tools/deps.sh $(DEB_TEST)
+deps-check: deps-test
+	@./tools/deps.sh $(DEB_CHECK)
+deps-fuzz:
+	@./tools/deps.sh $(DEB_FUZZ)
 
 # ---- library ---------------------------------------------------------
-$(BUILD)/obj/lib/%.o: lib/%.c include/modal.h lib/internal.h | deps
+$(BUILD)/obj/lib/%.o: lib/%.c include/modal.h lib/internal.h | deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -fvisibility=hidden -DMODAL_BUILDING_LIBRARY \
 	    -DMODAL_BINDIR='"$(BINDIR)"' -c $< -o $@
 
-$(BUILD)/obj/runtime/%.o: runtime/%.c include/modal.h lib/internal.h $(wildcard runtime/*.h) | deps
+$(BUILD)/obj/runtime/%.o: runtime/%.c include/modal.h lib/internal.h $(wildcard runtime/*.h) | deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Iruntime -c $< -o $@
 
@@ -89,6 +104,8 @@ $(BUILD)/bindir.stamp: FORCE
 	@echo '$(BINDIR)' | cmp -s - $@ || echo '$(BINDIR)' > $@
 $(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
 $(addprefix $(BUILD)/obj/lib/,client.o conn.o map.o remote.o): lib/conn.h
+# Every object may use the protocol header (internal.h includes it).
+$(LIB_OBJ) $(RT_OBJ): lib/protocol.h
 .PHONY: FORCE
 FORCE:
 
@@ -116,22 +133,22 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(STATIC) tests/unit/testutil.h
+$(BUILD)/tests/%: tests/unit/%.c $(STATIC) tests/unit/testutil.h | deps-test
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(STATIC) $(LIBS) -lcmocka
 
-$(BUILD)/tests/%: tests/integration/%.c $(STATIC) $(RUNTIME) tests/integration/harness.h
+$(BUILD)/tests/%: tests/integration/%.c $(STATIC) $(RUNTIME) tests/integration/harness.h | deps-test
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< $(STATIC) $(ITLIBS)
 
 # The HTTP server tested on its own (over TLS), without the rest of the runtime.
 $(BUILD)/tests/test_httpd_tls: tests/integration/test_httpd_tls.c runtime/httpd.c \
-        runtime/http_parse.c $(wildcard runtime/*.h) $(STATIC) tests/integration/harness.h
+        runtime/http_parse.c $(wildcard runtime/*.h) $(STATIC) tests/integration/harness.h | deps-test
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/httpd.c \
 	    runtime/http_parse.c $(STATIC) -lssl $(ITLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(STATIC)
+$(BUILD)/bench/%: bench/%.c bench/bench.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
@@ -142,13 +159,18 @@ $(BUILD)/tests/test_examples: | $(EX_BIN)
 
 test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN)
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN) \
-	    "./tests/install_test.sh $(BUILD)"
+	    "./tests/install_test.sh $(BUILD)" "./tests/deps_test.sh $(BUILD)"
 
 demo: all $(BUILD)/examples/hello
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) $(BUILD)/examples/hello
 
+# Dask is the peer the benchmarks compare against: installed here as root,
+# or its column is skipped, saying why, when it cannot be.
 bench: all $(BENCH_BIN) $(BUILD)/examples/hello
-	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./bench/run.sh $(BUILD)
+	@if [ -z "$${MODAL_BENCH_NO_DASK:-}" ] && ! ./tools/deps.sh $(DEB_BENCH); then \
+	    echo "bench: Dask is not installed, so its column is skipped (see above)" >&2; \
+	    export MODAL_BENCH_NO_DASK=1; fi; \
+	MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./bench/run.sh $(BUILD)
 
 # ---- sanitizers, valgrind, fuzzing --------------------------------------
 check: check-asan check-valgrind
@@ -156,17 +178,17 @@ check: check-asan check-valgrind
 check-asan:
 	$(MAKE) BUILD=build-asan SAN=1 CFLAGS="-O1 -g" test
 
-check-valgrind: all $(UNIT_BIN)
+check-valgrind: all $(UNIT_BIN) | deps-check
 	@./tests/valgrind.sh $(UNIT_BIN)
 
 FUZZ_SECONDS ?= 0
 FUZZ_FLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Ilib -D_GNU_SOURCE
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) include/modal.h lib/internal.h | deps
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) include/modal.h lib/internal.h | deps-build deps-fuzz
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
 
 # The HTTP parser lives in the runtime, a pure function on its own.
-$(BUILD)/fuzz/fuzz_http: tests/fuzz/fuzz_http.c runtime/http_parse.c runtime/http_parse.h | deps
+$(BUILD)/fuzz/fuzz_http: tests/fuzz/fuzz_http.c runtime/http_parse.c runtime/http_parse.h | deps-fuzz
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -Iruntime -o $@ $< runtime/http_parse.c
 

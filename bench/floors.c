@@ -34,36 +34,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 extern char **environ;
 
 #define MIB (1024.0 * 1024.0)
 #define GIB (1024.0 * MIB)
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void die(const char *what)
 {
     fprintf(stderr, "floors: %s: %s\n", what, strerror(errno));
     exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Sorts v; the q-quantile (nearest rank). */
-static double quantile(double *v, size_t n, double q)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
-    return v[i < n ? i : n - 1];
 }
 
 static void emit(const char *metric, double value, const char *unit)
@@ -74,16 +55,8 @@ static void emit(const char *metric, double value, const char *unit)
 
 static void write_all(int fd, const void *p, size_t n)
 {
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            die("write");
-        c += w;
-        n -= (size_t)w;
-    }
+    if (modal__write_all(fd, p, n) != n)
+        die("write");
 }
 
 static void read_all(int fd, void *p, size_t n)
@@ -357,16 +330,6 @@ static void spawn_floor(void)
     emit("floor.spawn_true.median", quantile(t, n, 0.5) * 1e3, "ms");
     emit("floor.spawn_true.p99", quantile(t, n, 0.99) * 1e3, "ms");
     free(t);
-}
-
-static int wanted(int argc, char **argv, const char *name)
-{
-    if (argc < 2)
-        return 1;
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "all") == 0 || strcmp(argv[i], name) == 0)
-            return 1;
-    return 0;
 }
 
 int main(int argc, char **argv)

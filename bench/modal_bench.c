@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 extern char **environ;
 
 MODAL_APP("modal-bench");
@@ -92,27 +94,6 @@ static modal_function *const cold_fns[] = {&cold_0, &cold_1, &cold_2, &cold_3,
 #define NCOLD (sizeof cold_fns / sizeof cold_fns[0])
 
 /* ---- helpers ------------------------------------------------------- */
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Sorts v; the q-quantile (nearest rank). */
-static double quantile(double *v, size_t n, double q)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
-    return v[i < n ? i : n - 1];
-}
 
 static void emit(const char *prefix, const char *metric, double value, const char *unit)
 {
@@ -269,16 +250,6 @@ static void bench_exec(const char *prefix)
             t[i - warm] = now() - t0;
     }
     emit(prefix, "exec_self.median", quantile(t, n, 0.5) * 1e3, "ms");
-}
-
-static int wanted(int argc, char **argv, const char *name)
-{
-    if (argc < 2)
-        return 1;
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "all") == 0 || strcmp(argv[i], name) == 0)
-            return 1;
-    return 0;
 }
 
 static size_t env_count(const char *name, size_t dflt)

@@ -75,14 +75,14 @@ static void arg_fail(modal_status code, size_t i, const char *fmt, ...)
     modal_ctx *ctx = current_ctx;
     if (ctx == NULL || ctx->failed)
         return;
-    char what[384];
+    /* Worded like any error, then placed after the argument's number. */
+    modal_error what;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
+    ctx->code = modal__vfail(&what, code, fmt, ap);
     va_end(ap);
-    snprintf(ctx->message, sizeof ctx->message, "argument %zu: %s", i, what);
+    snprintf(ctx->message, sizeof ctx->message, "argument %zu: %.384s", i, what.message);
     ctx->failed = true;
-    ctx->code = code;
 }
 
 const modal_value *modal_arg(const modal_value *args, size_t i)
@@ -201,8 +201,8 @@ int modal__json_num(cJSON *obj, const char *key, double v)
 
 void modal__random_id(const char *prefix, char *out, size_t outsz)
 {
-    static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
-    unsigned char rnd[26];
+    static const char alphabet[] = MODAL__ID_ALPHABET;
+    unsigned char rnd[MODAL__ID_RANDOM_LEN];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         /* getrandom only fails before the pool is seeded; ids then fall
          * back to time and address entropy, which is unique enough. */
@@ -272,7 +272,7 @@ static modal_status wire_round_trip(const char *key, const modal_value *v,
 {
     modal__enc enc;
     cJSON *env = cJSON_CreateObject();
-    if (env != NULL && modal__json_num(env, "v", 1) != 0) {
+    if (env != NULL && modal__json_num(env, "v", MODAL__FRAME_VERSION) != 0) {
         cJSON_Delete(env);
         env = NULL;
     }

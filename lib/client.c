@@ -156,10 +156,12 @@ static size_t on_header(char *line, size_t size, size_t n, void *user)
                 rs->buf->len = 0; /* capacity is the allocation; len grows */
             rs->cap = (size_t)v;
         }
-    } else if (len > 17 && strncasecmp(line, "X-Modal-Log-Size:", 17) == 0) {
-        sscanf(line + 17, "%lld", &rs->log_size);
-    } else if (len > 12 && strncasecmp(line, "X-Modal-Seq:", 12) == 0) {
-        sscanf(line + 12, "%lld", &rs->seq);
+    } else if (len > sizeof MODAL__H_LOG_SIZE &&
+               strncasecmp(line, MODAL__H_LOG_SIZE ":", sizeof MODAL__H_LOG_SIZE) == 0) {
+        sscanf(line + sizeof MODAL__H_LOG_SIZE, "%lld", &rs->log_size);
+    } else if (len > sizeof MODAL__H_SEQ &&
+               strncasecmp(line, MODAL__H_SEQ ":", sizeof MODAL__H_SEQ) == 0) {
+        sscanf(line + sizeof MODAL__H_SEQ, "%lld", &rs->seq);
     }
     return len;
 }
@@ -374,10 +376,10 @@ static modal_status http_snap(modal_connection *conn, modal__conn_snap *snap,
     modal_status st;
     char url[1200], auth[300];
     snprintf(url, sizeof url, "%s%s", c->base, req->path);
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", snap->token);
+    snprintf(auth, sizeof auth, MODAL__H_AUTH ": " MODAL__AUTH_BEARER "%s", snap->token);
     char ctype[128];
-    snprintf(ctype, sizeof ctype, "Content-Type: %s",
-             req->content_type != NULL ? req->content_type : "application/octet-stream");
+    snprintf(ctype, sizeof ctype, MODAL__H_CTYPE ": %s",
+             req->content_type != NULL ? req->content_type : MODAL__CT_BINARY);
     struct curl_slist *hdrs = make_headers(auth, ctype);
 
     /* Transient failures (runtime restarting, connection reset, 503) are
@@ -519,7 +521,7 @@ static modal_status http_snap(modal_connection *conn, modal__conn_snap *snap,
              * it again before retrying. A new runtime may have made a new
              * token. */
             st = modal__conn_embedded_restart(conn, snap, err);
-            snprintf(auth, sizeof auth, "Authorization: Bearer %s", snap->token);
+            snprintf(auth, sizeof auth, MODAL__H_AUTH ": " MODAL__AUTH_BEARER "%s", snap->token);
             cu.pfn_slist_free_all(hdrs);
             hdrs = make_headers(auth, ctype);
             if (st != MODAL_OK) {
@@ -655,7 +657,7 @@ modal_status modal__artifact_ensure(modal_connection *conn, const char **sha, mo
     unsigned long gen = modal__conn_generation(c);
     if (!modal__conn_artifact_known(c)) {
         char path[128];
-        snprintf(path, sizeof path, "/v1/artifacts/%s", art_sha);
+        snprintf(path, sizeof path, MODAL__PATH_ARTIFACTS "/%s", art_sha);
         modal__http_req head = {.method = "HEAD", .path = path, .timeout = 30};
         modal__http_resp resp;
         modal_error herr;

@@ -107,40 +107,7 @@ const char *modal_app_name(void)
 
 static int name_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.';
-}
-
-const char *modal__app_name_problem(const char *name)
-{
-    if (name == NULL || name[0] == '\0')
-        return "is empty; an app name is 1 to 127 of A-Z a-z 0-9 _ . -";
-    size_t n = 0;
-    for (; name[n] != '\0'; n++)
-        if (!name_char((unsigned char)name[n]))
-            return "holds a character outside A-Z a-z 0-9 _ . -";
-    if (n > MODAL__NAME_MAX)
-        return "is longer than 127 characters";
-    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-        return "is \".\" or \"..\", which cannot name an app (its log is a file named after it)";
-    return NULL;
-}
-
-const char *modal__fn_name_problem(const char *name)
-{
-    if (name == NULL || name[0] == '\0')
-        return "is empty; a function name is a C identifier of 1 to 127 characters";
-    size_t n = 0;
-    for (; name[n] != '\0'; n++) {
-        unsigned char c = (unsigned char)name[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-              (n > 0 && c >= '0' && c <= '9')))
-            return "is not a C identifier (A-Z a-z 0-9 _, not starting with a digit), "
-                   "as MODAL_FUNCTION names are";
-    }
-    if (n > MODAL__NAME_MAX)
-        return "is longer than 127 characters";
-    return NULL;
+    return modal__app_name_char(c);
 }
 
 /* Names of volumes, secrets and images share one conservative alphabet. */

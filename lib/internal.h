@@ -7,6 +7,7 @@
 #define MODAL_INTERNAL_H
 
 #include "modal.h"
+#include "protocol.h" /* the wire's paths, headers, ids and name checks */
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -291,17 +292,6 @@ modal_status modal__invoke(modal_function *fn, modal_ctx *ctx,
                            const modal_value *args, modal_value **result,
                            modal_error *err);
 
-/*
- * The naming rules of apps and functions, written once for the library
- * (MODAL_APP, the executable's name, MODAL_FUNCTION) and the runtime (call
- * frames). Each returns NULL for a valid name, else a phrase saying what is
- * wrong ("is \".\" or \"..\", which cannot name an app"). App names become
- * file names under logs/, so "." and ".." are refused.
- */
-#define MODAL__NAME_MAX 127
-const char *modal__app_name_problem(const char *name);
-const char *modal__fn_name_problem(const char *name);
-
 /* One alternative of a GPU request: "H100:2!" is {"H100", 2, exact}. */
 typedef struct modal__gpu_choice {
     char name[16];  /* canonical spelling from the known table, or "any" */
@@ -494,6 +484,11 @@ modal_status modal__check_call(modal_function *fn, const modal_value *list,
 modal_status modal__remote_prepare(modal_connection *conn, modal_function *fn,
                                    const modal_value *list, const char *what,
                                    const char **artifact, modal_error *err);
+/* A result frame's outcome (docs/wire.md): returns its status; MODAL_OK
+ * with *v its value (owned by the caller), else *v NULL and msg filled
+ * with its message (or why its value cannot be read). A frame without a
+ * status is MODAL_ECODEC. */
+modal_status modal__result_read(modal__dec *dec, modal_value **v, char *msg, size_t msgsz);
 
 /* ---- SHA-256 (lib/sha256.c) --------------------------------------- */
 
@@ -521,6 +516,9 @@ int modal__json_num(cJSON *obj, const char *key, double v);
 
 /* Random id with prefix ("fc-"), base32, 26 random characters. */
 void modal__random_id(const char *prefix, char *out, size_t outsz);
+/* Seconds on the monotonic clock (lib/clock.c), for deadlines and
+ * durations; the runtime's rt_now() is this clock. */
+double modal__now(void);
 
 /* ---- TLS public-key pins (lib/tls_pin.c) --------------------------- */
 

@@ -322,7 +322,7 @@ modal_status modal__bundle_build(const modal__bundle_part *parts, size_t n,
     if (b == NULL)
         return modal__fail(err, MODAL_ENOMEM, "out of memory building a bundle of %zu frames", n);
     memset(b->base, 0, total);
-    memcpy(b->base, "MODB", 4);
+    memcpy(b->base, MODAL__BUNDLE_MAGIC, 4);
     modal__put32(b->base + 4, (uint32_t)n);
     size_t off = align64(8 + 8 * n);
     for (size_t i = 0; i < n; i++) {
@@ -342,8 +342,8 @@ modal_status modal__bundle_parse(const modal__buf *buf,
 {
     *parts = NULL;
     *n = 0;
-    if (buf == NULL || buf->len < 8 || memcmp(buf->base, "MODB", 4) != 0)
-        return modal__fail(err, MODAL_ECODEC, "body is not a frame bundle (no \"MODB\" header)");
+    if (buf == NULL || buf->len < 8 || memcmp(buf->base, MODAL__BUNDLE_MAGIC, 4) != 0)
+        return modal__fail(err, MODAL_ECODEC, "body is not a frame bundle (no \"" MODAL__BUNDLE_MAGIC "\" header)");
     uint32_t count = modal__get32(buf->base + 4);
     if (count > (buf->len - 8) / 8)
         return modal__fail(err, MODAL_ECODEC, "bundle announces %u frames but has %zu bytes",

@@ -126,25 +126,16 @@ static modal_status take_results(map_run *r, modal__buf *body, modal_error *err)
         if (st != MODAL_OK)
             break;
         const cJSON *ji = cJSON_GetObjectItemCaseSensitive(dec.env, "index");
-        const cJSON *js = cJSON_GetObjectItemCaseSensitive(dec.env, "status");
-        const cJSON *jm = cJSON_GetObjectItemCaseSensitive(dec.env, "message");
-        if (!cJSON_IsNumber(ji) || ji->valuedouble < 0 || !cJSON_IsString(js)) {
+        if (!cJSON_IsNumber(ji) || ji->valuedouble < 0 ||
+            !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(dec.env, "status"))) {
             modal__dec_close(&dec);
             st = modal__fail(err, MODAL_ECODEC, "the runtime sent a map result without index or status");
             break;
         }
         size_t idx = (size_t)ji->valuedouble;
-        modal_status rs = modal__status_from_name(js->valuestring);
-        modal_value *v = NULL;
+        modal_value *v;
         char msg[MODAL_ERROR_MESSAGE_SIZE];
-        snprintf(msg, sizeof msg, "%s", cJSON_IsString(jm) ? jm->valuestring : "");
-        if (rs == MODAL_OK) {
-            modal_error verr;
-            if (modal__msg_value(&dec, "result", &v, &verr) != MODAL_OK) {
-                rs = verr.code;
-                snprintf(msg, sizeof msg, "%s", verr.message);
-            }
-        }
+        modal_status rs = modal__result_read(&dec, &v, msg, sizeof msg);
         modal__dec_close(&dec);
         st = record(r, idx, v, rs, msg, err);
     }
@@ -172,7 +163,7 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
         cJSON *env = cJSON_CreateObject();
         modal__enc enc;
         if (star) {
-            if (env != NULL && (modal__json_num(env, "v", 1) != 0 ||
+            if (env != NULL && (modal__json_num(env, "v", MODAL__FRAME_VERSION) != 0 ||
                                 modal__json_num(env, "index", (double)(from + k)) != 0)) {
                 cJSON_Delete(env);
                 env = NULL;
@@ -189,7 +180,7 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
                 cJSON_Delete(j);
                 j = NULL;
             }
-            if (j != NULL && modal__json_num(env, "v", 1) == 0 &&
+            if (j != NULL && modal__json_num(env, "v", MODAL__FRAME_VERSION) == 0 &&
                 modal__json_num(env, "index", (double)(from + k)) == 0)
                 st = modal__enc_finish(&enc, env, err);
             else if (local.code != MODAL_OK) /* the value itself (too deep, ...) */
@@ -219,9 +210,9 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
     if (st != MODAL_OK)
         return st;
     char path[96];
-    snprintf(path, sizeof path, "/v1/maps/%s/inputs", r->id);
+    snprintf(path, sizeof path, MODAL__PATH_MAPS "/%s" MODAL__PATH_INPUTS, r->id);
     modal__http_req req = {.method = "POST", .path = path, .body = bundle->base,
-                           .body_len = bundle->len, .content_type = "application/x-modal-bundle",
+                           .body_len = bundle->len, .content_type = MODAL__CT_BUNDLE,
                            .timeout = 600};
     modal__http_resp resp;
     st = modal__http(r->conn, &req, &resp, err);
@@ -233,7 +224,7 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
 static void map_delete(map_run *r)
 {
     char path[96];
-    snprintf(path, sizeof path, "/v1/maps/%s", r->id);
+    snprintf(path, sizeof path, MODAL__PATH_MAPS "/%s", r->id);
     modal__http_req req = {.method = "DELETE", .path = path, .timeout = 30};
     modal__http_resp resp;
     modal__http(r->conn, &req, &resp, NULL);
@@ -286,8 +277,8 @@ static modal_status run_map(modal_connection *conn, const char *api, modal_funct
         st = modal__msg_build(modal__call_envelope(fn, artifact, NULL), "args", NULL, &enc, err);
         if (st != MODAL_OK)
             goto out;
-        modal__http_req req = {.method = "POST", .path = "/v1/maps", .enc = &enc,
-                               .content_type = "application/x-modal-frame", .timeout = 60};
+        modal__http_req req = {.method = "POST", .path = MODAL__PATH_MAPS, .enc = &enc,
+                               .content_type = MODAL__CT_FRAME, .timeout = 60};
         st = modal__http(r.conn, &req, &resp, err);
         modal__enc_free(&enc);
         if (st == MODAL_OK || attempt > 0 || !modal__artifact_refused(r.conn, st, err, artifact))
@@ -300,10 +291,12 @@ static modal_status run_map(modal_connection *conn, const char *api, modal_funct
         cJSON *j = resp.body ? cJSON_ParseWithLength((const char *)resp.body->base, resp.body->len)
                              : NULL;
         const cJSON *jid = cJSON_GetObjectItemCaseSensitive(j, "map_id");
-        if (cJSON_IsString(jid))
+        /* The id goes into request paths: only the protocol's form. */
+        if (cJSON_IsString(jid) && modal__map_id_problem(jid->valuestring) == NULL)
             snprintf(r.id, sizeof r.id, "%s", jid->valuestring);
         else
-            st = modal__fail(err, MODAL_ERUNTIME, "the runtime did not return a map id");
+            st = modal__fail(err, MODAL_ERUNTIME, "the runtime did not return a map id (%s "
+                             MODAL__ID_RULE ")", MODAL__MAP_ID_PREFIX);
         cJSON_Delete(j);
     }
     modal__http_resp_free(&resp);
@@ -325,7 +318,7 @@ static modal_status run_map(modal_connection *conn, const char *api, modal_funct
             break;
         }
         char path[128];
-        snprintf(path, sizeof path, "/v1/maps/%s/results?after=%lld&wait=%d", r.id, r.seq,
+        snprintf(path, sizeof path, MODAL__PATH_MAPS "/%s" MODAL__PATH_RESULTS "?after=%lld&wait=%d", r.id, r.seq,
                  sent < r.n ? 1 : 25);
         modal__http_req get = {.method = "GET", .path = path, .timeout = 60};
         if ((st = modal__http(r.conn, &get, &resp, err)) != MODAL_OK)

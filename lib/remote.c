@@ -24,13 +24,6 @@ struct modal_call {
 /* Longest single long poll; the runtime answers sooner when done. */
 #define POLL_SECONDS 25
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static int quiet_logs(void)
 {
     const char *q = getenv("MODAL_QUIET_LOGS");
@@ -94,12 +87,32 @@ static void fetch_logs(modal_call *c, long long total)
     if (total <= c->log_offset)
         return;
     char path[160];
-    snprintf(path, sizeof path, "/v1/calls/%s/logs?offset=%lld", c->id, c->log_offset);
+    snprintf(path, sizeof path, MODAL__PATH_CALLS "/%s" MODAL__PATH_LOGS "?offset=%lld", c->id, c->log_offset);
     modal__http_req req = {.method = "GET", .path = path, .timeout = 30};
     modal__http_resp resp;
     if (modal__http(c->conn, &req, &resp, NULL) == MODAL_OK && resp.body != NULL)
         show_output(c, (const char *)resp.body->base, resp.body->len);
     modal__http_resp_free(&resp);
+}
+
+modal_status modal__result_read(modal__dec *dec, modal_value **v, char *msg, size_t msgsz)
+{
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(dec->env, "status");
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(dec->env, "message");
+    modal_status code = cJSON_IsString(js) ? modal__status_from_name(js->valuestring)
+                                           : MODAL_ECODEC;
+    *v = NULL;
+    snprintf(msg, msgsz, "%s", cJSON_IsString(jm) ? jm->valuestring
+                               : code == MODAL_ECODEC ? "the runtime sent a malformed result"
+                               : "");
+    if (code != MODAL_OK)
+        return code;
+    modal_error verr;
+    if (modal__msg_value(dec, "result", v, &verr) != MODAL_OK) {
+        snprintf(msg, msgsz, "%s", verr.message);
+        return verr.code;
+    }
+    return MODAL_OK;
 }
 
 /* Decode a result frame into *result or the error it carries. */
@@ -109,25 +122,18 @@ static modal_status take_result(modal__buf *body, modal_value **result, modal_er
     modal_status st = modal__dec_open(body, 1, &dec, err);
     if (st != MODAL_OK)
         return st;
-    const cJSON *js = cJSON_GetObjectItemCaseSensitive(dec.env, "status");
-    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(dec.env, "message");
-    modal_status code = cJSON_IsString(js) ? modal__status_from_name(js->valuestring)
-                                           : MODAL_ECODEC;
-    if (code != MODAL_OK) {
-        st = modal__fail(err, code, "%s",
-                         cJSON_IsString(jm) ? jm->valuestring : "the runtime sent a malformed result");
-    } else {
-        modal_value *v = NULL;
-        st = modal__msg_value(&dec, "result", &v, err);
-        if (st == MODAL_OK && result != NULL)
-            *result = v;
-        else
-            modal_value_free(v);
-        if (st == MODAL_OK)
-            modal__ok(err);
-    }
+    modal_value *v;
+    char msg[MODAL_ERROR_MESSAGE_SIZE];
+    st = modal__result_read(&dec, &v, msg, sizeof msg);
     modal__dec_close(&dec);
-    return st;
+    if (st != MODAL_OK)
+        return modal__fail(err, st, "%s", msg);
+    if (result != NULL)
+        *result = v;
+    else
+        modal_value_free(v);
+    modal__ok(err);
+    return MODAL_OK;
 }
 
 /* Handle a 202 "still running" answer: show its output. */
@@ -147,7 +153,7 @@ static void take_progress(modal_call *c, const modal__buf *body)
 static modal_status wait_result(modal_call *c, modal__http_resp *first, double timeout,
                                 modal_value **result, modal_error *err)
 {
-    double deadline = timeout < 0 ? -1 : now_s() + timeout;
+    double deadline = timeout < 0 ? -1 : modal__now() + timeout;
     modal__http_resp resp = *first;
     for (;;) {
         if (resp.status == 200) {
@@ -159,13 +165,13 @@ static modal_status wait_result(modal_call *c, modal__http_resp *first, double t
         }
         take_progress(c, resp.body);
         modal__http_resp_free(&resp);
-        double left = deadline < 0 ? POLL_SECONDS : deadline - now_s();
+        double left = deadline < 0 ? POLL_SECONDS : deadline - modal__now();
         if (deadline >= 0 && left <= 0)
             return modal__fail(err, MODAL_EPENDING, "call %s (%s) has not finished yet",
                                c->id, c->fn);
         double wait = left < POLL_SECONDS ? left : POLL_SECONDS;
         char path[160];
-        snprintf(path, sizeof path, "/v1/calls/%s?wait=%.3f&log_offset=%lld", c->id, wait,
+        snprintf(path, sizeof path, MODAL__PATH_CALLS "/%s?wait=%.3f&log_offset=%lld", c->id, wait,
                  c->log_offset);
         modal__http_req req = {.method = "GET", .path = path, .timeout = (long)wait + 30};
         modal_status st = modal__http(c->conn, &req, &resp, err);
@@ -232,7 +238,7 @@ static cJSON *options_json(const modal_function *fn)
 cJSON *modal__call_envelope(modal_function *fn, const char *artifact, const char *call_id)
 {
     cJSON *env = cJSON_CreateObject();
-    modal__json_num(env, "v", 1);
+    modal__json_num(env, "v", MODAL__FRAME_VERSION);
     cJSON_AddStringToObject(env, "app", modal_app_name());
     cJSON_AddStringToObject(env, "fn", fn->name);
     cJSON_AddStringToObject(env, "artifact", artifact);
@@ -259,16 +265,16 @@ static modal_status submit_once(modal_function *fn, modal_value *args, double wa
     modal_status st = modal__remote_prepare(c->conn, fn, args, "argument", artifact, err);
     if (st != MODAL_OK)
         return st;
-    modal__random_id("fc-", c->id, sizeof c->id);
+    modal__random_id(MODAL__CALL_ID_PREFIX, c->id, sizeof c->id);
     snprintf(c->fn, sizeof c->fn, "%s", fn->name);
     modal__enc enc;
     st = modal__msg_build(modal__call_envelope(fn, *artifact, c->id), "args", args, &enc, err);
     if (st != MODAL_OK)
         return st;
     char path[64];
-    snprintf(path, sizeof path, "/v1/calls?wait=%.3f", wait);
+    snprintf(path, sizeof path, MODAL__PATH_CALLS "?wait=%.3f", wait);
     modal__http_req req = {.method = "POST", .path = path, .enc = &enc,
-                           .content_type = "application/x-modal-frame",
+                           .content_type = MODAL__CT_FRAME,
                            .timeout = (long)wait + 600};
     st = modal__http(c->conn, &req, resp, err);
     modal__enc_free(&enc);
@@ -376,16 +382,6 @@ const char *modal_call_id(const modal_call *call)
 
 #define CALL_HINT "pass a handle from modal_fn_spawn() or modal_call_from_id()"
 
-static int valid_call_id(const char *id)
-{
-    if (id == NULL || strncmp(id, "fc-", 3) != 0 || strlen(id) != 29)
-        return 0;
-    for (const char *p = id + 3; *p; p++)
-        if (strchr("0123456789abcdefghjkmnpqrstvwxyz", *p) == NULL)
-            return 0;
-    return 1;
-}
-
 static modal_status call_from_id_on(const char *api, modal_connection *conn, const char *id,
                                     modal_call **call, modal_error *err)
 {
@@ -395,11 +391,9 @@ static modal_status call_from_id_on(const char *api, modal_connection *conn, con
     *call = NULL;
     if (id == NULL)
         return modal__null_arg(err, api, "id", "pass a call id from modal_call_id()");
-    if (!valid_call_id(id))
-        return modal__fail(err, MODAL_EINVAL,
-                           "\"%.64s\" is not a call id: ids look like fc- followed by 26 "
-                           "characters of 0-9 and a-z without i, l, o and u",
-                           id != NULL ? id : "(null)");
+    const char *bad_id = modal__call_id_problem(id);
+    if (bad_id != NULL)
+        return modal__fail(err, MODAL_EINVAL, "\"%.64s\" %s", id, bad_id);
     modal_call *c = modal__calloc(1, sizeof *c);
     if (c == NULL)
         return modal__fail(err, MODAL_ENOMEM, "out of memory creating a call handle");
@@ -431,11 +425,11 @@ modal_status modal_call_get(modal_call *call, double timeout, modal_value **resu
         return modal__null_arg(err, "modal_call_get", "call", CALL_HINT);
     double wait = timeout < 0 ? POLL_SECONDS : (timeout < POLL_SECONDS ? timeout : POLL_SECONDS);
     char path[160];
-    snprintf(path, sizeof path, "/v1/calls/%s?wait=%.3f&log_offset=%lld", call->id, wait,
+    snprintf(path, sizeof path, MODAL__PATH_CALLS "/%s?wait=%.3f&log_offset=%lld", call->id, wait,
              call->log_offset);
     modal__http_req req = {.method = "GET", .path = path, .timeout = (long)wait + 30};
     modal__http_resp resp;
-    double start = now_s();
+    double start = modal__now();
     modal_status st = modal__http(call->conn, &req, &resp, err);
     /* Several runtimes may be in use: say which one does not know it. */
     if (st == MODAL_ENOTFOUND)
@@ -449,7 +443,7 @@ modal_status modal_call_get(modal_call *call, double timeout, modal_value **resu
     }
     if (st != MODAL_OK)
         return st;
-    double left = timeout < 0 ? -1 : timeout - (now_s() - start);
+    double left = timeout < 0 ? -1 : timeout - (modal__now() - start);
     if (timeout >= 0 && left < 0)
         left = 0;
     return wait_result(call, &resp, left, result, err);
@@ -460,7 +454,7 @@ modal_status modal_call_cancel(modal_call *call, modal_error *err)
     if (call == NULL)
         return modal__null_arg(err, "modal_call_cancel", "call", CALL_HINT);
     char path[96];
-    snprintf(path, sizeof path, "/v1/calls/%s", call->id);
+    snprintf(path, sizeof path, MODAL__PATH_CALLS "/%s", call->id);
     modal__http_req req = {.method = "DELETE", .path = path, .timeout = 30};
     modal__http_resp resp;
     modal_status st = modal__http(call->conn, &req, &resp, err);

@@ -227,7 +227,7 @@ static modal_status send_result(int sock, const char *call_id, const cJSON *inde
     modal_error err;
     modal__enc enc;
     cJSON *env = cJSON_CreateObject();
-    modal__json_num(env, "v", 1);
+    modal__json_num(env, "v", MODAL__FRAME_VERSION);
     cJSON_AddStringToObject(env, "call_id", call_id);
     if (index != NULL)
         cJSON_AddItemToObject(env, "index", cJSON_Duplicate(index, 0));

@@ -17,15 +17,6 @@
 
 #include <openssl/evp.h>
 
-int rt_valid_sha(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
-            return 0;
-    return n == 64;
-}
-
 int rt_artifact_path(const char *sha, char *out, size_t outsz)
 {
     return snprintf(out, outsz, "%s/artifacts/%s", rt.state_dir, sha) < (int)outsz ? 0 : -1;
@@ -35,7 +26,7 @@ bool rt_artifact_exists(const char *sha)
 {
     char path[600];
     struct stat sb;
-    return rt_valid_sha(sha) && rt_artifact_path(sha, path, sizeof path) == 0 &&
+    return modal__artifact_problem(sha) == NULL && rt_artifact_path(sha, path, sizeof path) == 0 &&
            stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
@@ -271,7 +262,7 @@ int rt_artifact_verify(const char *sha, char *why, size_t whysz)
         if (fd >= 0)
             close(fd);
         snprintf(why, whysz, "artifact %s is not on this runtime; upload it first with PUT "
-                 "/v1/artifacts/%s", sha, sha);
+                 MODAL__PATH_ARTIFACTS "/%s", sha, sha);
         return -1;
     }
     pthread_mutex_lock(&verified_mu);

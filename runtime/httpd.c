@@ -321,7 +321,7 @@ static bool answer_begin(rt_hreq *r, int status, const char *ctype, const char *
     char buf[1024];
     int n = snprintf(buf, sizeof buf,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
-                     status, reason(status), ctype ? ctype : "application/octet-stream", len,
+                     status, reason(status), ctype ? ctype : MODAL__CT_BINARY, len,
                      extra ? extra : "", status == 503 ? "Retry-After: 1\r\n" : "",
                      r->close_after ? "Connection: close\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof buf)
@@ -376,18 +376,33 @@ void rt_hreq_send_fd(rt_hreq *r, int status, const char *ctype, const char *extr
     r->body_kind = B_FD;
 }
 
-void rt_hreq_error(rt_hreq *r, int status, modal_status code, const char *fmt, ...)
+static void verror(rt_hreq *r, int status, const char *extra, modal_status code,
+                   const char *fmt, va_list ap)
 {
     char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     char *s = error_json(code, msg);
     if (s == NULL)
         abort();
-    rt_hreq_send(r, status, "application/json", NULL, s, strlen(s));
+    rt_hreq_send(r, status, MODAL__CT_JSON, extra, s, strlen(s));
     free(s);
+}
+
+void rt_hreq_error(rt_hreq *r, int status, modal_status code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror(r, status, NULL, code, fmt, ap);
+    va_end(ap);
+}
+
+void rt_hreq_error_with(rt_hreq *r, int status, const char *extra_headers, modal_status code,
+                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror(r, status, extra_headers, code, fmt, ap);
+    va_end(ap);
 }
 
 void rt_hreq_suspend(rt_hreq *r, double deadline)
@@ -1040,7 +1055,7 @@ static void refuse(int fd, bool tls)
         if (body != NULL) {
             char buf[512];
             int n = snprintf(buf, sizeof buf,
-                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " MODAL__CT_JSON "\r\n"
                              "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
                              strlen(body), body);
             if (n > 0 && (size_t)n < sizeof buf) {

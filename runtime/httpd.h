@@ -91,6 +91,10 @@ void rt_hreq_send_fd(rt_hreq *r, int status, const char *ctype, const char *extr
 /* Answer the JSON error {"error":{"code":<code's name>,"message":...}}. */
 void rt_hreq_error(rt_hreq *r, int status, modal_status code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The same with extra_headers ("Name: value\r\n" lines, or NULL), such as
+ * the Allow of a 405. */
+void rt_hreq_error_with(rt_hreq *r, int status, const char *extra_headers, modal_status code,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Suspend r (from done or resume) until rt_hreq_resume or the monotonic
  * time deadline (rt_now()), whichever comes first; then ops.resume runs. */

@@ -158,7 +158,6 @@ int rt_artifact_path(const char *sha, char *out, size_t outsz);
 bool rt_artifact_exists(const char *sha);
 /* Checks the file can run here; fills why on failure. */
 bool rt_artifact_runnable(const char *sha, char *why, size_t whysz);
-int rt_valid_sha(const char *s);
 /*
  * Check that sha's file still holds the bytes it is named for (size and
  * SHA-256; remembered while its stat is unchanged). Returns 0, or -1 with

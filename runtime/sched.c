@@ -136,7 +136,7 @@ static void log_notice(rt_call *c)
 modal__buf *rt_error_frame(const rt_call *c, modal_status st, const char *msg)
 {
     cJSON *env = cJSON_CreateObject();
-    modal__json_num(env, "v", 1);
+    modal__json_num(env, "v", MODAL__FRAME_VERSION);
     cJSON_AddStringToObject(env, "call_id", c->id);
     if (c->index >= 0)
         modal__json_num(env, "index", (double)c->index);
@@ -438,9 +438,9 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
     const cJSON *app = cJSON_GetObjectItemCaseSensitive(env, "app");
     const cJSON *art = cJSON_GetObjectItemCaseSensitive(env, "artifact");
     const cJSON *opt = cJSON_GetObjectItemCaseSensitive(env, "options");
-    if (!cJSON_IsNumber(v) || v->valuedouble != 1)
+    if (!cJSON_IsNumber(v) || v->valuedouble != MODAL__FRAME_VERSION)
         return modal__fail(err, MODAL_ECODEC, "call frame: \"v\" must be 1");
-    /* The rules are the library's (lib/function.c); a NUL escaped inside
+    /* The rules are the protocol's (lib/protocol.c); a NUL escaped inside
      * a name never reaches here: the decoder refuses it in any string. */
     const char *bad_name;
     if (!cJSON_IsString(fn))
@@ -455,7 +455,7 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
     if ((bad_name = modal__app_name_problem(app->valuestring)) != NULL)
         return modal__fail(err, MODAL_ECODEC, "call frame: \"app\" = \"%.64s\" %s",
                            app->valuestring, bad_name);
-    if (!cJSON_IsString(art) || !rt_valid_sha(art->valuestring))
+    if (!cJSON_IsString(art) || modal__artifact_problem(art->valuestring) != NULL)
         return modal__fail(err, MODAL_ECODEC, "call frame: \"artifact\" must be 64 hex digits");
     if (opt != NULL && !cJSON_IsObject(opt))
         return modal__fail(err, MODAL_ECODEC, "call frame: \"options\" must be an object");
@@ -558,16 +558,6 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
     return MODAL_OK;
 }
 
-static int valid_call_id(const char *s)
-{
-    if (strncmp(s, "fc-", 3) != 0 || strlen(s) != 29)
-        return 0;
-    for (s += 3; *s; s++)
-        if (strchr("0123456789abcdefghjkmnpqrstvwxyz", *s) == NULL)
-            return 0;
-    return 1;
-}
-
 static rt_call *call_new(rt_pool *p, const char *id, long long index)
 {
     rt_call *c = calloc(1, sizeof *c);
@@ -590,10 +580,9 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, r
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(dec.env, "call_id");
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(dec.env, "args");
     rt_pool *p = NULL;
-    if (!cJSON_IsString(id) || !valid_call_id(id->valuestring))
-        st = modal__fail(err, MODAL_ECODEC,
-                         "call frame: \"call_id\" must be fc- followed by 26 characters of 0-9 "
-                         "and a-z without i, l, o and u");
+    if (!cJSON_IsString(id) || modal__call_id_problem(id->valuestring) != NULL)
+        st = modal__fail(err, MODAL_ECODEC, "call frame: \"call_id\" must be "
+                         MODAL__CALL_ID_PREFIX " " MODAL__ID_RULE);
     else if (!cJSON_IsArray(args))
         st = modal__fail(err, MODAL_ECODEC, "call frame: \"args\" must be a list");
     else if ((*out = rt_call_find(id->valuestring)) != NULL) {
@@ -674,7 +663,7 @@ modal_status rt_map_create(modal__buf *frame, rt_map **out, modal_error *err)
     rt_map *m = calloc(1, sizeof *m);
     if (m == NULL)
         return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
-    modal__random_id("fm-", m->id, sizeof m->id);
+    modal__random_id(MODAL__MAP_ID_PREFIX, m->id, sizeof m->id);
     m->pool = p;
     m->touched = rt_now();
     m->next = rt.maps;

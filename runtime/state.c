@@ -19,9 +19,7 @@
 
 double rt_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    return modal__now();
 }
 
 /* The current time as RFC 3339 UTC ("2026-01-02T03:04:05Z"). */

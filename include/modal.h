@@ -594,7 +594,10 @@ MODAL_API const char *modal_function_name(const modal_function *fn);
  */
 MODAL_API modal_status modal_function_check(modal_function *fn,
                                             modal_error *err);
-/** The app name set by MODAL_APP, or the executable's name. Static. */
+/**
+ * The app name set by MODAL_APP, or the executable's name. Static: lives
+ * as long as the program. Thread-safe.
+ */
 MODAL_API const char *modal_app_name(void);
 
 /* ------------------------------------------------------------------ */
@@ -812,10 +815,11 @@ MODAL_API void modal_worker_serve_if_worker(int argc, char **argv);
 /* ------------------------------------------------------------------ */
 
 /**
- * Where calls go, as a URL: "unix:/path/to/runtime.sock" or
- * "http://host:port". Read from MODAL_RUNTIME_URL; when unset, the
- * embedded local runtime's socket. Static storage, valid until the next
- * call of this function from any thread.
+ * Where calls through the default connection go, as a URL:
+ * "unix:/path/to/runtime.sock" or "http://host:port". Read from
+ * MODAL_RUNTIME_URL; when unset, the embedded local runtime's socket. The
+ * string lives as long as the program (a later call may return another
+ * one when the environment changed). Thread-safe.
  */
 MODAL_API const char *modal_runtime_url(void);
 
@@ -837,6 +841,108 @@ typedef enum modal_log_level {
 MODAL_API void modal_set_log_hook(void (*fn)(modal_log_level level,
                                              const char *msg, void *user),
                                   void *user);
+
+/* ------------------------------------------------------------------ */
+/* Connections to runtimes                                             */
+/* ------------------------------------------------------------------ */
+
+/**
+ * A connection to one runtime: its URL, token, TLS settings, a small pool
+ * of open HTTP connections and a retry policy, and what this process did
+ * there already (uploaded its executable). The calls without "_on" use the
+ * default connection, built from the environment (MODAL_RUNTIME_URL, ...)
+ * or the embedded runtime; a program that talks to several runtimes opens
+ * one connection per runtime and passes it to the "_on" calls. Thread-safe:
+ * one connection may serve many threads at once.
+ */
+typedef struct modal_connection modal_connection;
+
+/** modal_connection_options.transport_retries: do not retry. */
+#define MODAL_CONNECTION_NO_RETRY (-1)
+
+/**
+ * Settings of modal_connection_open. Start from
+ * MODAL_CONNECTION_OPTIONS_INIT, which sets size, so fields added later
+ * take their defaults in programs built before them. Strings are copied.
+ * Zero and NULL mean the default.
+ */
+typedef struct modal_connection_options {
+    size_t size;                /**< sizeof(modal_connection_options) */
+    const char *token;          /**< the runtime's token itself, or */
+    const char *token_file;     /**< a file holding it (mode 0600, this user's) */
+    /** The runtime's public-key pin, "sha256//" and 44 base64 characters
+     * (several separated by ';'); https only. Replaces CA checks. */
+    const char *tls_fingerprint;
+    const char *tls_ca;         /**< a PEM CA bundle for https (default: the system's) */
+    /** Retries of a request after a transport error (connection refused or
+     * reset, HTTP 503): 0 for the default (6), MODAL_CONNECTION_NO_RETRY
+     * for none, at most 100. */
+    int transport_retries;
+    /** Seconds before the first retry; each next delay doubles, up to 16
+     * times this. 0 for the default (0.05); at most 60. */
+    double retry_delay;
+} modal_connection_options;
+
+/** Options with every field at its default. */
+#define MODAL_CONNECTION_OPTIONS_INIT {.size = sizeof(modal_connection_options)}
+
+/**
+ * Open a connection to the runtime at url: "unix:/abs/path.sock",
+ * "https://host:port" or "http://host:port"; NULL or "" names the
+ * embedded local runtime (started on first use, as for the default
+ * connection). opts may be NULL (all defaults). The environment
+ * (MODAL_TOKEN, MODAL_TLS_*) is not read: a runtime named by url needs
+ * opts->token or opts->token_file. Everything is checked now, and a bad
+ * URL or option is MODAL_EINVAL (an unusable token file MODAL_EAUTH)
+ * naming it; nothing is sent until the first call. On MODAL_OK, *out is a
+ * connection to close with modal_connection_close(). Thread-safe.
+ */
+MODAL_API modal_status modal_connection_open(const char *url,
+                                             const modal_connection_options *opts,
+                                             modal_connection **out,
+                                             modal_error *err);
+/**
+ * Close conn; NULL is a no-op. Calls running on conn in other threads, and
+ * modal_call handles made through it, keep working: each holds the
+ * connection until it finishes or is freed, and the connection's resources
+ * are released when the last of them is done. After this, conn itself must
+ * not be passed to any function. The default connection is never closed.
+ */
+MODAL_API void modal_connection_close(modal_connection *conn);
+/**
+ * The URL conn points at: "unix:/path/to/runtime.sock" or
+ * "https://host:port" (a trailing '/' removed). Lives until conn is
+ * closed. NULL gives modal_runtime_url(). Thread-safe.
+ */
+MODAL_API const char *modal_connection_url(const modal_connection *conn);
+
+/** modal_fn_remote through conn (NULL: the default connection). */
+MODAL_API modal_status modal_fn_remote_on(modal_connection *conn, modal_function *fn,
+                                          modal_value *args, modal_value **result,
+                                          modal_error *err);
+/**
+ * modal_fn_spawn through conn (NULL: the default connection). The handle
+ * remembers conn: modal_call_get and modal_call_cancel go to the same
+ * runtime, also after conn is closed.
+ */
+MODAL_API modal_status modal_fn_spawn_on(modal_connection *conn, modal_function *fn,
+                                         modal_value *args, modal_call **call,
+                                         modal_error *err);
+/** modal_fn_map through conn (NULL: the default connection). */
+MODAL_API modal_status modal_fn_map_on(modal_connection *conn, modal_function *fn,
+                                       modal_value *inputs, const modal_map_options *opts,
+                                       modal_value **results, modal_error *err);
+/** modal_fn_starmap through conn (NULL: the default connection). */
+MODAL_API modal_status modal_fn_starmap_on(modal_connection *conn, modal_function *fn,
+                                           modal_value *inputs,
+                                           const modal_map_options *opts,
+                                           modal_value **results, modal_error *err);
+/**
+ * modal_call_from_id for a call on conn's runtime (NULL: the default
+ * connection). The handle remembers conn, as modal_fn_spawn_on's does.
+ */
+MODAL_API modal_status modal_call_from_id_on(modal_connection *conn, const char *id,
+                                             modal_call **call, modal_error *err);
 
 #ifdef __cplusplus
 }

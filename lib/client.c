@@ -1,8 +1,8 @@
 /*
- * client.c: HTTP transport to the runtime (libcurl), its configuration
- * from the environment, and the upload of this process's executable.
+ * client.c: HTTP transport to a runtime (libcurl) through a connection
+ * (lib/conn.c), and the upload of this process's executable.
  */
-#include "internal.h"
+#include "conn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,31 +18,6 @@
 #include <curl/curl.h>
 #include <dlfcn.h>
 
-/*
- * The connection settings, re-read when the environment changes so a
- * program (or a test) may point at another runtime between calls.
- */
-typedef struct conn_config {
-    char url_env[512];      /* MODAL_RUNTIME_URL as read ("" when unset) */
-    char token_env[256];    /* MODAL_TOKEN as read */
-    char token_file[512];   /* MODAL_TOKEN_FILE as read */
-    char tls_pin[512];      /* MODAL_TLS_FINGERPRINT as read: "sha256//..." pins */
-    char tls_ca[512];       /* MODAL_TLS_CA as read: a CA bundle file */
-    char base[512];         /* "http://host:port" or "http://localhost" */
-    char unix_path[512];    /* socket path, "" for TCP */
-    char token[256];
-    char embedded_dir[512]; /* non-empty for the embedded runtime */
-    int valid;
-} conn_config;
-
-static pthread_mutex_t cfg_lock = PTHREAD_MUTEX_INITIALIZER;
-static conn_config cfg;
-static char url_shown[600];
-
-/* Handles kept for reuse: each keeps its connection to the runtime open. */
-#define POOL_MAX 16
-static CURL *handle_pool[POOL_MAX];
-static int handle_count;
 /*
  * libcurl is loaded when the first request is made, not linked: a worker
  * (this same program, started by the runtime) never talks HTTP, and
@@ -97,132 +72,6 @@ static void curl_init_once(void)
     }
 }
 
-static const char *env_or_empty(const char *name)
-{
-    const char *v = getenv(name);
-    return v != NULL ? v : "";
-}
-
-static modal_status read_token_file(const char *path, char *out, size_t outsz,
-                                    modal_error *err)
-{
-    /* The same checks as the runtime's: a token others can read is no secret. */
-    return modal__token_file_read(path, out, outsz, NULL, err);
-}
-
-/* Fill cfg from the environment (caller holds cfg_lock). */
-static modal_status load_config(modal_error *err)
-{
-    const char *url = env_or_empty("MODAL_RUNTIME_URL");
-    const char *tok = env_or_empty("MODAL_TOKEN");
-    const char *tokf = env_or_empty("MODAL_TOKEN_FILE");
-    const char *pin = env_or_empty("MODAL_TLS_FINGERPRINT");
-    const char *ca = env_or_empty("MODAL_TLS_CA");
-    if (cfg.valid && strcmp(url, cfg.url_env) == 0 && strcmp(tok, cfg.token_env) == 0 &&
-        strcmp(tokf, cfg.token_file) == 0 && strcmp(pin, cfg.tls_pin) == 0 &&
-        strcmp(ca, cfg.tls_ca) == 0)
-        return MODAL_OK;
-    conn_config c;
-    memset(&c, 0, sizeof c);
-    if (strlen(url) >= sizeof c.url_env || strlen(tok) >= sizeof c.token_env ||
-        strlen(tokf) >= sizeof c.token_file)
-        return modal__fail(err, MODAL_EINVAL,
-                           "MODAL_RUNTIME_URL, MODAL_TOKEN or MODAL_TOKEN_FILE is too long");
-    strcpy(c.url_env, url);
-    strcpy(c.token_env, tok);
-    strcpy(c.token_file, tokf);
-    if (strlen(pin) >= sizeof c.tls_pin || strlen(ca) >= sizeof c.tls_ca) {
-        bool long_pin = strlen(pin) >= sizeof c.tls_pin;
-        const char *v = long_pin ? pin : ca;
-        return modal__fail(err, MODAL_EINVAL, "%s=\"%.200s...\" is %zu bytes long; at most %zu "
-                           "are accepted", long_pin ? "MODAL_TLS_FINGERPRINT" : "MODAL_TLS_CA", v,
-                           strlen(v), (long_pin ? sizeof c.tls_pin : sizeof c.tls_ca) - 1);
-    }
-    strcpy(c.tls_pin, pin);
-    strcpy(c.tls_ca, ca);
-    if (pin[0] != '\0') {
-        modal_status st = modal__pin_check(pin, err);
-        if (st != MODAL_OK)
-            return st;
-    }
-    if (ca[0] != '\0' && access(ca, R_OK) != 0)
-        return modal__fail(err, MODAL_EINVAL, "MODAL_TLS_CA=\"%s\": cannot read it: %s; give a "
-                           "PEM file of the CA that signed the runtime's certificate", ca,
-                           strerror(errno));
-    if ((pin[0] != '\0' || ca[0] != '\0') && strncmp(url, "http://", 7) == 0)
-        return modal__fail(err, MODAL_EINVAL,
-                           "%s is set but MODAL_RUNTIME_URL=\"%s\" is plain HTTP, where it "
-                           "would protect nothing; use https://HOST:PORT",
-                           pin[0] != '\0' ? "MODAL_TLS_FINGERPRINT" : "MODAL_TLS_CA", url);
-    if (url[0] == '\0') {
-        modal_status st = modal__embedded_dir(c.embedded_dir, sizeof c.embedded_dir, err);
-        if (st != MODAL_OK)
-            return st;
-        if ((size_t)snprintf(c.unix_path, sizeof c.unix_path, "%s/runtime.sock",
-                             c.embedded_dir) >= 108)
-            return modal__fail(err, MODAL_EINVAL,
-                               "the runtime socket path %s/runtime.sock is longer than a Unix "
-                               "socket allows (107 bytes); set MODAL_HOME to a shorter directory",
-                               c.embedded_dir);
-        strcpy(c.base, "http://localhost");
-    } else if (strncmp(url, "unix:", 5) == 0) {
-        if (url[5] != '/' || strlen(url + 5) >= 108)
-            return modal__fail(err, MODAL_EINVAL,
-                               "MODAL_RUNTIME_URL=\"%s\": after \"unix:\" give an absolute socket "
-                               "path of at most 107 bytes", url);
-        snprintf(c.unix_path, sizeof c.unix_path, "%s", url + 5);
-        strcpy(c.base, "http://localhost");
-    } else if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
-        snprintf(c.base, sizeof c.base, "%s", url);
-        size_t n = strlen(c.base);
-        while (n > 0 && c.base[n - 1] == '/')
-            c.base[--n] = '\0';
-    } else {
-        return modal__fail(err, MODAL_EINVAL,
-                           "MODAL_RUNTIME_URL=\"%s\" is not understood; use unix:/path/to.sock, "
-                           "https://host:port or http://host:port", url);
-    }
-    c.valid = 1;
-    cfg = c;
-    return MODAL_OK;
-}
-
-/* Token lookup is separate: the embedded runtime creates its token when
- * it starts, after the configuration is known. */
-static modal_status load_token(modal_error *err)
-{
-    if (cfg.token[0] != '\0')
-        return MODAL_OK;
-    if (cfg.token_env[0] != '\0') {
-        snprintf(cfg.token, sizeof cfg.token, "%s", cfg.token_env);
-        return MODAL_OK;
-    }
-    char path[600];
-    if (cfg.token_file[0] != '\0')
-        snprintf(path, sizeof path, "%s", cfg.token_file);
-    else if (cfg.embedded_dir[0] != '\0')
-        snprintf(path, sizeof path, "%s/token", cfg.embedded_dir);
-    else
-        return modal__fail(err, MODAL_EAUTH,
-                           "no token for the runtime at %s: set MODAL_TOKEN or MODAL_TOKEN_FILE",
-                           cfg.url_env);
-    return read_token_file(path, cfg.token, sizeof cfg.token, err);
-}
-
-const char *modal_runtime_url(void)
-{
-    pthread_mutex_lock(&cfg_lock);
-    modal_error err;
-    if (load_config(&err) != MODAL_OK)
-        snprintf(url_shown, sizeof url_shown, "(invalid: %s)", err.message);
-    else if (cfg.unix_path[0] != '\0')
-        snprintf(url_shown, sizeof url_shown, "unix:%s", cfg.unix_path);
-    else
-        snprintf(url_shown, sizeof url_shown, "%s", cfg.base);
-    pthread_mutex_unlock(&cfg_lock);
-    return url_shown;
-}
-
 modal_status modal__status_from_name(const char *name)
 {
     if (name == NULL)
@@ -235,26 +84,24 @@ modal_status modal__status_from_name(const char *name)
     return MODAL_ERUNTIME;
 }
 
-static CURL *handle_get(void)
+static CURL *handle_get(modal_connection *conn)
 {
-    CURL *h = NULL;
-    pthread_mutex_lock(&cfg_lock);
-    if (handle_count > 0)
-        h = handle_pool[--handle_count];
-    pthread_mutex_unlock(&cfg_lock);
+    CURL *h = modal__conn_handle_take(conn);
     return h != NULL ? h : cu.pfn_easy_init();
 }
 
-static void handle_put(CURL *h)
+static void handle_put(modal_connection *conn, CURL *h)
 {
-    pthread_mutex_lock(&cfg_lock);
-    if (handle_count < POOL_MAX) {
-        handle_pool[handle_count++] = h;
-        h = NULL;
-    }
-    pthread_mutex_unlock(&cfg_lock);
-    if (h != NULL)
+    if (!modal__conn_handle_give(conn, h))
         cu.pfn_easy_cleanup(h);
+}
+
+void modal__conn_handles_free(modal_connection *conn)
+{
+    /* Handles exist only once libcurl was loaded. */
+    for (int i = 0; i < conn->nhandles; i++)
+        cu.pfn_easy_cleanup(conn->handles[i]);
+    conn->nhandles = 0;
 }
 
 /* Response accumulation: the buffer is sized from Content-Length when the
@@ -400,8 +247,9 @@ void modal__http_resp_free(modal__http_resp *resp)
 }
 
 /* Turn an error response's JSON into a status and message. */
-static modal_status http_error(long status, const modal__buf *body, const char *method,
-                               const char *path, modal_error *err)
+static modal_status http_error(const modal__conn_settings *set, long status,
+                               const modal__buf *body, const char *method, const char *path,
+                               modal_error *err)
 {
     modal_status code = status == 401 ? MODAL_EAUTH
                       : status == 404 ? MODAL_ENOTFOUND
@@ -417,9 +265,9 @@ static modal_status http_error(long status, const modal__buf *body, const char *
         code = MODAL_ERUNTIME;
     if (status == 401)
         modal__fail(err, code,
-                    "the runtime at %s refused the token (HTTP 401 on %s %s); make MODAL_TOKEN "
-                    "or MODAL_TOKEN_FILE match the runtime's token file", modal_runtime_url(),
-                    method, path);
+                    "the runtime at %s refused the token (HTTP 401 on %s %s); make %s "
+                    "or %s match the runtime's token file", set->shown, method, path,
+                    set->names->token, set->names->token_file);
     else if (cJSON_IsString(m))
         modal__fail(err, code, "%s", m->valuestring);
     else
@@ -434,7 +282,7 @@ static modal_status http_error(long status, const modal__buf *body, const char *
  * compares the pin during the handshake, before any request (or token)
  * is sent.
  */
-static CURLcode tls_setopts(CURL *h, const conn_config *c)
+static CURLcode tls_setopts(CURL *h, const modal__conn_settings *c)
 {
     if (strncmp(c->base, "https://", 8) != 0)
         return CURLE_OK;
@@ -458,7 +306,7 @@ static CURLcode tls_setopts(CURL *h, const conn_config *c)
  * more handshake, with verification off and nothing sent after it, yields
  * the server's certificate, whose pin is computed here.
  */
-static modal_status pin_mismatch(const conn_config *c, modal_error *err)
+static modal_status pin_mismatch(const modal__conn_settings *c, modal_error *err)
 {
     char actual[MODAL__PIN_SIZE] = "", why[MODAL_ERROR_MESSAGE_SIZE] = "";
     CURL *h = cu.pfn_easy_init();
@@ -492,13 +340,15 @@ static modal_status pin_mismatch(const conn_config *c, modal_error *err)
     if (actual[0] == '\0')
         return modal__fail(err, MODAL_EAUTH,
                            "the TLS key of the runtime at %s does not match "
-                           "MODAL_TLS_FINGERPRINT: expected %s, the server's fingerprint could "
-                           "not be read (%s); nothing was sent", c->base, c->tls_pin, why);
+                           "%s: expected %s, the server's fingerprint could "
+                           "not be read (%s); nothing was sent", c->base, c->names->pin,
+                           c->tls_pin, why);
     return modal__fail(err, MODAL_EAUTH,
-                       "the TLS key of the runtime at %s does not match MODAL_TLS_FINGERPRINT: "
+                       "the TLS key of the runtime at %s does not match %s: "
                        "expected %s, the server presented %s; nothing was sent. If the "
-                       "runtime's certificate changed on purpose, set MODAL_TLS_FINGERPRINT to "
-                       "its new \"tls fingerprint\"", c->base, c->tls_pin, actual);
+                       "runtime's certificate changed on purpose, set %s to "
+                       "its new \"tls fingerprint\"", c->base, c->names->pin, c->tls_pin, actual,
+                       c->names->pin);
 }
 
 static int transient(CURLcode rc)
@@ -518,49 +368,24 @@ static struct curl_slist *make_headers(const char *auth, const char *ctype)
     return hdrs;
 }
 
-modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
-                         modal_error *err)
+static modal_status http_snap(modal_connection *conn, modal__conn_snap *snap,
+                              const modal__http_req *req, modal__http_resp *resp,
+                              modal_error *err)
 {
-    memset(resp, 0, sizeof *resp);
-    resp->log_size = resp->seq = -1;
-    pthread_once(&curl_once, curl_init_once);
-    if (cu.pfn_easy_init == NULL)
-        return modal__fail(err, MODAL_ETRANSPORT,
-                           "cannot load libcurl, which libmodal uses to reach the runtime (%s); "
-                           "install libcurl4", curl_load_error);
-
-    pthread_mutex_lock(&cfg_lock);
-    modal_status st = load_config(err);
-    conn_config c = cfg;
-    pthread_mutex_unlock(&cfg_lock);
-    if (st != MODAL_OK)
-        return st;
-    /* The embedded runtime is looked for (and started) on first use, and
-     * again only after a request could not connect. */
-    static int embedded_seen;
-    if (c.embedded_dir[0] != '\0' && !__atomic_load_n(&embedded_seen, __ATOMIC_ACQUIRE)) {
-        if ((st = modal__embedded_ensure(c.embedded_dir, c.unix_path, err)) != MODAL_OK)
-            return st;
-        __atomic_store_n(&embedded_seen, 1, __ATOMIC_RELEASE);
-    }
-    pthread_mutex_lock(&cfg_lock);
-    st = load_token(err);
-    c = cfg;
-    pthread_mutex_unlock(&cfg_lock);
-    if (st != MODAL_OK)
-        return st;
-
+    const modal__conn_settings *c = &snap->s;
+    modal_status st;
     char url[1200], auth[300];
-    snprintf(url, sizeof url, "%s%s", c.base, req->path);
-    snprintf(auth, sizeof auth, MODAL__H_AUTH ": " MODAL__AUTH_BEARER "%s", c.token);
+    snprintf(url, sizeof url, "%s%s", c->base, req->path);
+    snprintf(auth, sizeof auth, MODAL__H_AUTH ": " MODAL__AUTH_BEARER "%s", snap->token);
     char ctype[128];
     snprintf(ctype, sizeof ctype, MODAL__H_CTYPE ": %s",
              req->content_type != NULL ? req->content_type : MODAL__CT_BINARY);
     struct curl_slist *hdrs = make_headers(auth, ctype);
 
     /* Transient failures (runtime restarting, connection reset, 503) are
-     * retried with backoff, about 2.4 s in all; requests are idempotent
-     * because calls carry client-chosen ids. */
+     * retried with backoff as the connection's policy says (by default
+     * about 2.4 s in all); requests are idempotent because calls carry
+     * client-chosen ids. */
     CURLcode rc = CURLE_OK;
     long status = 0;
     recv_state rs;
@@ -577,7 +402,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
     }
     char curl_err[CURL_ERROR_SIZE];
     for (int attempt = 0;; attempt++) {
-        CURL *h = handle_get();
+        CURL *h = handle_get(conn);
         if (h == NULL) {
             cu.pfn_slist_free_all(hdrs);
             free(small_body);
@@ -591,19 +416,20 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         curl_err[0] = '\0';
         cu.pfn_easy_reset(h);
         cu.pfn_easy_setopt(h, CURLOPT_URL, url);
-        if (c.unix_path[0] != '\0')
-            cu.pfn_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c.unix_path);
-        CURLcode trc = tls_setopts(h, &c);
+        if (c->unix_path[0] != '\0')
+            cu.pfn_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+        CURLcode trc = tls_setopts(h, c);
         if (trc != CURLE_OK) {
-            handle_put(h);
+            handle_put(conn, h);
             cu.pfn_slist_free_all(hdrs);
             free(small_body);
             return modal__fail(err, MODAL_ETRANSPORT,
                                "the libcurl this program loaded cannot check "
-                               "MODAL_TLS_FINGERPRINT=\"%s\" (%s), so nothing was sent to %s; "
+                               "%s=\"%s\" (%s), so nothing was sent to %s; "
                                "install a libcurl built with OpenSSL or GnuTLS (libcurl4), or "
-                               "unset MODAL_TLS_FINGERPRINT and set MODAL_TLS_CA",
-                               c.tls_pin, cu.pfn_easy_strerror(trc), c.base);
+                               "unset %s and set %s", c->names->pin,
+                               c->tls_pin, cu.pfn_easy_strerror(trc), c->base, c->names->pin,
+                               c->names->ca);
         }
         cu.pfn_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
         cu.pfn_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -641,7 +467,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
                     int e = errno;
                     if (f != NULL)
                         fclose(f);
-                    handle_put(h);
+                    handle_put(conn, h);
                     cu.pfn_slist_free_all(hdrs);
                     free(small_body);
                     return modal__fail(err, MODAL_EIO, "cannot read %s to upload it: %s",
@@ -661,7 +487,7 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         status = 0;
         if (rc == CURLE_OK)
             cu.pfn_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        handle_put(h);
+        handle_put(conn, h);
         if (rs.fd >= 0) {
             if (!rs.oom)
                 stage_flush(&rs);
@@ -690,24 +516,12 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
         int retry_after = 0;
         if (rc == CURLE_OK && status == 503)
             retry_after = 1;
-        if (rc == CURLE_COULDNT_CONNECT && c.embedded_dir[0] != '\0' && attempt == 0) {
+        if (rc == CURLE_COULDNT_CONNECT && c->embedded_dir[0] != '\0' && attempt == 0) {
             /* The embedded runtime went away (idle exit, or stopped): start
-             * it again before retrying. */
-            modal_error eerr;
-            if (modal__embedded_ensure(c.embedded_dir, c.unix_path, &eerr) != MODAL_OK) {
-                modal__buf_unref(rs.buf);
-                cu.pfn_slist_free_all(hdrs);
-                free(small_body);
-                if (err != NULL)
-                    *err = eerr;
-                return eerr.code;
-            }
-            /* A new runtime may have made a new token. */
-            pthread_mutex_lock(&cfg_lock);
-            cfg.token[0] = '\0';
-            st = load_token(err);
-            snprintf(auth, sizeof auth, MODAL__H_AUTH ": " MODAL__AUTH_BEARER "%s", cfg.token);
-            pthread_mutex_unlock(&cfg_lock);
+             * it again before retrying. A new runtime may have made a new
+             * token. */
+            st = modal__conn_embedded_restart(conn, snap, err);
+            snprintf(auth, sizeof auth, MODAL__H_AUTH ": " MODAL__AUTH_BEARER "%s", snap->token);
             cu.pfn_slist_free_all(hdrs);
             hdrs = make_headers(auth, ctype);
             if (st != MODAL_OK) {
@@ -717,10 +531,11 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
                 return st;
             }
         }
-        if ((transient(rc) || retry_after) && attempt < 6) {
+        if ((transient(rc) || retry_after) && attempt < c->retries) {
             modal__buf_unref(rs.buf);
             rs.buf = NULL;
-            struct timespec ts = {0, (long)(50000000L << (attempt < 4 ? attempt : 4))};
+            double delay = c->retry_delay * (double)(1 << (attempt < 4 ? attempt : 4));
+            struct timespec ts = {(time_t)delay, (long)((delay - (double)(time_t)delay) * 1e9)};
             nanosleep(&ts, NULL);
             continue;
         }
@@ -730,16 +545,17 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
     free(small_body);
     if (rc != CURLE_OK) {
         modal__buf_unref(rs.buf);
-        const char *where = c.unix_path[0] != '\0' ? c.unix_path : c.base;
+        const char *where = c->unix_path[0] != '\0' ? c->unix_path : c->base;
         if (rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH)
-            return pin_mismatch(&c, err);
+            return pin_mismatch(c, err);
         if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
             return modal__fail(err, MODAL_ETRANSPORT,
                                "cannot verify the TLS certificate of the runtime at %s: %s; for "
                                "the runtime's own self-signed certificate set "
-                               "MODAL_TLS_FINGERPRINT to its \"tls fingerprint\" (also in "
-                               "<state>/tls/fingerprint), for a private CA set MODAL_TLS_CA",
-                               where, curl_err[0] ? curl_err : cu.pfn_easy_strerror(rc));
+                               "%s to its \"tls fingerprint\" (also in "
+                               "<state>/tls/fingerprint), for a private CA set %s",
+                               where, curl_err[0] ? curl_err : cu.pfn_easy_strerror(rc),
+                               c->names->pin, c->names->ca);
         if (rc == CURLE_OPERATION_TIMEDOUT)
             return modal__fail(err, MODAL_ETRANSPORT,
                                "the runtime at %s did not answer %s %s within %ld s",
@@ -754,59 +570,114 @@ modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
     resp->log_size = rs.log_size;
     resp->seq = rs.seq;
     if (status >= 400) {
-        st = http_error(status, rs.buf, req->method, req->path, err);
+        st = http_error(c, status, rs.buf, req->method, req->path, err);
         modal__http_resp_free(resp);
         return st;
     }
     return MODAL_OK;
 }
 
+static modal_status http_on(modal_connection *conn, const modal__http_req *req,
+                            modal__http_resp *resp, modal_error *err)
+{
+    memset(resp, 0, sizeof *resp);
+    resp->log_size = resp->seq = -1;
+    pthread_once(&curl_once, curl_init_once);
+    if (cu.pfn_easy_init == NULL)
+        return modal__fail(err, MODAL_ETRANSPORT,
+                           "cannot load libcurl, which libmodal uses to reach the runtime (%s); "
+                           "install libcurl4", curl_load_error);
+
+    /* A snapshot of the connection: nothing below holds its lock while
+     * talking to the runtime. */
+    modal__conn_snap snap;
+    modal_status st = modal__conn_snapshot(conn, &snap, err);
+    return st != MODAL_OK ? st : http_snap(conn, &snap, req, resp, err);
+}
+
+modal_status modal__http(modal_connection *conn, const modal__http_req *req,
+                         modal__http_resp *resp, modal_error *err)
+{
+    /* The request holds the connection, so a close in another thread
+     * while it runs frees nothing under it. */
+    modal_connection *c = modal__conn_acquire(conn);
+    modal_status st = http_on(c, req, resp, err);
+    modal__conn_release(c);
+    return st;
+}
+
 /* ---- the executable as an artifact ------------------------------------ */
 
-static pthread_mutex_t art_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The executable's hash is a fact of this process, computed once; whether
+ * it is on a runtime is the connection's to know. */
+static pthread_mutex_t sha_lock = PTHREAD_MUTEX_INITIALIZER;
 static char art_sha[65];
-static char art_uploaded_to[600]; /* runtime URL it was last uploaded to */
 
-bool modal__artifact_refused(modal_status st, const modal_error *err, const char *sha)
+bool modal__artifact_refused(modal_connection *conn, modal_status st, const modal_error *err,
+                             const char *sha)
 {
     if ((st != MODAL_ENOTFOUND && st != MODAL_EIO) || err == NULL || sha == NULL ||
         strstr(err->message, sha) == NULL)
         return false;
-    pthread_mutex_lock(&art_lock);
-    art_uploaded_to[0] = '\0';
-    pthread_mutex_unlock(&art_lock);
+    modal_connection *c = modal__conn_acquire(conn);
+    modal__conn_artifact_forget(c);
+    modal__conn_release(c);
     return st == MODAL_ENOTFOUND;
 }
 
-modal_status modal__artifact_ensure(const char **sha, modal_error *err)
+static modal_status self_sha(modal_error *err)
 {
-    pthread_mutex_lock(&art_lock);
+    pthread_mutex_lock(&sha_lock);
     modal_status st = MODAL_OK;
     if (art_sha[0] == '\0')
         st = modal__sha256_file("/proc/self/exe", art_sha, err);
-    const char *url = modal_runtime_url();
-    if (st == MODAL_OK && strcmp(art_uploaded_to, url) != 0) {
+    pthread_mutex_unlock(&sha_lock);
+    return st;
+}
+
+modal_status modal__artifact_ensure(modal_connection *conn, const char **sha, modal_error *err)
+{
+    modal_status st = self_sha(err);
+    *sha = art_sha;
+    if (st != MODAL_OK)
+        return st;
+    modal_connection *c = modal__conn_acquire(conn);
+    /* The default connection may have just been pointed elsewhere. */
+    if ((st = modal__conn_refresh(c, err)) != MODAL_OK) {
+        modal__conn_release(c);
+        return st;
+    }
+    if (modal__conn_artifact_known(c)) {
+        modal__conn_release(c);
+        return MODAL_OK;
+    }
+    /* One upload at a time per connection: threads that start calling at
+     * once wait for the first one's upload instead of sending their own. */
+    pthread_mutex_lock(&c->art_lock);
+    unsigned long gen = modal__conn_generation(c);
+    if (!modal__conn_artifact_known(c)) {
         char path[128];
         snprintf(path, sizeof path, MODAL__PATH_ARTIFACTS "/%s", art_sha);
         modal__http_req head = {.method = "HEAD", .path = path, .timeout = 30};
         modal__http_resp resp;
         modal_error herr;
-        st = modal__http(&head, &resp, &herr);
+        st = modal__http(c, &head, &resp, &herr);
         modal__http_resp_free(&resp);
         if (st == MODAL_ENOTFOUND) {
             modal__http_req put = {.method = "PUT", .path = path, .file = "/proc/self/exe",
                                    .timeout = 600};
-            st = modal__http(&put, &resp, err);
+            st = modal__http(c, &put, &resp, err);
             modal__http_resp_free(&resp);
             if (st == MODAL_OK)
-                modal__log(MODAL_LOG_INFO, "uploaded this executable as %s", art_sha);
+                modal__log(MODAL_LOG_INFO, "uploaded this executable as %s to %s", art_sha,
+                           modal__conn_url(c));
         } else if (st != MODAL_OK && err != NULL) {
             *err = herr;
         }
         if (st == MODAL_OK)
-            snprintf(art_uploaded_to, sizeof art_uploaded_to, "%s", url);
+            modal__conn_artifact_mark(c, gen);
     }
-    pthread_mutex_unlock(&art_lock);
-    *sha = art_sha;
+    pthread_mutex_unlock(&c->art_lock);
+    modal__conn_release(c);
     return st;
 }

@@ -77,19 +77,32 @@ void modal__set_app(const char *name)
     }
 }
 
+/*
+ * The name taken from the executable, computed once: threads asking at the
+ * same time must never see it half written. MODAL_APP's name is set before
+ * main, on one thread, and needs no such care.
+ */
+static char app_derived[128];
+static pthread_once_t app_derived_once = PTHREAD_ONCE_INIT;
+
+static void app_derive(void)
+{
+    /* Named after the executable, with characters an app name cannot
+     * hold replaced, so any program name works. */
+    snprintf(app_derived, sizeof app_derived, "%s", program_invocation_short_name);
+    for (char *p = app_derived; *p; p++)
+        if (!name_char((unsigned char)*p))
+            *p = '-';
+    if (modal__app_name_problem(app_derived) != NULL) /* "", "." or ".." */
+        snprintf(app_derived, sizeof app_derived, "app");
+}
+
 const char *modal_app_name(void)
 {
-    if (app_name[0] == '\0') {
-        /* Named after the executable, with characters an app name cannot
-         * hold replaced, so any program name works. */
-        snprintf(app_name, sizeof app_name, "%s", program_invocation_short_name);
-        for (char *p = app_name; *p; p++)
-            if (!name_char((unsigned char)*p))
-                *p = '-';
-        if (modal__app_name_problem(app_name) != NULL) /* "", "." or ".." */
-            snprintf(app_name, sizeof app_name, "app");
-    }
-    return app_name;
+    if (app_name[0] != '\0')
+        return app_name;
+    pthread_once(&app_derived_once, app_derive);
+    return app_derived;
 }
 
 static int name_char(unsigned char c)

@@ -427,16 +427,18 @@ typedef struct modal__http_resp {
 } modal__http_resp;
 
 /*
- * One request to the configured runtime (starting the embedded one when
- * needed), retrying transient transport failures for a bounded time. A
- * response with status >= 400 becomes an error from its JSON body.
+ * One request to conn's runtime (NULL: the default connection; starting
+ * the embedded runtime when needed), retrying transient transport failures
+ * as conn's retry policy says. A response with status >= 400 becomes an
+ * error from its JSON body. conn is lib/conn.h's connection.
  */
-modal_status modal__http(const modal__http_req *req, modal__http_resp *resp,
-                         modal_error *err);
+modal_status modal__http(modal_connection *conn, const modal__http_req *req,
+                         modal__http_resp *resp, modal_error *err);
 void modal__http_resp_free(modal__http_resp *resp);
 /* The uploaded-executable id of this process (sha256 hex), uploading it
- * to the runtime first if it is not there yet. */
-modal_status modal__artifact_ensure(const char **sha, modal_error *err);
+ * to conn's runtime first if it is not there yet. */
+modal_status modal__artifact_ensure(modal_connection *conn, const char **sha,
+                                    modal_error *err);
 /*
  * Read the token in the file at path into out (trailing whitespace cut),
  * for the client and the runtime alike. Refuses with MODAL_EAUTH a file
@@ -452,7 +454,8 @@ modal_status modal__token_file_read(const char *path, char *out, size_t outsz, i
  * forget that it was uploaded, so the next modal__artifact_ensure uploads
  * it again; returns true when it was missing, that is, when the request
  * is worth one retry after that upload. */
-bool modal__artifact_refused(modal_status st, const modal_error *err, const char *sha);
+bool modal__artifact_refused(modal_connection *conn, modal_status st, const modal_error *err,
+                             const char *sha);
 /* Status from its name ("ETIMEOUT"); MODAL_ERUNTIME when unknown. */
 modal_status modal__status_from_name(const char *name);
 /* The environment a process started on a client's or a runtime's behalf
@@ -477,10 +480,10 @@ cJSON *modal__call_envelope(modal_function *fn, const char *artifact,
  * list, with errors naming what a NULL or non-list most likely means. */
 modal_status modal__check_call(modal_function *fn, const modal_value *list,
                                const char *what, modal_error *err);
-/* The same, then upload the executable. */
-modal_status modal__remote_prepare(modal_function *fn, const modal_value *list,
-                                   const char *what, const char **artifact,
-                                   modal_error *err);
+/* The same, then upload the executable to conn's runtime. */
+modal_status modal__remote_prepare(modal_connection *conn, modal_function *fn,
+                                   const modal_value *list, const char *what,
+                                   const char **artifact, modal_error *err);
 /* A result frame's outcome (docs/wire.md): returns its status; MODAL_OK
  * with *v its value (owned by the caller), else *v NULL and msg filled
  * with its message (or why its value cannot be read). A frame without a
@@ -543,5 +546,7 @@ modal_status modal__pem_cert_pin(const char *pem, char out[MODAL__PIN_SIZE], mod
 /* Check MODAL_TLS_FINGERPRINT's value: one or more pins separated by ';'.
  * MODAL_EINVAL naming the value otherwise. */
 modal_status modal__pin_check(const char *pins, modal_error *err);
+/* The same for pins given under another name (what: "opts->tls_fingerprint"). */
+modal_status modal__pin_check_named(const char *what, const char *pins, modal_error *err);
 
 #endif /* MODAL_INTERNAL_H */

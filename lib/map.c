@@ -4,13 +4,14 @@
  * results come back as they finish, acknowledged by a sequence cursor so a
  * retried request never loses or repeats one.
  */
-#include "internal.h"
+#include "conn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct map_run {
+    modal_connection *conn; /* held for the map's duration */
     modal_function *fn;
     const modal_map_options *o;
     char id[48];
@@ -214,7 +215,7 @@ static modal_status send_batch(map_run *r, const modal_value *inputs, int star, 
                            .body_len = bundle->len, .content_type = MODAL__CT_BUNDLE,
                            .timeout = 600};
     modal__http_resp resp;
-    st = modal__http(&req, &resp, err);
+    st = modal__http(r->conn, &req, &resp, err);
     modal__http_resp_free(&resp);
     modal__buf_unref(bundle);
     return st;
@@ -226,13 +227,13 @@ static void map_delete(map_run *r)
     snprintf(path, sizeof path, MODAL__PATH_MAPS "/%s", r->id);
     modal__http_req req = {.method = "DELETE", .path = path, .timeout = 30};
     modal__http_resp resp;
-    modal__http(&req, &resp, NULL);
+    modal__http(r->conn, &req, &resp, NULL);
     modal__http_resp_free(&resp);
 }
 
-static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
-                            const modal_map_options *opts, modal_value **results,
-                            modal_error *err)
+static modal_status run_map(modal_connection *conn, const char *api, modal_function *fn,
+                            modal_value *inputs, int star, const modal_map_options *opts,
+                            modal_value **results, modal_error *err)
 {
     static const modal_map_options defaults;
     modal_error local; /* a refused executable is recognised by its message */
@@ -242,17 +243,18 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
         *results = NULL;
     if (fn == NULL) {
         modal_value_free(inputs);
-        return modal__null_arg(err, star ? "modal_fn_starmap" : "modal_fn_map", "fn",
-                               MODAL__FN_HINT);
-    }
-    const char *artifact;
-    modal_status st = modal__remote_prepare(fn, inputs, "map input", &artifact, err);
-    if (st != MODAL_OK) {
-        modal_value_free(inputs);
-        return st;
+        return modal__null_arg(err, api, "fn", MODAL__FN_HINT);
     }
     map_run r;
     memset(&r, 0, sizeof r);
+    r.conn = modal__conn_acquire(conn);
+    const char *artifact;
+    modal_status st = modal__remote_prepare(r.conn, fn, inputs, "map input", &artifact, err);
+    if (st != MODAL_OK) {
+        modal__conn_release(r.conn);
+        modal_value_free(inputs);
+        return st;
+    }
     r.fn = fn;
     r.o = opts != NULL ? opts : &defaults;
     r.n = modal_value_len(inputs);
@@ -277,11 +279,12 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
             goto out;
         modal__http_req req = {.method = "POST", .path = MODAL__PATH_MAPS, .enc = &enc,
                                .content_type = MODAL__CT_FRAME, .timeout = 60};
-        st = modal__http(&req, &resp, err);
+        st = modal__http(r.conn, &req, &resp, err);
         modal__enc_free(&enc);
-        if (st == MODAL_OK || attempt > 0 || !modal__artifact_refused(st, err, artifact))
+        if (st == MODAL_OK || attempt > 0 || !modal__artifact_refused(r.conn, st, err, artifact))
             break;
-        if ((st = modal__remote_prepare(fn, inputs, "map input", &artifact, err)) != MODAL_OK)
+        if ((st = modal__remote_prepare(r.conn, fn, inputs, "map input", &artifact, err)) !=
+            MODAL_OK)
             goto out;
     }
     if (st == MODAL_OK) {
@@ -318,7 +321,7 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
         snprintf(path, sizeof path, MODAL__PATH_MAPS "/%s" MODAL__PATH_RESULTS "?after=%lld&wait=%d", r.id, r.seq,
                  sent < r.n ? 1 : 25);
         modal__http_req get = {.method = "GET", .path = path, .timeout = 60};
-        if ((st = modal__http(&get, &resp, err)) != MODAL_OK)
+        if ((st = modal__http(r.conn, &get, &resp, err)) != MODAL_OK)
             goto out;
         if (resp.seq >= 0)
             r.seq = resp.seq;
@@ -351,18 +354,33 @@ out:
         modal_value_free(r.out);
     }
     modal_value_free(inputs);
+    modal__conn_release(r.conn);
     return st;
 }
 
 modal_status modal_fn_map(modal_function *fn, modal_value *inputs, const modal_map_options *opts,
                           modal_value **results, modal_error *err)
 {
-    return run_map(fn, inputs, 0, opts, results, err);
+    return run_map(NULL, "modal_fn_map", fn, inputs, 0, opts, results, err);
 }
 
 modal_status modal_fn_starmap(modal_function *fn, modal_value *inputs,
                               const modal_map_options *opts, modal_value **results,
                               modal_error *err)
 {
-    return run_map(fn, inputs, 1, opts, results, err);
+    return run_map(NULL, "modal_fn_starmap", fn, inputs, 1, opts, results, err);
+}
+
+modal_status modal_fn_map_on(modal_connection *conn, modal_function *fn, modal_value *inputs,
+                             const modal_map_options *opts, modal_value **results,
+                             modal_error *err)
+{
+    return run_map(conn, "modal_fn_map_on", fn, inputs, 0, opts, results, err);
+}
+
+modal_status modal_fn_starmap_on(modal_connection *conn, modal_function *fn,
+                                 modal_value *inputs, const modal_map_options *opts,
+                                 modal_value **results, modal_error *err)
+{
+    return run_map(conn, "modal_fn_starmap_on", fn, inputs, 1, opts, results, err);
 }

@@ -5,7 +5,7 @@
  * function wrote to stdout go to the caller's stdout, its stderr lines and
  * the runtime's notices to the caller's stderr, each as "[fn] line".
  */
-#include "internal.h"
+#include "conn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +13,7 @@
 #include <time.h>
 
 struct modal_call {
+    modal_connection *conn; /* held (a reference) while the handle lives */
     char id[48];
     char fn[128];
     long long log_offset; /* bytes of output already shown */
@@ -89,7 +90,7 @@ static void fetch_logs(modal_call *c, long long total)
     snprintf(path, sizeof path, MODAL__PATH_CALLS "/%s" MODAL__PATH_LOGS "?offset=%lld", c->id, c->log_offset);
     modal__http_req req = {.method = "GET", .path = path, .timeout = 30};
     modal__http_resp resp;
-    if (modal__http(&req, &resp, NULL) == MODAL_OK && resp.body != NULL)
+    if (modal__http(c->conn, &req, &resp, NULL) == MODAL_OK && resp.body != NULL)
         show_output(c, (const char *)resp.body->base, resp.body->len);
     modal__http_resp_free(&resp);
 }
@@ -173,11 +174,11 @@ static modal_status wait_result(modal_call *c, modal__http_resp *first, double t
         snprintf(path, sizeof path, MODAL__PATH_CALLS "/%s?wait=%.3f&log_offset=%lld", c->id, wait,
                  c->log_offset);
         modal__http_req req = {.method = "GET", .path = path, .timeout = (long)wait + 30};
-        modal_status st = modal__http(&req, &resp, err);
+        modal_status st = modal__http(c->conn, &req, &resp, err);
         if (st == MODAL_ENOTFOUND)
             return modal__fail(err, MODAL_ENOTFOUND,
                                "no call %s on the runtime at %s (its result may have expired)",
-                               c->id, modal_runtime_url());
+                               c->id, modal__conn_url(c->conn));
         if (st == MODAL_ETRANSPORT && err != NULL) {
             char why[MODAL_ERROR_MESSAGE_SIZE];
             snprintf(why, sizeof why, "%s", err->message);
@@ -248,11 +249,12 @@ cJSON *modal__call_envelope(modal_function *fn, const char *artifact, const char
 }
 
 /* Check fn and args, upload the executable: what every remote use needs. */
-modal_status modal__remote_prepare(modal_function *fn, const modal_value *list,
-                                   const char *what, const char **artifact, modal_error *err)
+modal_status modal__remote_prepare(modal_connection *conn, modal_function *fn,
+                                   const modal_value *list, const char *what,
+                                   const char **artifact, modal_error *err)
 {
     modal_status st = modal__check_call(fn, list, what, err);
-    return st != MODAL_OK ? st : modal__artifact_ensure(artifact, err);
+    return st != MODAL_OK ? st : modal__artifact_ensure(conn, artifact, err);
 }
 
 /* POST the call; wait up to `wait` seconds for it inside the request. */
@@ -260,7 +262,7 @@ static modal_status submit_once(modal_function *fn, modal_value *args, double wa
                                 modal_call *c, modal__http_resp *resp, const char **artifact,
                                 modal_error *err)
 {
-    modal_status st = modal__remote_prepare(fn, args, "argument", artifact, err);
+    modal_status st = modal__remote_prepare(c->conn, fn, args, "argument", artifact, err);
     if (st != MODAL_OK)
         return st;
     modal__random_id(MODAL__CALL_ID_PREFIX, c->id, sizeof c->id);
@@ -274,7 +276,7 @@ static modal_status submit_once(modal_function *fn, modal_value *args, double wa
     modal__http_req req = {.method = "POST", .path = path, .enc = &enc,
                            .content_type = MODAL__CT_FRAME,
                            .timeout = (long)wait + 600};
-    st = modal__http(&req, resp, err);
+    st = modal__http(c->conn, &req, resp, err);
     modal__enc_free(&enc);
     return st;
 }
@@ -289,62 +291,88 @@ static modal_status submit(modal_function *fn, modal_value *args, double wait, m
     modal_status st = submit_once(fn, args, wait, c, resp, &artifact, err);
     /* The runtime lost the executable (removed, or found damaged): upload
      * it again, once. */
-    if (st != MODAL_OK && modal__artifact_refused(st, err, artifact))
+    if (st != MODAL_OK && modal__artifact_refused(c->conn, st, err, artifact))
         st = submit_once(fn, args, wait, c, resp, &artifact, err);
+    return st;
+}
+
+static modal_status remote_on(const char *api, modal_connection *conn, modal_function *fn,
+                              modal_value *args, modal_value **result, modal_error *err)
+{
+    if (result != NULL)
+        *result = NULL;
+    if (fn == NULL) {
+        modal_value_free(args);
+        return modal__null_arg(err, api, "fn", MODAL__FN_HINT);
+    }
+    modal_call c;
+    memset(&c, 0, sizeof c);
+    c.conn = modal__conn_acquire(conn);
+    modal__http_resp resp;
+    modal_status st = submit(fn, args, POLL_SECONDS, &c, &resp, err);
+    modal_value_free(args);
+    if (st == MODAL_OK)
+        st = wait_result(&c, &resp, -1, result, err);
+    free(c.partial);
+    modal__conn_release(c.conn);
     return st;
 }
 
 modal_status modal_fn_remote(modal_function *fn, modal_value *args, modal_value **result,
                              modal_error *err)
 {
-    if (result != NULL)
-        *result = NULL;
-    if (fn == NULL) {
-        modal_value_free(args);
-        return modal__null_arg(err, "modal_fn_remote", "fn", MODAL__FN_HINT);
-    }
-    modal_call c;
-    memset(&c, 0, sizeof c);
-    modal__http_resp resp;
-    modal_status st = submit(fn, args, POLL_SECONDS, &c, &resp, err);
-    modal_value_free(args);
-    if (st != MODAL_OK)
-        return st;
-    st = wait_result(&c, &resp, -1, result, err);
-    free(c.partial);
-    return st;
+    return remote_on("modal_fn_remote", NULL, fn, args, result, err);
 }
 
-modal_status modal_fn_spawn(modal_function *fn, modal_value *args, modal_call **call,
-                            modal_error *err)
+modal_status modal_fn_remote_on(modal_connection *conn, modal_function *fn, modal_value *args,
+                                modal_value **result, modal_error *err)
+{
+    return remote_on("modal_fn_remote_on", conn, fn, args, result, err);
+}
+
+static modal_status spawn_on(const char *api, modal_connection *conn, modal_function *fn,
+                             modal_value *args, modal_call **call, modal_error *err)
 {
     /* args are taken on every path, refusals included. */
     if (call == NULL) {
         modal_value_free(args);
-        return modal__null_arg(err, "modal_fn_spawn", "call",
+        return modal__null_arg(err, api, "call",
                                "pass the address of a modal_call * to receive the handle");
     }
     *call = NULL;
     if (fn == NULL) {
         modal_value_free(args);
-        return modal__null_arg(err, "modal_fn_spawn", "fn", MODAL__FN_HINT);
+        return modal__null_arg(err, api, "fn", MODAL__FN_HINT);
     }
     modal_call *c = modal__calloc(1, sizeof *c);
     if (c == NULL) {
         modal_value_free(args);
         return modal__fail(err, MODAL_ENOMEM, "out of memory creating a call handle");
     }
+    c->conn = modal__conn_acquire(conn);
     modal__http_resp resp;
     modal_status st = submit(fn, args, 0, c, &resp, err);
     modal_value_free(args);
     if (st != MODAL_OK) {
-        free(c);
+        modal_call_free(c);
         return st;
     }
     modal__http_resp_free(&resp);
     *call = c;
     modal__ok(err);
     return MODAL_OK;
+}
+
+modal_status modal_fn_spawn(modal_function *fn, modal_value *args, modal_call **call,
+                            modal_error *err)
+{
+    return spawn_on("modal_fn_spawn", NULL, fn, args, call, err);
+}
+
+modal_status modal_fn_spawn_on(modal_connection *conn, modal_function *fn, modal_value *args,
+                               modal_call **call, modal_error *err)
+{
+    return spawn_on("modal_fn_spawn_on", conn, fn, args, call, err);
 }
 
 const char *modal_call_id(const modal_call *call)
@@ -354,26 +382,38 @@ const char *modal_call_id(const modal_call *call)
 
 #define CALL_HINT "pass a handle from modal_fn_spawn() or modal_call_from_id()"
 
-modal_status modal_call_from_id(const char *id, modal_call **call, modal_error *err)
+static modal_status call_from_id_on(const char *api, modal_connection *conn, const char *id,
+                                    modal_call **call, modal_error *err)
 {
     if (call == NULL)
-        return modal__null_arg(err, "modal_call_from_id", "call",
+        return modal__null_arg(err, api, "call",
                                "pass the address of a modal_call * to receive the handle");
     *call = NULL;
     if (id == NULL)
-        return modal__null_arg(err, "modal_call_from_id", "id",
-                               "pass a call id from modal_call_id()");
+        return modal__null_arg(err, api, "id", "pass a call id from modal_call_id()");
     const char *bad_id = modal__call_id_problem(id);
     if (bad_id != NULL)
         return modal__fail(err, MODAL_EINVAL, "\"%.64s\" %s", id, bad_id);
     modal_call *c = modal__calloc(1, sizeof *c);
     if (c == NULL)
         return modal__fail(err, MODAL_ENOMEM, "out of memory creating a call handle");
+    c->conn = modal__conn_acquire(conn);
     snprintf(c->id, sizeof c->id, "%s", id);
     snprintf(c->fn, sizeof c->fn, "%s", id);
     *call = c;
     modal__ok(err);
     return MODAL_OK;
+}
+
+modal_status modal_call_from_id(const char *id, modal_call **call, modal_error *err)
+{
+    return call_from_id_on("modal_call_from_id", NULL, id, call, err);
+}
+
+modal_status modal_call_from_id_on(modal_connection *conn, const char *id, modal_call **call,
+                                   modal_error *err)
+{
+    return call_from_id_on("modal_call_from_id_on", conn, id, call, err);
 }
 
 modal_status modal_call_get(modal_call *call, double timeout, modal_value **result,
@@ -390,7 +430,12 @@ modal_status modal_call_get(modal_call *call, double timeout, modal_value **resu
     modal__http_req req = {.method = "GET", .path = path, .timeout = (long)wait + 30};
     modal__http_resp resp;
     double start = modal__now();
-    modal_status st = modal__http(&req, &resp, err);
+    modal_status st = modal__http(call->conn, &req, &resp, err);
+    /* Several runtimes may be in use: say which one does not know it. */
+    if (st == MODAL_ENOTFOUND)
+        return modal__fail(err, MODAL_ENOTFOUND,
+                           "no call %s on the runtime at %s (unknown there, or its result "
+                           "expired)", call->id, modal__conn_url(call->conn));
     if (st == MODAL_ETRANSPORT && err != NULL) {
         char why[MODAL_ERROR_MESSAGE_SIZE];
         snprintf(why, sizeof why, "%s", err->message);
@@ -412,7 +457,7 @@ modal_status modal_call_cancel(modal_call *call, modal_error *err)
     snprintf(path, sizeof path, MODAL__PATH_CALLS "/%s", call->id);
     modal__http_req req = {.method = "DELETE", .path = path, .timeout = 30};
     modal__http_resp resp;
-    modal_status st = modal__http(&req, &resp, err);
+    modal_status st = modal__http(call->conn, &req, &resp, err);
     modal__http_resp_free(&resp);
     if (st == MODAL_OK)
         modal__ok(err);
@@ -421,7 +466,9 @@ modal_status modal_call_cancel(modal_call *call, modal_error *err)
 
 void modal_call_free(modal_call *call)
 {
-    if (call != NULL)
+    if (call != NULL) {
         free(call->partial);
+        modal__conn_release(call->conn);
+    }
     free(call);
 }

@@ -194,6 +194,11 @@ modal_status modal__pem_cert_pin(const char *pem, char out[MODAL__PIN_SIZE], mod
 
 modal_status modal__pin_check(const char *pins, modal_error *err)
 {
+    return modal__pin_check_named("MODAL_TLS_FINGERPRINT", pins, err);
+}
+
+modal_status modal__pin_check_named(const char *what, const char *pins, modal_error *err)
+{
     /* libcurl takes several pins separated by ';' (a key being rotated). */
     const char *p = pins != NULL ? pins : "";
     do {
@@ -204,10 +209,10 @@ modal_status modal__pin_check(const char *pins, modal_error *err)
                   memchr(p + 8, ' ', n - 8) == NULL && memchr(p + 8, '\n', n - 8) == NULL;
         if (!ok)
             return modal__fail(err, MODAL_EINVAL,
-                               "MODAL_TLS_FINGERPRINT=\"%s\" is not a public-key fingerprint; "
+                               "%s=\"%s\" is not a public-key fingerprint; "
                                "give the runtime's \"sha256//\" followed by 44 base64 characters, "
                                "as modal-runtime prints it on its \"tls fingerprint\" line",
-                               pins != NULL ? pins : "");
+                               what, pins != NULL ? pins : "");
         p += n;
     } while (*p++ == ';');
     return MODAL_OK;

@@ -254,6 +254,33 @@ static void test_misc(void **state)
     modal_worker_serve_if_worker(0, NULL);
 }
 
+static void test_connection_nulls(void **state)
+{
+    (void)state;
+    modal_error err;
+    modal_call *call = (modal_call *)&err; /* must be set to NULL */
+    assert_null_refused(modal_connection_open("unix:/nonexistent/x.sock", NULL, NULL, &err),
+                        MODAL_EINVAL, err, "modal_connection_open: out is NULL");
+    assert_null_refused(modal_fn_remote_on(NULL, NULL, one_arg(), NULL, &err), MODAL_EINVAL, err,
+                        "modal_fn_remote_on: fn is NULL");
+    assert_null_refused(modal_fn_spawn_on(NULL, &null_square, one_arg(), NULL, &err),
+                        MODAL_EINVAL, err, "modal_fn_spawn_on: call is NULL");
+    assert_null_refused(modal_fn_spawn_on(NULL, NULL, one_arg(), &call, &err), MODAL_EINVAL,
+                        err, "modal_fn_spawn_on: fn is NULL");
+    assert_null(call);
+    assert_null_refused(modal_fn_map_on(NULL, NULL, modal_list(), NULL, NULL, &err),
+                        MODAL_EINVAL, err, "modal_fn_map_on: fn is NULL");
+    assert_null_refused(modal_fn_starmap_on(NULL, NULL, modal_list(), NULL, NULL, &err),
+                        MODAL_EINVAL, err, "modal_fn_starmap_on: fn is NULL");
+    assert_null_refused(modal_call_from_id_on(NULL, NULL, &call, &err), MODAL_EINVAL, err,
+                        "modal_call_from_id_on: id is NULL");
+    assert_null_refused(modal_call_from_id_on(NULL, "fc-x", NULL, &err), MODAL_EINVAL, err,
+                        "modal_call_from_id_on: call is NULL");
+    /* NULL is the default connection, or a no-op. */
+    assert_string_equal(modal_connection_url(NULL), modal_runtime_url());
+    modal_connection_close(NULL);
+}
+
 int main(void)
 {
     /* Nothing here may reach a runtime; a missed check fails fast. */
@@ -270,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_codec),
         cmocka_unit_test(test_ctx_and_args),
         cmocka_unit_test(test_misc),
+        cmocka_unit_test(test_connection_nulls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

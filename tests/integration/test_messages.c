@@ -187,10 +187,13 @@ static long call_as_app(const char *sha, const char *app, char id[40])
     void *frame = raw_frame(sha, app, "msg_pid", id, &len);
     harness_http(&rt, "POST", "/v1/calls?wait=30", rt.token, frame, len, &status, &resp, &rlen);
     free(frame);
-    /* The long poll also returns (202) when output appears: poll on. */
-    char path[96];
-    snprintf(path, sizeof path, "/v1/calls/%s?wait=30", id);
-    for (int i = 0; i < 20 && status == 202; i++) {
+    /* The long poll also returns (202) when output appears: poll on from
+     * the output already seen, as a client does, for up to 30 s. */
+    char path[128];
+    for (double end = harness_now() + 30; status == 202 && harness_now() < end;) {
+        const char *size = resp != NULL ? strstr(resp, "\"log_size\":") : NULL;
+        long long seen = size != NULL ? strtoll(size + 11, NULL, 10) : 0;
+        snprintf(path, sizeof path, "/v1/calls/%s?wait=30&log_offset=%lld", id, seen);
         free(resp);
         resp = NULL;
         harness_http(&rt, "GET", path, rt.token, NULL, 0, &status, &resp, &rlen);

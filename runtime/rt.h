@@ -55,6 +55,7 @@ typedef struct rt_policy {
     int max_retries;
     double backoff, initial_delay, max_delay;
     int min_containers, max_containers, scaledown_window, max_inputs;
+    bool memory_snapshot;    /* workers are forks of a template (runtime/template.c) */
 } rt_policy;
 
 struct rt_pool {
@@ -253,5 +254,23 @@ void rt_http_stop(void);
 void rt_http_call_changed(rt_call *c);
 /* m has new results or is going away: resume the requests waiting on it. */
 void rt_http_map_changed(rt_map *m);
+
+/* template.c: memory-snapshot templates (see launch.h for the launcher).
+ * All with rt.mu held. */
+struct pollfd;
+/* The event loop polls these: up to room slots, three per template. */
+size_t rt_template_slots(struct pollfd *fds, size_t room);
+size_t rt_template_count(void);
+/* Handle what poll found in the slots rt_template_slots filled (HELLO,
+ * output, death) and the start timeouts. */
+void rt_template_events(const struct pollfd *fds, size_t n, double now);
+/* Stop p's template (p is going away). */
+void rt_template_stop(rt_pool *p);
+void rt_templates_shutdown(void);
+/* worker.c: a worker (or template) of p could not start serving: its enter
+ * hook failed (MODAL_EFUNC) or ran too long (MODAL_ETIMEOUT), which fails
+ * the attempt of the call it was started for; any other code means no
+ * worker can start, and fails the pool's queue. */
+void rt_pool_start_failed(rt_pool *p, modal_status code, const char *msg);
 
 #endif

@@ -426,6 +426,11 @@ static int parse_policy(const cJSON *o, rt_policy *pol, modal_error *err)
     NUM(o, "scaledown_window", pol->scaledown_window, 1, 86400, 60);
     NUM(o, "max_inputs", pol->max_inputs, 0, 2147483647.0, 0);
 #undef NUM
+    const cJSON *snap = cJSON_GetObjectItemCaseSensitive(o, "memory_snapshot");
+    if (snap != NULL && !cJSON_IsBool(snap))
+        return modal__fail(err, MODAL_ECODEC,
+                           "call options: \"memory_snapshot\" must be true or false");
+    pol->memory_snapshot = cJSON_IsTrue(snap);
     return MODAL_OK;
 }
 
@@ -503,10 +508,10 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
     /* The app is part of the key: apps never share workers, so each
      * app's output lands in its own log. */
     char key[512];
-    snprintf(key, sizeof key, "%s/%s/%s/%d/%d/%g/%g/%g/%d/%d/%d/%d", art->valuestring,
+    snprintf(key, sizeof key, "%s/%s/%s/%d/%d/%g/%g/%g/%d/%d/%d/%d/%d", art->valuestring,
              app->valuestring, fn->valuestring, pol.timeout, pol.max_retries, pol.backoff,
              pol.initial_delay, pol.max_delay, pol.min_containers, pol.max_containers,
-             pol.scaledown_window, pol.max_inputs);
+             pol.scaledown_window, pol.max_inputs, (int)pol.memory_snapshot);
     /* A new pool checks its executable first, and a broken one checks it
      * again (a damaged file may be why it broke: then the file goes, and
      * the client uploads it again, which lets the pool try again). The

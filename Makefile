@@ -130,6 +130,13 @@ $(BUILD)/tests/test_httpd_tls: tests/integration/test_httpd_tls.c runtime/httpd.
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/httpd.c \
 	    runtime/http_parse.c $(STATIC) -lssl $(ITLIBS)
 
+# The spawner tested on its own, without the rest of the runtime.
+$(BUILD)/tests/test_launch: tests/integration/test_launch.c runtime/launch.c runtime/launch.h \
+        $(STATIC) tests/integration/harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/launch.c \
+	    $(STATIC) $(ITLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)

@@ -212,6 +212,8 @@ END {
     row("(floor) loopback Unix socket bandwidth", "-", fmt("floor.unix_bw", 2), "-", "-", "-")
     trow("CPU worker cold start (first call - warm call)", "modal.tcp.cold.median",
          "floor.spawn_true.median", "dask.cold.median", "t", 1, 2, 0)
+    trow("CPU worker cold start from a memory snapshot (call on a new forked worker - warm call)",
+         "modal.tcp.snapshot_cold.median", "floor.spawn_true.median", "", "t", 2, 2, 0)
     trow("(part of cold start) exec of the worker binary, exits at once",
          "modal.host.exec_self.median", "floor.spawn_true.median", "", "t", 1, 2, 0)
     row("Dask: new LocalCluster(1 worker) + first task", "-", "-", "-",
@@ -225,6 +227,8 @@ END {
     target("1 GiB round trip >= 50% of loopback TCP bandwidth", "modal.tcp.array_1GiB.bw",
            "floor.tcp_bw", 0.5, "ge", "%")
     target1("CPU cold start <= 5 ms", "modal.tcp.cold.median", 5, "le", "ms")
+    target("cold start from a memory snapshot <= 1x posix_spawn of /bin/true",
+           "modal.tcp.snapshot_cold.median", "floor.spawn_true.median", 1, "le", "x")
 }
 function verdict(ok) { return ok ? "met" : "MISSED" }
 function target(name, lk, fk, lim, op, what,   r) {

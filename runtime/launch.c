@@ -223,12 +223,12 @@ static int child_main(void *arg)
     const rt_launch_spec *s = a->s;
     /* Signals: defaults, nothing blocked (the parent blocked all around the
      * clone so that no handler of its runs here). */
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
+    /* The system call itself, as the libc refuses its own signals (32,
+     * 33); an all-zero kernel sigaction is SIG_DFL on every ABI. */
+    static const uint64_t dfl[8];
     for (int sig = 1; sig < _NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
-            sigaction(sig, &dfl, NULL); /* refused only for the libc's own */
+            syscall(SYS_rt_sigaction, sig, dfl, NULL, (size_t)(_NSIG / 8));
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);

@@ -25,6 +25,8 @@
 #   DASK_BENCH_1GIB_MAX_S  run Dask's 1 GiB round trip only if 16x its
 #                          64 MiB time fits (default 120)
 #   MODAL_BENCH_NO_DASK=1  skip Dask
+#   MODAL_BENCH_ONLY="W.." run only these modal_bench workloads (e.g.
+#                          "snapcold cold exec"); default all
 #   MODAL_BENCH_RESULTS=F  also keep the raw metric lines in F
 set -u
 build=${1:-build}
@@ -108,7 +110,7 @@ run_floors 1
 note "libmodal against http://127.0.0.1:$port and unix:$state/runtime.sock"
 MODAL_RUNTIME_URL=http://127.0.0.1:$port MODAL_TOKEN=$(cat "$state/token") \
     MODAL_BENCH_HOME=$state MODAL_QUIET_LOGS=1 \
-    timeout 600 "$bin/modal_bench" >>"$results" ||
+    timeout 600 "$bin/modal_bench" ${MODAL_BENCH_ONLY:-} >>"$results" ||
     echo "bench/run.sh: modal_bench failed" >&2
 stop_runtime
 run_floors 2

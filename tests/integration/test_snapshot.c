@@ -169,9 +169,12 @@ static void test_workers_are_forks_of_one_template(void **state)
     modal_call *calls[3];
     run_snaps(3, 0.5, out, calls);
     int64_t tmpl = field(out[0], "snapshot_pid");
+    int64_t pids[3];
+    for (int i = 0; i < 3; i++)
+        pids[i] = field(out[i], "pid");
     size_t distinct = 0;
     for (int i = 0; i < 3; i++) {
-        int64_t pid = field(out[i], "pid");
+        int64_t pid = pids[i];
         /* snapshot_enter ran once, in the template, not in the worker. */
         assert_int_equal(field(out[i], "snapshot_pid"), tmpl);
         assert_int_not_equal(pid, tmpl);
@@ -193,7 +196,7 @@ static void test_workers_are_forks_of_one_template(void **state)
         assert_int_equal(field(out[i], "pgid"), pid);
         bool seen = false;
         for (int j = 0; j < i; j++)
-            seen = seen || field(out[j], "pid") == pid;
+            seen = seen || pids[j] == pid;
         distinct += !seen;
         /* Its output is captured per call, as an exec'd worker's. */
         char *logs = call_logs(modal_call_id(calls[i]));

@@ -368,11 +368,12 @@ static bool template_died(rt_template *t)
     if (!was_current) {
         rt_log(1, "memory-snapshot template %d of %s %s", (int)r, p->fn, how);
     } else if (state == T_STARTING) {
-        char msg[900];
+        char msg[1000];
         snprintf(msg, sizeof msg, "executable %.12s cannot serve as a memory-snapshot template "
-                 "for %s: it %s before answering as a libmodal worker (is it linked with "
-                 "libmodal, and does its main() use MODAL_LOCAL_ENTRYPOINT or call "
-                 "modal_worker_serve_if_worker()?)", p->artifact, p->fn, how);
+                 "for %s: it %s before answering as a libmodal worker (did its snapshot_enter "
+                 "hook exit or crash? its output is in logs/%s.log; or is it not linked with "
+                 "libmodal, or does its main() neither use MODAL_LOCAL_ENTRYPOINT nor call "
+                 "modal_worker_serve_if_worker()?)", p->artifact, p->fn, how, p->app);
         rt_log(3, "%s", msg);
         rt_pool_start_failed(p, MODAL_EWORKER, msg);
     } else {

@@ -116,6 +116,18 @@ MODAL_FUNCTION(snap_bad, .memory_snapshot = true, .snapshot_enter = refuse_snaps
     return modal_null();
 }
 
+/* A template that dies inside snapshot_enter, before HELLO. */
+static int die_in_snapshot(modal_ctx *ctx)
+{
+    fprintf(stderr, "giving up\n");
+    _exit(5);
+}
+
+MODAL_FUNCTION(snap_dies, .memory_snapshot = true, .snapshot_enter = die_in_snapshot)
+{
+    return modal_null();
+}
+
 /* snapshot_enter without memory_snapshot: refused by the library. */
 MODAL_FUNCTION(snap_misused, .snapshot_enter = build_model)
 {
@@ -341,6 +353,16 @@ static void test_snapshot_enter_failure(void **state)
     assert_message_contains(err, "weights file /models/w.bin is missing");
 }
 
+static void test_template_dying_before_hello(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    modal_status st = modal_fn_remote(&snap_dies, modal_list(), &out, &err);
+    assert_status(st, MODAL_EWORKER, err);
+    assert_message_contains(err, "cannot serve as a memory-snapshot template for snap_dies");
+    assert_message_contains(err, "exited with status 5 before answering");
+}
+
 static void test_snapshot_enter_needs_memory_snapshot(void **state)
 {
     modal_value *out = NULL;
@@ -389,6 +411,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_crash_is_reported),
         cmocka_unit_test(test_template_death_loses_no_call),
         cmocka_unit_test(test_snapshot_enter_failure),
+        cmocka_unit_test(test_template_dying_before_hello),
         cmocka_unit_test(test_snapshot_enter_needs_memory_snapshot),
         cmocka_unit_test(test_bad_memory_snapshot_option),
     };

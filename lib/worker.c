@@ -492,6 +492,17 @@ static int fork_req_recv(int sock, int *fds, int *targets)
  */
 static void template_serve(int sock, const char *name)
 {
+    /* Hold fds 4-6 (a worker's pipe ends and counters) so that files the
+     * hook opens get other numbers: a forked worker's dup2 onto them
+     * would close those files under it. */
+    for (int fd = 4; fd <= 6; fd++)
+        if (fcntl(fd, F_GETFD) < 0) {
+            int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (nul >= 0 && nul != fd) {
+                dup3(nul, fd, O_CLOEXEC);
+                close(nul);
+            }
+        }
     modal_function *fn = modal_function_find(name);
     modal_error err;
     char msg[MODAL_ERROR_MESSAGE_SIZE + 128];

@@ -1,9 +1,11 @@
 /*
- * worker.c: worker processes. A worker is the uploaded executable started
- * in worker mode, in a process group of its own, with a SOCK_SEQPACKET
- * socket on fd 3 and its stdout and stderr piped. The worker reads those
- * pipes itself (fds 4 and 5) and sends what they carry as LOG messages
- * tagged with the call that wrote it, in order with its RESULTs. The
+ * worker.c: worker processes. A worker is the uploaded executable in
+ * worker mode, started from a launch spec by a launcher (runtime/launch.h:
+ * an exec, or a fork of a memory-snapshot template), in a process group of
+ * its own, with a SOCK_SEQPACKET socket on fd 3 and its stdout and stderr
+ * piped. The worker reads those pipes itself (fds 4 and 5) and sends
+ * what they carry as LOG messages tagged with the call that wrote it, in
+ * order with its RESULTs. The
  * runtime keeps the read ends too: it reads them before the worker says
  * HELLO and after it died, for what the worker could not send.
  *

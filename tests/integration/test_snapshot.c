@@ -108,6 +108,17 @@ MODAL_FUNCTION(snap_slow, .memory_snapshot = true, .snapshot_enter = build_model
     return report();
 }
 
+/* Writes the template's pid to the file named by argument 0. */
+MODAL_FUNCTION(snap_note, .memory_snapshot = true, .snapshot_enter = build_model)
+{
+    FILE *f = fopen(modal_arg_string(args, 0), "w");
+    if (f == NULL)
+        return modal_ctx_fail(ctx, "cannot write %s", modal_arg_string(args, 0));
+    fprintf(f, "%d\n", (int)snapshot_pid);
+    fclose(f);
+    return modal_null();
+}
+
 /* Attempt 1 dies of SIGKILL; attempt 2 answers. */
 MODAL_FUNCTION(snap_crash, .memory_snapshot = true, .snapshot_enter = build_model,
                .retries = 1, .scaledown_window = 2)
@@ -172,6 +183,37 @@ static void run_snaps_of(modal_function *fn, int n, double sleep, modal_value **
 static void run_snaps(int n, double sleep, modal_value **out, modal_call **calls)
 {
     run_snaps_of(&snap, n, sleep, out, calls);
+}
+
+/* Call fn of this executable on runtime h through the HTTP API, with
+ * memory_snapshot and no retries; fills the result's code and message. */
+static void raw_call(harness *h, const char *fn, modal_value *args, char *code, size_t codesz,
+                     char *msg, size_t msgsz)
+{
+    char sha[65], id[40];
+    modal_error err;
+    assert_int_equal(harness_upload_self(h, sha), 0);
+    modal__random_id("fc-", id, sizeof id);
+    cJSON *env = cJSON_CreateObject();
+    cJSON_AddNumberToObject(env, "v", 1);
+    cJSON_AddStringToObject(env, "app", "itest-snapshot");
+    cJSON_AddStringToObject(env, "fn", fn);
+    cJSON_AddStringToObject(env, "artifact", sha);
+    cJSON_AddStringToObject(env, "call_id", id);
+    cJSON *opt = cJSON_AddObjectToObject(env, "options");
+    cJSON_AddBoolToObject(opt, "memory_snapshot", true);
+    void *frame = NULL;
+    size_t flen = 0;
+    assert_ok(harness_frame(env, "args", args, &frame, &flen, &err), err);
+    modal_value_free(args);
+    long status = 0;
+    char *resp = NULL;
+    size_t rlen = 0;
+    harness_http(h, "POST", "/v1/calls?wait=30", h->token, frame, flen, &status, &resp, &rlen);
+    free(frame);
+    assert_int_equal(status, 200);
+    assert_ok(harness_result_status(resp, rlen, code, codesz, msg, msgsz, &err), err);
+    free(resp);
 }
 
 static char *call_logs(const char *id)
@@ -291,36 +333,39 @@ static void test_crash_is_reported(void **state)
 {
     /* Without a retry left, the crash reaches the caller with the signal,
      * read from the exit status by the runtime, the worker's parent. */
-    modal_error err;
-    char id[40];
-    modal__random_id("fc-", id, sizeof id);
-    /* One attempt only: call through the HTTP API with retries 0. */
-    char sha[65];
-    assert_int_equal(harness_upload_self(&rt, sha), 0);
-    cJSON *env = cJSON_CreateObject();
-    cJSON_AddNumberToObject(env, "v", 1);
-    cJSON_AddStringToObject(env, "app", "itest-snapshot");
-    cJSON_AddStringToObject(env, "fn", "snap_crash");
-    cJSON_AddStringToObject(env, "artifact", sha);
-    cJSON_AddStringToObject(env, "call_id", id);
-    cJSON *opt = cJSON_AddObjectToObject(env, "options");
-    cJSON_AddBoolToObject(opt, "memory_snapshot", true);
-    modal_value *args = modal_list();
-    void *frame = NULL;
-    size_t flen = 0;
-    assert_ok(harness_frame(env, "args", args, &frame, &flen, &err), err);
-    modal_value_free(args);
-    long status = 0;
-    char *resp = NULL;
-    size_t rlen = 0;
-    harness_http(&rt, "POST", "/v1/calls?wait=30", rt.token, frame, flen, &status, &resp, &rlen);
-    free(frame);
-    assert_int_equal(status, 200);
     char code[64], msg[2048];
-    assert_ok(harness_result_status(resp, rlen, code, sizeof code, msg, sizeof msg, &err), err);
-    free(resp);
+    raw_call(&rt, "snap_crash", modal_list(), code, sizeof code, msg, sizeof msg);
     assert_string_equal(code, "ECRASH");
     assert_contains(msg, "was killed by signal 9");
+}
+
+static void test_template_stops_with_runtime(void **state)
+{
+    /* Stopped with the runtime, and gone when the runtime is killed
+     * outright (its socket closes). */
+    for (int killed = 0; killed < 2; killed++) {
+        harness h;
+        assert_int_equal(harness_start_with(&h, NULL, false), 0);
+        char path[PATH_MAX + 32], code[64], msg[2048];
+        snprintf(path, sizeof path, "%s/template.pid", h.dir);
+        raw_call(&h, "snap_note", modal_args(modal_string(path)), code, sizeof code, msg,
+                 sizeof msg);
+        assert_string_equal(code, "OK");
+        char *text = harness_read_file(path, NULL);
+        assert_non_null(text);
+        pid_t tmpl = (pid_t)atoi(text);
+        free(text);
+        assert_true(tmpl > 0 && harness_pid_alive(tmpl));
+        if (killed) {
+            harness_kill(&h);
+            harness_rmtree(h.dir);
+        } else {
+            harness_stop(&h);
+        }
+        for (double t0 = harness_now(); harness_now() - t0 < 5 && harness_pid_alive(tmpl);)
+            harness_sleep(0.02);
+        assert_false(harness_pid_alive(tmpl));
+    }
 }
 
 static void test_template_death_loses_no_call(void **state)
@@ -424,6 +469,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_crash_is_retried),
         cmocka_unit_test(test_crash_is_reported),
         cmocka_unit_test(test_template_death_loses_no_call),
+        cmocka_unit_test(test_template_stops_with_runtime),
         cmocka_unit_test(test_snapshot_enter_failure),
         cmocka_unit_test(test_template_dying_before_hello),
         cmocka_unit_test(test_snapshot_enter_needs_memory_snapshot),

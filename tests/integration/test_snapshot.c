@@ -422,6 +422,24 @@ static void test_template_dying_before_hello(void **state)
     assert_message_contains(err, "exited with status 5 before answering");
 }
 
+static void test_launch_error_is_precise(void **state)
+{
+    /* A stored executable that cannot be executed: the error names the
+     * executable, the step and the errno text. */
+    char sha[65], path[PATH_MAX + 128], code[64], msg[2048];
+    assert_int_equal(harness_upload_self(&rt, sha), 0);
+    snprintf(path, sizeof path, "%s/artifacts/%s", rt.dir, sha);
+    assert_int_equal(chmod(path, 0644), 0);
+    raw_call(&rt, "snap_note", modal_args(modal_string("/dev/null")), code, sizeof code, msg,
+             sizeof msg);
+    assert_int_equal(chmod(path, 0755), 0);
+    assert_string_equal(code, "EWORKER");
+    char want[2 * PATH_MAX + 600];
+    snprintf(want, sizeof want, "cannot start a worker for snap_note from %s: execve of %s "
+             "failed: Permission denied", path, path);
+    assert_contains(msg, want);
+}
+
 static void test_snapshot_enter_needs_memory_snapshot(void **state)
 {
     modal_value *out = NULL;
@@ -470,6 +488,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_crash_is_reported),
         cmocka_unit_test(test_template_death_loses_no_call),
         cmocka_unit_test(test_template_stops_with_runtime),
+        cmocka_unit_test(test_launch_error_is_precise),
         cmocka_unit_test(test_snapshot_enter_failure),
         cmocka_unit_test(test_template_dying_before_hello),
         cmocka_unit_test(test_snapshot_enter_needs_memory_snapshot),

@@ -45,13 +45,11 @@ static int count_enter(modal_ctx *ctx)
 
 static modal_value *report(void)
 {
-    /* A file snapshot_enter opened is still open, and readable. */
+    /* A file snapshot_enter opened is still open, and readable (with
+     * pread: every worker shares its offset). */
     char head[8] = "";
-    if (data_file != NULL) {
-        rewind(data_file);
-        if (fread(head, 1, 1, data_file) != 1)
-            head[0] = '\0';
-    }
+    if (data_file != NULL && pread(fileno(data_file), head, 1, 0) != 1)
+        head[0] = '\0';
     modal_value *m = modal_map();
     if (modal_map_set(m, "file_ok", modal_int(head[0] == '/'), NULL) != MODAL_OK) {
         modal_value_free(m);

@@ -378,7 +378,8 @@ static pid_t fail(rt_launch_error *e, const char *step, int err)
 pid_t rt_launch_spawn(const rt_launch_spec *s, rt_launch_error *e)
 {
     if (s->alloc_failed || s->path == NULL || s->argv == NULL)
-        return fail(e, "preparing the launch spec", ENOMEM);
+        return fail(e, "preparing the launch spec (out of memory, or over its limits of "
+                       "16 descriptors and 8 rlimits)", s->alloc_failed ? ENOMEM : EINVAL);
     static char *const empty_env[] = {NULL};
     rt_launch_spec copy;
     if (s->env == NULL) {

@@ -59,7 +59,7 @@ typedef struct rt_launch_spec {
     char *cgroup;             /* a cgroup v2 directory to join, or NULL */
     bool new_pgrp;            /* lead a process group of its own */
     bool new_namespaces;      /* enter a user and mount namespace (implied by mounts) */
-    bool alloc_failed;        /* an add below ran out of memory: spawning fails */
+    bool alloc_failed;        /* an add below ran out of memory or room: spawning fails */
 } rt_launch_spec;
 
 /* Where starting a spec failed: the step (naming its argument: "dup2 of

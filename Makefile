@@ -153,6 +153,13 @@ $(BUILD)/tests/test_queue: runtime/queue.c $(wildcard runtime/*.h)
 # The allocator's accounting, likewise.
 $(BUILD)/tests/test_resources: runtime/resources.c $(wildcard runtime/*.h)
 
+# The spawner tested on its own, without the rest of the runtime.
+$(BUILD)/tests/test_launch: tests/integration/test_launch.c runtime/launch.c runtime/launch.h \
+        $(STATIC) tests/integration/harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/launch.c \
+	    $(STATIC) $(ITLIBS)
+
 $(BUILD)/bench/%: bench/%.c bench/bench.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)

@@ -9,6 +9,11 @@
  *            started for it), minus the warm median of the same run
  *   exec     posix_spawn of this very executable, which exits at once:
  *            the part of a cold start spent loading the worker binary
+ *   snapcold a cold start from a memory snapshot: calls of a function with
+ *            .memory_snapshot and .max_inputs = 1, so every call runs on a
+ *            new worker forked from the pool's template (started and made
+ *            ready by one call first), minus the warm median of the same
+ *            run: the fork, the worker's HELLO, and the dispatch to it
  *
  * The runtime is the one in MODAL_RUNTIME_URL / MODAL_TOKEN (the TCP
  * listener bench/run.sh starts). With MODAL_BENCH_HOME set to the runtime's
@@ -20,8 +25,8 @@
  *
  * Output: "modal.<prefix>.<metric><TAB>value<TAB>unit" lines on stdout.
  * Nothing asserts on time. Usage:
- *   modal_bench [warm|map|array|cold|exec|unix|unixmap]...   (default all
- *                                                             but unixmap)
+ *   modal_bench [warm|map|array|cold|snapcold|exec|unix|unixmap]...
+ *                                                  (default all but unixmap)
  *   modal_bench array-only MIB [REPS]   one array size only, for profiling
  * MODAL_BENCH_CALLS (2000) and MODAL_BENCH_MAP_N (100000) set the counts.
  *
@@ -88,6 +93,20 @@ COLD_FN(8)
 COLD_FN(9)
 COLD_FN(10)
 COLD_FN(11)
+/* A cold start from a memory snapshot: each call gets a new worker, a
+ * fork of the template that ran snapshot_enter once. */
+static int snap_ready;
+static int snap_setup(modal_ctx *ctx)
+{
+    snap_ready = 1;
+    return 0;
+}
+MODAL_FUNCTION(snap_cold, .timeout = 60, .memory_snapshot = true, .snapshot_enter = snap_setup,
+               .max_inputs = 1)
+{
+    return modal_int(snap_ready);
+}
+
 static modal_function *const cold_fns[] = {&cold_0, &cold_1, &cold_2, &cold_3,
                                            &cold_4, &cold_5, &cold_6, &cold_7,
                                            &cold_8, &cold_9, &cold_10, &cold_11};
@@ -230,6 +249,31 @@ static void bench_cold(const char *prefix, double warm_median)
     emit(prefix, "cold.n", (double)NCOLD, "starts");
 }
 
+static void bench_snapshot_cold(const char *prefix, double warm_median)
+{
+    enum { N = 30 };
+    double t[N];
+    modal_value *out = NULL;
+    modal_error err;
+    /* The first call starts the template (an exec and snapshot_enter). */
+    if (modal_fn_remote(&snap_cold, modal_list(), &out, &err) != MODAL_OK)
+        fail("snapshot warm-up call", &err);
+    modal_value_free(out);
+    for (size_t i = 0; i < N; i++) {
+        out = NULL;
+        double t0 = now();
+        if (modal_fn_remote(&snap_cold, modal_list(), &out, &err) != MODAL_OK)
+            fail("snapshot cold call", &err);
+        t[i] = now() - t0;
+        modal_value_free(out);
+    }
+    double med = quantile(t, N, 0.5);
+    emit(prefix, "snapshot_cold.first_call", med * 1e3, "ms");
+    emit(prefix, "snapshot_cold.median", (med - warm_median) * 1e3, "ms");
+    emit(prefix, "snapshot_cold.min", (quantile(t, N, 0) - warm_median) * 1e3, "ms");
+    emit(prefix, "snapshot_cold.n", (double)N, "starts");
+}
+
 /* posix_spawn of this executable with --exit-at-once, waited for. */
 static void bench_exec(const char *prefix)
 {
@@ -282,7 +326,8 @@ MODAL_LOCAL_ENTRYPOINT(argc, argv)
         return 0;
     }
     double warm = 0;
-    if (wanted(argc, argv, "warm") || wanted(argc, argv, "cold"))
+    if (wanted(argc, argv, "warm") || wanted(argc, argv, "cold") ||
+        wanted(argc, argv, "snapcold"))
         warm = bench_warm("tcp", calls);
     if (wanted(argc, argv, "map"))
         bench_map("tcp", map_n);
@@ -293,6 +338,8 @@ MODAL_LOCAL_ENTRYPOINT(argc, argv)
     }
     if (wanted(argc, argv, "cold"))
         bench_cold("tcp", warm);
+    if (wanted(argc, argv, "snapcold"))
+        bench_snapshot_cold("tcp", warm);
     if (wanted(argc, argv, "exec"))
         bench_exec("host");
 

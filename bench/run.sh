@@ -25,6 +25,8 @@
 #   DASK_BENCH_1GIB_MAX_S  run Dask's 1 GiB round trip only if 16x its
 #                          64 MiB time fits (default 120)
 #   MODAL_BENCH_NO_DASK=1  skip Dask
+#   MODAL_BENCH_ONLY="W.." run only these modal_bench workloads (e.g.
+#                          "snapcold cold exec"); default all
 #   MODAL_BENCH_RESULTS=F  also keep the raw metric lines in F
 set -u
 build=${1:-build}
@@ -108,7 +110,7 @@ run_floors 1
 note "libmodal against http://127.0.0.1:$port and unix:$state/runtime.sock"
 MODAL_RUNTIME_URL=http://127.0.0.1:$port MODAL_TOKEN=$(cat "$state/token") \
     MODAL_BENCH_HOME=$state MODAL_QUIET_LOGS=1 \
-    timeout 600 "$bin/modal_bench" >>"$results" ||
+    timeout 600 "$bin/modal_bench" ${MODAL_BENCH_ONLY:-} >>"$results" ||
     echo "bench/run.sh: modal_bench failed" >&2
 stop_runtime
 run_floors 2
@@ -212,6 +214,8 @@ END {
     row("(floor) loopback Unix socket bandwidth", "-", fmt("floor.unix_bw", 2), "-", "-", "-")
     trow("CPU worker cold start (first call - warm call)", "modal.tcp.cold.median",
          "floor.spawn_true.median", "dask.cold.median", "t", 1, 2, 0)
+    trow("CPU worker cold start from a memory snapshot (call on a new forked worker - warm call)",
+         "modal.tcp.snapshot_cold.median", "floor.spawn_true.median", "", "t", 2, 2, 0)
     trow("(part of cold start) exec of the worker binary, exits at once",
          "modal.host.exec_self.median", "floor.spawn_true.median", "", "t", 1, 2, 0)
     row("Dask: new LocalCluster(1 worker) + first task", "-", "-", "-",
@@ -225,6 +229,8 @@ END {
     target("1 GiB round trip >= 50% of loopback TCP bandwidth", "modal.tcp.array_1GiB.bw",
            "floor.tcp_bw", 0.5, "ge", "%")
     target1("CPU cold start <= 5 ms", "modal.tcp.cold.median", 5, "le", "ms")
+    target("cold start from a memory snapshot <= 1x posix_spawn of /bin/true",
+           "modal.tcp.snapshot_cold.median", "floor.spawn_true.median", 1, "le", "x")
 }
 function verdict(ok) { return ok ? "met" : "MISSED" }
 function target(name, lk, fk, lim, op, what,   r) {

@@ -492,6 +492,21 @@ typedef struct modal_function_options {
                                  (default: no limit) */
     modal_hook enter;       /**< runs once per worker before the first call */
     modal_hook exit;        /**< runs once per worker as it shuts down */
+    /**
+     * Start workers from a memory snapshot: the runtime starts one template
+     * process per pool, runs snapshot_enter there once, and forks each new
+     * worker from it (no exec, no dynamic linking, no repeated set-up);
+     * enter then runs in each worker. Default false.
+     */
+    bool memory_snapshot;
+    /**
+     * Runs once in the template, before workers are forked from it (needs
+     * memory_snapshot). What it builds (globals, loaded files) every worker
+     * inherits. It must not start threads, open GPU contexts, keep sockets
+     * to other processes or seed per-worker randomness: a fork copies none
+     * of those correctly. Put those in enter.
+     */
+    modal_hook snapshot_enter;
 } modal_function_options;
 
 /** Signature of a function body (what MODAL_FUNCTION defines). */

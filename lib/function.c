@@ -235,6 +235,9 @@ static modal_status check_options(modal_function *fn, modal_error *err)
         if ((st = check_retry_policy(name, o->retry_policy, err)))
             return st;
     }
+    if (o->snapshot_enter != NULL && !o->memory_snapshot)
+        return BAD("function %s: .snapshot_enter is set but .memory_snapshot is not; set "
+                   ".memory_snapshot = true, or make the hook .enter", name);
     if (o->image != NULL && !valid_name(o->image, 128, ":/@+"))
         return BAD("function %s: option .image = \"%.64s\" is not a valid image name "
                    "(letters, digits and -_.:/@+, at most 128)", name, o->image);

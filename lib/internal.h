@@ -326,7 +326,10 @@ enum {
     MODAL__MSG_CALLS = 5,  /* runtime -> worker: [{call meta}...], bundle of call frames */
     MODAL__MSG_LOG = 6,    /* worker -> runtime: {"call_id","stream"}, output bytes; call_id
                             * "" for output outside calls, stream 1 stdout or 2 stderr */
-    MODAL__MSG_CANCEL = 7  /* runtime -> worker: {"call_id"}: skip that call if not started */
+    MODAL__MSG_CANCEL = 7, /* runtime -> worker: {"call_id"}: skip that call if not started */
+    MODAL__MSG_FORK = 8,   /* runtime -> template: a modal__fork_req with its fds */
+    MODAL__MSG_FORKED = 9  /* template -> runtime: {"pid"} of the new worker, or
+                            * {"error","errno"} */
 };
 #define MODAL__IPC_HEADER 24
 #define MODAL__IPC_INLINE_MAX (64 * 1024)
@@ -343,6 +346,20 @@ enum {
  * it from the pipe, so after a crash the runtime knows exactly how much of
  * what is left there it has already received. */
 #define MODAL__OUTPUT_TAKEN_SIZE 16
+/* Set to "1" for a memory-snapshot template: the process runs the
+ * function's snapshot_enter hook, says HELLO, then forks a worker for each
+ * MODAL__MSG_FORK it receives, and never serves calls itself. */
+#define MODAL__WORKER_TEMPLATE_ENV "MODAL_WORKER_TEMPLATE"
+/* A fork request is this struct, sent alone (not in the framing above)
+ * with n descriptors as SCM_RIGHTS: the new worker makes the i-th its fd
+ * targets[i] (its socket, output pipes and counters, as an exec'd worker
+ * has them), then serves as a worker. */
+#define MODAL__FORK_MAX_FDS 16
+typedef struct modal__fork_req {
+    uint32_t type; /* MODAL__MSG_FORK */
+    uint32_t n;
+    int32_t targets[MODAL__FORK_MAX_FDS];
+} modal__fork_req;
 
 /*
  * Send a message. The payload is either p/len in memory, or, when fd >= 0,

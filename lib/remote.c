@@ -231,6 +231,8 @@ static cJSON *options_json(const modal_function *fn)
     modal__json_num(j, "max_containers", OR(o->max_containers, 10));
     modal__json_num(j, "scaledown_window", OR(o->scaledown_window, 60));
     modal__json_num(j, "max_inputs", OR(o->max_inputs, 0));
+    if (o->memory_snapshot)
+        cJSON_AddBoolToObject(j, "memory_snapshot", true);
 #undef OR
     return j;
 }

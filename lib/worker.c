@@ -24,7 +24,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static struct {
@@ -432,6 +434,150 @@ static void socket_failed(int sock, modal_function *fn, const char *what)
     exit(0);
 }
 
+/* ---- memory-snapshot templates --------------------------------------- */
+
+/* Receive one fork request: its descriptors into fds, their targets into
+ * targets. Returns the number of descriptors, 0 when the runtime closed
+ * the socket, -1 on a malformed request (its descriptors closed). */
+static int fork_req_recv(int sock, int *fds, int *targets)
+{
+    modal__fork_req req;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MODAL__FORK_MAX_FDS)];
+        struct cmsghdr align;
+    } cbuf;
+    struct iovec iov = {&req, sizeof req};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+                        .msg_controllen = sizeof cbuf.buf};
+    ssize_t r;
+    do
+        r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0)
+        return 0;
+    int n = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof fd, sizeof fd);
+                if (n < MODAL__FORK_MAX_FDS)
+                    fds[n++] = fd;
+                else
+                    close(fd);
+            }
+        }
+    if (r != (ssize_t)sizeof req || req.type != MODAL__MSG_FORK || req.n != (uint32_t)n ||
+        (mh.msg_flags & MSG_CTRUNC)) {
+        for (int i = 0; i < n; i++)
+            close(fds[i]);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        targets[i] = req.targets[i];
+    return n;
+}
+
+/*
+ * Serve as a memory-snapshot template: run fn's snapshot_enter once, say
+ * HELLO (with the error, and exit, when that failed), then fork a worker
+ * for each request until the runtime closes the socket. Returns only in a
+ * forked worker, whose descriptors are then in place, as in an exec'd one.
+ *
+ * The worker is cloned with CLONE_PARENT: it is the runtime's child, as an
+ * exec'd worker is, so the runtime reaps it and reads its exit status
+ * itself, and it outlives the template. The template must be a single
+ * thread here: a fork copies only the thread that forks.
+ */
+static void template_serve(int sock, const char *name)
+{
+    /* Hold fds 4-6 (a worker's pipe ends and counters) so that files the
+     * hook opens get other numbers: a forked worker's dup2 onto them
+     * would close those files under it. */
+    for (int fd = 4; fd <= 6; fd++)
+        if (fcntl(fd, F_GETFD) < 0) {
+            int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (nul >= 0 && nul != fd) {
+                dup3(nul, fd, O_CLOEXEC);
+                close(nul);
+            }
+        }
+    modal_function *fn = modal_function_find(name);
+    modal_error err;
+    char msg[MODAL_ERROR_MESSAGE_SIZE + 128];
+    const char *error = NULL;
+    modal_status code = MODAL_OK;
+    if (fn == NULL) {
+        snprintf(msg, sizeof msg, "function \"%s\" is not registered in this executable", name);
+        error = msg;
+        code = MODAL_ENOTFOUND;
+    } else if ((code = modal_function_check(fn, &err)) != MODAL_OK) {
+        snprintf(msg, sizeof msg, "%s", err.message);
+        error = msg;
+    } else if (fn->options.snapshot_enter != NULL) {
+        modal_ctx ctx = {.fn = fn, .call_id = "snapshot_enter", .attempt = 1, .remote = true};
+        if (fn->options.snapshot_enter(&ctx) != 0) {
+            snprintf(msg, sizeof msg, "%s: snapshot_enter hook failed: %s", fn->name,
+                     ctx.failed ? ctx.message : "it returned non-zero");
+            error = msg;
+            code = MODAL_EFUNC;
+        }
+    }
+    char *meta = hello_meta(error, code);
+    fflush(stdout);
+    fflush(stderr);
+    modal_status st = modal__ipc_send(sock, MODAL__MSG_HELLO, meta, NULL, 0, -1, &err);
+    free(meta);
+    if (st != MODAL_OK || error != NULL)
+        exit(3);
+    for (;;) {
+        int fds[MODAL__FORK_MAX_FDS], targets[MODAL__FORK_MAX_FDS];
+        int n = fork_req_recv(sock, fds, targets);
+        if (n == 0)
+            exit(0); /* the runtime stopped the pool, or went away */
+        if (n < 0) {
+            modal__ipc_send(sock, MODAL__MSG_FORKED,
+                            "{\"error\":\"malformed fork request\",\"errno\":71}", NULL, 0,
+                            -1, NULL);
+            continue;
+        }
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);
+        if (pid == 0) {
+            /* The new worker: its own process group, so a timeout stops
+             * what it starts; then its descriptors, as exec gives them. */
+            setpgid(0, 0);
+            int moved[MODAL__FORK_MAX_FDS];
+            for (int i = 0; i < n; i++) {
+                moved[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 64);
+                close(fds[i]); /* its number may be another's target */
+            }
+            for (int i = 0; i < n; i++) {
+                if (moved[i] < 0 || dup2(moved[i], targets[i]) < 0) {
+                    fprintf(stderr, "modal worker: taking fd %d from the template failed: %s\n",
+                            targets[i], strerror(errno));
+                    _exit(4);
+                }
+                close(moved[i]);
+            }
+            return;
+        }
+        int e = errno;
+        for (int i = 0; i < n; i++)
+            close(fds[i]);
+        char reply[256];
+        if (pid < 0)
+            snprintf(reply, sizeof reply, "{\"error\":\"clone failed: %s\",\"errno\":%d}",
+                     strerror(e), e);
+        else
+            snprintf(reply, sizeof reply, "{\"pid\":%d}", (int)pid);
+        if (modal__ipc_send(sock, MODAL__MSG_FORKED, reply, NULL, 0, -1, &err) != MODAL_OK)
+            exit(0); /* the runtime went away; the worker sees its socket close */
+    }
+}
+
 void modal_worker_serve_if_worker(int argc, char **argv)
 {
     const char *fdstr = getenv(MODAL__WORKER_FD_ENV);
@@ -455,6 +601,13 @@ void modal_worker_serve_if_worker(int argc, char **argv)
     /* Output reaches the runtime through pipes; line buffering keeps it
      * flowing while a call runs instead of arriving at exit. */
     setvbuf(stdout, NULL, _IOLBF, 0);
+    const char *tmpl = getenv(MODAL__WORKER_TEMPLATE_ENV);
+    bool is_template = tmpl != NULL && strcmp(tmpl, "1") == 0;
+    unsetenv(MODAL__WORKER_TEMPLATE_ENV);
+    if (is_template) {
+        template_serve((int)sock, name); /* returns in each forked worker */
+        fcntl((int)sock, F_SETFD, FD_CLOEXEC);
+    }
     cap_start((int)sock);
 
     modal_function *fn = modal_function_find(name);

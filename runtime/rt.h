@@ -76,6 +76,7 @@ typedef struct rt_policy {
     int min_containers, max_containers, scaledown_window, max_inputs;
     double cpu;              /* cores each worker reserves, 0: none */
     int memory;              /* MiB each worker reserves, 0: none */
+    bool memory_snapshot;    /* workers are forks of a template (runtime/template.c) */
 } rt_policy;
 
 struct rt_pool {
@@ -250,9 +251,14 @@ void rt_sched_status(cJSON *j);
 typedef struct rt_worker_events {
     /* w said HELLO and takes calls. */
     void (*ready)(rt_worker *w);
-    /* w's enter hook failed (code MODAL_EFUNC, msg its message), or its
-     * executable cannot serve p at all (another code); w exits. */
-    void (*hello_failed)(rt_worker *w, modal_status code, const char *msg);
+    /* A worker (or template) of p could not start serving: its enter hook
+     * failed (MODAL_EFUNC, msg its message) or ran too long
+     * (MODAL_ETIMEOUT), which fails the attempt of the call it was started
+     * for; or its executable cannot serve p at all (another code), which
+     * breaks p. */
+    void (*start_refused)(rt_pool *p, modal_status code, const char *msg);
+    /* p can start workers now (its template became ready). */
+    void (*can_start)(rt_pool *p);
     /* No worker could be started for p; permanent when the executable is
      * the cause (the pool is then broken). */
     void (*start_failed)(rt_pool *p, modal_status st, const char *msg, bool permanent);
@@ -316,5 +322,22 @@ void rt_http_stop(void);
 void rt_http_call_changed(rt_call *c);
 /* m has new results or is going away: resume the requests waiting on it. */
 void rt_http_map_changed(rt_map *m);
+
+/* template.c: memory-snapshot templates (see launch.h for the launcher).
+ * All with rt.mu held. */
+struct pollfd;
+/* The event loop polls these: up to room slots, three per template. */
+size_t rt_template_slots(struct pollfd *fds, size_t room);
+size_t rt_template_count(void);
+/* Handle what poll found in the slots rt_template_slots filled (HELLO,
+ * output, death) and the start timeouts. */
+void rt_template_events(const struct pollfd *fds, size_t n, double now);
+/* Stop p's template (p is going away). */
+void rt_template_stop(rt_pool *p);
+void rt_templates_shutdown(void);
+/* worker.c: report, for the workers and templates of p, through
+ * rt_worker_events' start_refused and can_start. */
+void rt_pool_start_failed(rt_pool *p, modal_status code, const char *msg);
+void rt_pool_can_start(rt_pool *p);
 
 #endif

@@ -476,6 +476,11 @@ static int parse_policy(const cJSON *o, rt_policy *pol, modal_error *err)
     NUM(o, "cpu", pol->cpu, 0, 256, 0);
     NUM(o, "memory", pol->memory, 0, 4194304, 0);
 #undef NUM
+    const cJSON *snap = cJSON_GetObjectItemCaseSensitive(o, "memory_snapshot");
+    if (snap != NULL && !cJSON_IsBool(snap))
+        return modal__fail(err, MODAL_ECODEC,
+                           "call options: \"memory_snapshot\" must be true or false");
+    pol->memory_snapshot = cJSON_IsTrue(snap);
     return MODAL_OK;
 }
 
@@ -553,10 +558,10 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
     /* The app is part of the key: apps never share workers, so each
      * app's output lands in its own log. */
     char key[512];
-    snprintf(key, sizeof key, "%s/%s/%s/%d/%d/%g/%g/%g/%d/%d/%d/%d", art->valuestring,
+    snprintf(key, sizeof key, "%s/%s/%s/%d/%d/%g/%g/%g/%d/%d/%d/%d/%d", art->valuestring,
              app->valuestring, fn->valuestring, pol.timeout, pol.max_retries, pol.backoff,
              pol.initial_delay, pol.max_delay, pol.min_containers, pol.max_containers,
-             pol.scaledown_window, pol.max_inputs);
+             pol.scaledown_window, pol.max_inputs, (int)pol.memory_snapshot);
     /* A new pool checks its executable first, and a broken one checks it
      * again (a damaged file may be why it broke: then the file goes, and
      * the client uploads it again, which lets the pool try again). The
@@ -946,23 +951,25 @@ static void on_ready(rt_worker *w)
     rt_dispatch(w->pool);
 }
 
-static void on_hello_failed(rt_worker *w, modal_status code, const char *msg)
+static void on_start_refused(rt_pool *p, modal_status code, const char *msg)
 {
-    rt_pool *p = w->pool;
-    if (code != MODAL_EFUNC) {
+    if (code != MODAL_EFUNC && code != MODAL_ETIMEOUT) {
         /* Unknown function, invalid options: every start would fail. */
-        char full[900];
-        snprintf(full, sizeof full, "executable %.12s: %s", p->artifact, msg);
         p->broken = true;
-        pool_fail_queue(p, code, full);
+        pool_fail_queue(p, code, msg);
         return;
     }
     /* A failed enter hook fails the attempt it was started for. */
     rt_call *c;
     if (rt_queue_take(p, &c, 1) == 1) {
         c->attempt++;
-        settle_running(c, MODAL_EFUNC, msg, NULL, -1);
+        settle_running(c, code, msg, NULL, -1);
     }
+}
+
+static void on_can_start(rt_pool *p)
+{
+    rt_dispatch(p);
 }
 
 static void on_start_failed(rt_pool *p, modal_status st, const char *msg, bool permanent)
@@ -1023,7 +1030,8 @@ static void on_gone(rt_worker *w)
 
 static const rt_worker_events sched_events = {
     .ready = on_ready,
-    .hello_failed = on_hello_failed,
+    .start_refused = on_start_refused,
+    .can_start = on_can_start,
     .start_failed = on_start_failed,
     .call_ended = on_call_ended,
     .unstarted = on_unstarted,

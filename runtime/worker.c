@@ -1,9 +1,11 @@
 /*
- * worker.c: worker processes. A worker is the uploaded executable started
- * in worker mode, in a process group of its own, with a SOCK_SEQPACKET
- * socket on fd 3 and its stdout and stderr piped. The worker reads those
- * pipes itself (fds 4 and 5) and sends what they carry as LOG messages
- * tagged with the call that wrote it, in order with its RESULTs. The
+ * worker.c: worker processes. A worker is the uploaded executable in
+ * worker mode, started from a launch spec by a launcher (runtime/launch.h:
+ * an exec, or a fork of a memory-snapshot template), in a process group of
+ * its own, with a SOCK_SEQPACKET socket on fd 3 and its stdout and stderr
+ * piped. The worker reads those pipes itself (fds 4 and 5) and sends
+ * what they carry as LOG messages tagged with the call that wrote it, in
+ * order with its RESULTs. The
  * runtime keeps the read ends too: it reads them before the worker says
  * HELLO and after it died, for what the worker could not send.
  *
@@ -17,13 +19,13 @@
  * registered, after the worker's own state is up to date.
  */
 #include "rt.h"
+#include "launch.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -80,6 +82,15 @@ static int spawn_failed(rt_pool *p, const char *path, const char *what, int e)
     return -1;
 }
 
+/* /dev/null, opened once, for the workers' stdin. */
+static int devnull_fd(void)
+{
+    static int fd = -1;
+    if (fd < 0)
+        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd;
+}
+
 int rt_worker_spawn(rt_pool *p)
 {
     if (rt.stopping)
@@ -121,26 +132,18 @@ int rt_worker_spawn(rt_pool *p)
         close(outp[1]);
         return spawn_failed(p, path, "pipe2", e);
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
-    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    rt_launch_spec spec;
+    rt_launch_init(&spec);
+    rt_launch_set_path(&spec, path);
+    rt_launch_add_fd(&spec, 0, devnull_fd());
+    rt_launch_add_fd(&spec, 1, outp[1]);
+    rt_launch_add_fd(&spec, 2, errp[1]);
+    rt_launch_add_fd(&spec, 3, sv[1]);
     /* The read ends, for the worker to capture its own output. */
-    posix_spawn_file_actions_adddup2(&fa, outp[0], 4);
-    posix_spawn_file_actions_adddup2(&fa, errp[0], 5);
-    posix_spawn_file_actions_adddup2(&fa, takenfd, 6);
-    posix_spawnattr_t at;
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&at, 0);
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
+    rt_launch_add_fd(&spec, 4, outp[0]);
+    rt_launch_add_fd(&spec, 5, errp[0]);
+    rt_launch_add_fd(&spec, 6, takenfd);
+    spec.new_pgrp = true;
     char fnvar[160], urlvar[640], tokvar[PATH_MAX + 32];
     snprintf(fnvar, sizeof fnvar, "MODAL_WORKER_FUNCTION=%s", p->fn);
     /* Nested calls from the function reach this runtime. */
@@ -157,12 +160,17 @@ int rt_worker_spawn(rt_pool *p)
             extra[5] = pinvar;
     }
     char **env = modal__env_inherited_list(extra);
-    char *argv[] = {path, NULL};
-    pid_t pid = -1;
-    int rc = env != NULL ? posix_spawn(&pid, path, &fa, &at, argv, env) : ENOMEM;
+    for (size_t i = 0; env != NULL && env[i] != NULL; i++)
+        rt_launch_add_env(&spec, env[i]);
+    if (env == NULL)
+        spec.alloc_failed = true;
     free(env);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
+    const rt_launcher *launcher = p->pol.memory_snapshot ? &rt_launcher_snapshot
+                                                         : &rt_launcher_exec;
+    pid_t pid = -1;
+    rt_launch_error lerr;
+    int rc = launcher->start(p, &spec, &pid, &lerr);
+    rt_launch_free(&spec);
     close(sv[1]);
     close(outp[1]);
     close(errp[1]);
@@ -172,7 +180,8 @@ int rt_worker_spawn(rt_pool *p)
         close(sv[0]);
         close(outp[0]);
         close(errp[0]);
-        return spawn_failed(p, path, "posix_spawn", rc);
+        /* 1: its template is starting; the pool is dispatched when it is ready. */
+        return rc > 0 ? -1 : spawn_failed(p, path, lerr.step, lerr.err);
     }
     rt_worker *w = calloc(1, sizeof *w);
     if (w == NULL) {
@@ -200,7 +209,8 @@ int rt_worker_spawn(rt_pool *p)
     p->nworkers++;
     p->nstarting++;
     rt.running_workers++;
-    rt_log(1, "started worker %d for %s (%.12s)", (int)pid, p->fn, p->artifact);
+    rt_log(1, "started worker %d for %s (%.12s, by %s)", (int)pid, p->fn, p->artifact,
+           launcher->name);
     rt_wake();
     return 0;
 }
@@ -679,6 +689,16 @@ static bool worker_died(rt_worker *w)
     return true;
 }
 
+void rt_pool_start_failed(rt_pool *p, modal_status code, const char *msg)
+{
+    ev->start_refused(p, code, msg);
+}
+
+void rt_pool_can_start(rt_pool *p)
+{
+    ev->can_start(p);
+}
+
 static void handle_hello(rt_worker *w, cJSON *meta)
 {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(meta, "error");
@@ -690,7 +710,13 @@ static void handle_hello(rt_worker *w, cJSON *meta)
         const cJSON *jc = cJSON_GetObjectItemCaseSensitive(meta, "code");
         modal_status code = cJSON_IsString(jc) ? modal__status_from_name(jc->valuestring)
                                                : MODAL_EFUNC;
-        ev->hello_failed(w, code, e->valuestring);
+        if (code != MODAL_EFUNC) {
+            char msg[900];
+            snprintf(msg, sizeof msg, "executable %.12s: %s", p->artifact, e->valuestring);
+            rt_pool_start_failed(p, code, msg);
+        } else {
+            rt_pool_start_failed(p, code, e->valuestring);
+        }
         return;
     }
     w->state = RT_W_READY;
@@ -857,6 +883,7 @@ void rt_workers_shutdown(void)
             rt_worker_kill(w, "the runtime is shutting down");
         }
     }
+    rt_templates_shutdown();
 }
 
 /* What a poll slot watches. */
@@ -872,7 +899,7 @@ void *rt_loop(void *arg)
     for (;;) {
         if (rt.stopping && rt.workers == NULL)
             break;
-        size_t need = 1 + 4 * (size_t)rt.running_workers + 4;
+        size_t need = 1 + 4 * (size_t)rt.running_workers + 4 + 3 * rt_template_count();
         if (need > cap) {
             cap = need * 2;
             fds = realloc(fds, cap * sizeof *fds);
@@ -903,6 +930,8 @@ void *rt_loop(void *arg)
             }
         }
 #undef SLOT
+        size_t tslots = n;
+        n += rt_template_slots(fds + n, cap - n);
         double now = rt_now();
         double next = ev->next_timer(now);
         for (rt_worker *w = rt.workers; w; w = w->next)
@@ -923,7 +952,7 @@ void *rt_loop(void *arg)
         }
         /* A worker may be freed while handling a slot, so each is looked
          * up again. */
-        for (size_t i = 1; i < n; i++) {
+        for (size_t i = 1; i < tslots; i++) {
             if (!fds[i].revents)
                 continue;
             rt_worker *w = rt.workers;
@@ -962,6 +991,7 @@ void *rt_loop(void *arg)
                 worker_died(w);
         }
         now = rt_now();
+        rt_template_events(fds + tslots, n - tslots, now);
         check_timers(now);
         ev->tick(now);
     }

@@ -255,7 +255,8 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
                                MODAL__FN_HINT);
     }
     const char *artifact;
-    modal_status st = modal__remote_prepare(fn, inputs, "map input", &artifact, err);
+    char spec_id[65] = "";
+    modal_status st = modal__remote_prepare(fn, inputs, "map input", &artifact, spec_id, err);
     if (st != MODAL_OK) {
         modal_value_free(inputs);
         return st;
@@ -281,16 +282,18 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
     modal__enc enc;
     modal__http_resp resp;
     for (int attempt = 0;; attempt++) {
-        st = modal__msg_build(modal__call_envelope(fn, artifact, NULL), "args", NULL, &enc, err);
+        st = modal__msg_build(modal__call_envelope(spec_id, NULL), "args", NULL, &enc, err);
         if (st != MODAL_OK)
             goto out;
         modal__http_req req = {.method = "POST", .path = "/v1/maps", .enc = &enc,
                                .content_type = "application/x-modal-frame", .timeout = 60};
         st = modal__http(&req, &resp, err);
         modal__enc_free(&enc);
-        if (st == MODAL_OK || attempt > 0 || !modal__artifact_refused(st, err, artifact))
+        if (st == MODAL_OK || attempt > 0 ||
+            !(modal__artifact_refused(st, err, artifact) || modal__spec_refused(st, err, spec_id)))
             break;
-        if ((st = modal__remote_prepare(fn, inputs, "map input", &artifact, err)) != MODAL_OK)
+        if ((st = modal__remote_prepare(fn, inputs, "map input", &artifact, spec_id, err)) !=
+            MODAL_OK)
             goto out;
     }
     if (st == MODAL_OK) {

@@ -292,6 +292,7 @@ static void handle_health(rt_hreq *r)
     pthread_mutex_lock(&rt.mu);
     cJSON_AddNumberToObject(j, "workers", rt.running_workers);
     cJSON_AddNumberToObject(j, "calls", (double)rt.ncalls);
+    cJSON_AddItemToObject(j, "pools", rt_pools_status());
     pthread_mutex_unlock(&rt.mu);
     cJSON_AddNumberToObject(j, "gpus", 0);
     send_json(r, 200, j);
@@ -680,6 +681,8 @@ static void route(hctx *h)
         handle_maps(h, url + 9);
     else if (strncmp(url, "/v1/apps/", 9) == 0)
         handle_app_logs(r, url + 9);
+    else if (strcmp(url, "/v1/functions") == 0)
+        rt_http_functions(r, h->body);
     else
         rt_hreq_error(r, 404, MODAL_ENOTFOUND, "no route %s %.200s", rt_hreq_method(r), url);
 }

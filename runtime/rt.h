@@ -58,7 +58,9 @@ typedef struct rt_policy {
 } rt_policy;
 
 struct rt_pool {
-    char key[512];           /* artifact/app/fn/options */
+    char key[65];            /* its identity: the id (hash) of its spec */
+    const modal__spec *spec; /* registered (specs.c); lives as long as the runtime */
+    size_t refs;             /* calls and maps that point at it */
     char artifact[65];
     char fn[128];
     char app[128];
@@ -213,6 +215,20 @@ double rt_next_timer(double now);
 modal__buf *rt_error_frame(const rt_call *c, modal_status st, const char *msg);
 void rt_call_append_log(rt_call *c, const char *p, size_t len);
 
+/* specs.c: registered function specs (rt.mu held). */
+/* Parse and check the spec object obj (what names it in errors: "function
+ * spec", "call frame"), register it unless it is already, and give the
+ * registered spec and its id (the hash of its canonical form). */
+modal_status rt_spec_register(const cJSON *obj, const char *what, const modal__spec **out,
+                              char id[65], modal_error *err);
+/* The spec registered under id, or NULL. */
+const modal__spec *rt_spec_find(const char *id);
+/* MODAL_OK when this runtime can serve s; otherwise the refusal of the
+ * first option it cannot serve yet (gpu, volumes, secrets, image). */
+modal_status rt_spec_servable(const modal__spec *s, modal_error *err);
+/* The pools, as a JSON list for the status endpoint. */
+cJSON *rt_pools_status(void);
+
 /* worker.c */
 int rt_worker_spawn(rt_pool *p);
 /* Send n calls to w in one message (n >= 1). */
@@ -253,5 +269,8 @@ void rt_http_stop(void);
 void rt_http_call_changed(rt_call *c);
 /* m has new results or is going away: resume the requests waiting on it. */
 void rt_http_map_changed(rt_map *m);
+/* http_functions.c: POST /v1/functions, the registration of a spec. */
+struct rt_hreq;
+void rt_http_functions(struct rt_hreq *r, const modal__buf *body);
 
 #endif

@@ -1,0 +1,125 @@
+/*
+ * specs.c: the function specs registered with this runtime. A client
+ * registers a function's spec (artifact, app, name, options) once, with
+ * POST /v1/functions; calls and maps then name it by its id, the SHA-256 of
+ * its canonical form (lib/spec.c), which is also the identity of the pool
+ * of workers that serves it. Specs stay registered for the runtime's
+ * lifetime; a pool comes and goes with its work. Everything here runs with
+ * rt.mu held, and is memory work only.
+ */
+#include "rt.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define BUCKETS 4096
+#define MAX_SPECS 65536 /* about 40 MiB of specs at most */
+
+typedef struct spec_entry {
+    char id[65];
+    modal__spec spec;
+    struct spec_entry *next;
+} spec_entry;
+
+static spec_entry *table[BUCKETS];
+static size_t nspecs;
+
+static size_t bucket(const char *id)
+{
+    /* The id is a hash already: its first hex digits spread evenly. */
+    return (size_t)strtoul((char[]){id[0], id[1], id[2], '\0'}, NULL, 16) % BUCKETS;
+}
+
+const modal__spec *rt_spec_find(const char *id)
+{
+    if (!rt_valid_sha(id))
+        return NULL;
+    for (spec_entry *e = table[bucket(id)]; e != NULL; e = e->next)
+        if (strcmp(e->id, id) == 0)
+            return &e->spec;
+    return NULL;
+}
+
+modal_status rt_spec_register(const cJSON *obj, const char *what, const modal__spec **out,
+                              char id[65], modal_error *err)
+{
+    modal__spec s;
+    modal_status st = modal__spec_parse(obj, what, &s, err);
+    if (st != MODAL_OK)
+        return st;
+    if (modal__spec_hash(&s, id) != 0) {
+        modal__spec_clear(&s);
+        return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
+    }
+    if ((*out = rt_spec_find(id)) != NULL) {
+        modal__spec_clear(&s);
+        return MODAL_OK;
+    }
+    if (nspecs >= MAX_SPECS) {
+        modal__spec_clear(&s);
+        return modal__fail(err, MODAL_ELIMIT, "this runtime holds %d function specs already, "
+                           "its limit; restart it to forget them", MAX_SPECS);
+    }
+    spec_entry *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        abort(); /* the daemon may abort on out-of-memory */
+    memcpy(e->id, id, 65);
+    e->spec = s; /* the entry owns what s held */
+    size_t b = bucket(id);
+    e->next = table[b];
+    table[b] = e;
+    nspecs++;
+    rt_log(0, "registered spec %.12s: %s of app %s from %.12s", id, s.fn, s.app, s.artifact);
+    *out = &e->spec;
+    return MODAL_OK;
+}
+
+/*
+ * Options this runtime cannot serve yet are refused when a call needs a
+ * pool, naming the feature and the value the function asked for, so the
+ * user knows which option to drop. Registering such a spec succeeds: a
+ * runtime that can serve it later will take the same spec.
+ */
+modal_status rt_spec_servable(const modal__spec *s, modal_error *err)
+{
+    if (s->gpu[0] != '\0')
+        return modal__fail(err, MODAL_EGPU,
+                           "%s requests gpu \"%s\", but this runtime has no GPU placement yet; "
+                           "run it on a runtime with GPUs or drop the .gpu option", s->fn, s->gpu);
+    if (s->volumes != NULL && s->volumes->child != NULL) {
+        const cJSON *v = s->volumes->child;
+        const cJSON *vname = cJSON_GetObjectItemCaseSensitive(v, "name");
+        return modal__fail(err, MODAL_EOPTION,
+                           "%s: volume \"%.64s\" at %.200s: this runtime does not provide "
+                           "volumes yet; drop the .volumes option or use a runtime that "
+                           "provides them", s->fn,
+                           cJSON_IsString(vname) ? vname->valuestring : "(unnamed)", v->string);
+    }
+    if (s->secrets != NULL && s->secrets->child != NULL)
+        return modal__fail(err, MODAL_EOPTION,
+                           "%s: secret \"%.64s\": this runtime does not provide secrets yet; "
+                           "drop the .secrets option or use a runtime that provides them",
+                           s->fn, s->secrets->child->valuestring);
+    if (s->image != NULL)
+        return modal__fail(err, MODAL_EOPTION,
+                           "%s: image \"%.128s\": this runtime does not provide images yet; "
+                           "drop the .image option to run on the runtime host's own system",
+                           s->fn, s->image);
+    return MODAL_OK;
+}
+
+cJSON *rt_pools_status(void)
+{
+    cJSON *list = cJSON_CreateArray();
+    for (rt_pool *p = rt.pools; list != NULL && p != NULL; p = p->next) {
+        cJSON *j = cJSON_CreateObject();
+        if (j == NULL || !cJSON_AddItemToArray(list, j))
+            abort();
+        cJSON_AddStringToObject(j, "spec", p->key);
+        cJSON_AddStringToObject(j, "fn", p->fn);
+        cJSON_AddStringToObject(j, "app", p->app);
+        cJSON_AddNumberToObject(j, "workers", p->nworkers);
+        cJSON_AddNumberToObject(j, "queued", (double)p->queued);
+    }
+    return list;
+}

@@ -493,7 +493,11 @@ modal_status modal__spec_parse(const cJSON *env, const char *what, modal__spec *
 
 /* ---- canonical form and identity ------------------------------------------------- */
 
-#define OUT_INT(n) ok = ok && modal__json_num(o, #n, s->n) == 0;
+/* Numbers go through cJSON's own printing (not modal__json_num's raw
+ * text), so the object can be read back as it is and its text, whoever
+ * prints it, is the same for the same spec. */
+
+#define OUT_INT(n) ok = ok && cJSON_AddNumberToObject(o, #n, s->n) != NULL;
 #define OUT_RETRIES(n)
 #define OUT_REAL(n) ok = ok && cJSON_AddNumberToObject(o, #n, s->n) != NULL;
 #define OUT_BOOL(n) ok = ok && cJSON_AddBoolToObject(o, #n, s->n) != NULL;
@@ -509,7 +513,7 @@ modal_status modal__spec_parse(const cJSON *env, const char *what, modal__spec *
     }
 #define OUT_MOUNTS(n) OUT_LIST(n, cJSON_CreateObject)
 #define OUT_SECRETS(n) OUT_LIST(n, cJSON_CreateArray)
-#define OUTP_INT(n) ok = ok && modal__json_num(p, #n, s->retry_policy.n) == 0;
+#define OUTP_INT(n) ok = ok && cJSON_AddNumberToObject(p, #n, s->retry_policy.n) != NULL;
 #define OUTP_REAL(n) ok = ok && cJSON_AddNumberToObject(p, #n, s->retry_policy.n) != NULL;
 #define OUTP_ROW(n, kind, ...) OUTP_##kind(n)
 #define OUT_POLICY(n)                                                                        \
@@ -525,7 +529,7 @@ modal_status modal__spec_parse(const cJSON *env, const char *what, modal__spec *
 cJSON *modal__spec_json(const modal__spec *s)
 {
     cJSON *j = cJSON_CreateObject();
-    bool ok = j != NULL && modal__json_num(j, "v", 1) == 0 &&
+    bool ok = j != NULL && cJSON_AddNumberToObject(j, "v", 1) &&
               cJSON_AddStringToObject(j, "artifact", s->artifact) &&
               cJSON_AddStringToObject(j, "app", s->app) && cJSON_AddStringToObject(j, "fn", s->fn);
     cJSON *o = ok ? cJSON_AddObjectToObject(j, "options") : NULL;

@@ -277,11 +277,12 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
         goto out;
     }
 
-    /* Create the map on the runtime; when it lost the executable, upload
-     * it again, once. */
+    /* Create the map on the runtime; when it lost the function's spec or
+     * the executable, register or upload it again, each once. */
     modal__enc enc;
     modal__http_resp resp;
-    for (int attempt = 0;; attempt++) {
+    bool spec_again = false, artifact_again = false;
+    for (;;) {
         st = modal__msg_build(modal__call_envelope(spec_id, NULL), "args", NULL, &enc, err);
         if (st != MODAL_OK)
             goto out;
@@ -289,8 +290,11 @@ static modal_status run_map(modal_function *fn, modal_value *inputs, int star,
                                .content_type = "application/x-modal-frame", .timeout = 60};
         st = modal__http(&req, &resp, err);
         modal__enc_free(&enc);
-        if (st == MODAL_OK || attempt > 0 ||
-            !(modal__artifact_refused(st, err, artifact) || modal__spec_refused(st, err, spec_id)))
+        if (st != MODAL_OK && !spec_again && modal__spec_refused(st, err, spec_id))
+            spec_again = true;
+        else if (st != MODAL_OK && !artifact_again && modal__artifact_refused(st, err, artifact))
+            artifact_again = true;
+        else
             break;
         if ((st = modal__remote_prepare(fn, inputs, "map input", &artifact, spec_id, err)) !=
             MODAL_OK)

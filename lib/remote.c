@@ -238,13 +238,20 @@ static modal_status submit(modal_function *fn, modal_value *args, double wait, m
     modal_error local; /* the refusal is recognised by its message */
     if (err == NULL)
         err = &local;
-    modal_status st = submit_once(fn, args, wait, c, resp, &artifact, spec_id, err);
-    /* The runtime lost the executable (removed, or found damaged), or the
-     * function's spec (restarted): upload or register it again, once. */
-    if (st != MODAL_OK && (modal__artifact_refused(st, err, artifact) ||
-                           modal__spec_refused(st, err, spec_id)))
-        st = submit_once(fn, args, wait, c, resp, &artifact, spec_id, err);
-    return st;
+    /* The runtime lost the function's spec (it restarted) or the
+     * executable (removed, found damaged, or a restart with a new state
+     * directory): register or upload it again, each once. A restarted
+     * runtime can have lost both, and says so one at a time. */
+    bool spec_again = false, artifact_again = false;
+    for (;;) {
+        modal_status st = submit_once(fn, args, wait, c, resp, &artifact, spec_id, err);
+        if (st != MODAL_OK && !spec_again && modal__spec_refused(st, err, spec_id))
+            spec_again = true;
+        else if (st != MODAL_OK && !artifact_again && modal__artifact_refused(st, err, artifact))
+            artifact_again = true;
+        else
+            return st;
+    }
 }
 
 modal_status modal_fn_remote(modal_function *fn, modal_value *args, modal_value **result,

@@ -10,6 +10,10 @@
  */
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 MODAL_APP("itest-specs");
 
 MODAL_FUNCTION(spec_echo, .timeout = 30)
@@ -259,6 +263,68 @@ static void test_idle_pool_freed(void **state)
     assert_string_equal(first, again);
 }
 
+/* A free loopback port (bound, read, closed). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/*
+ * A runtime that restarts at the same address, with a new state directory,
+ * has forgotten both the function's spec and the executable. The client
+ * only knows it registered and uploaded them there; its next call is
+ * refused for the unknown spec, then for the missing executable, and it
+ * registers and uploads again and succeeds, with no error for the program.
+ */
+static void test_restarted_runtime_gets_spec_again(void **state)
+{
+    char port_arg[64], url[64], old_url[PATH_MAX + 16], old_token[256];
+    snprintf(old_url, sizeof old_url, "%s", getenv("MODAL_RUNTIME_URL"));
+    snprintf(old_token, sizeof old_token, "%s", getenv("MODAL_TOKEN"));
+    int port = free_port();
+    snprintf(port_arg, sizeof port_arg, "tcp:127.0.0.1:%d", port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+    const char *const args[] = {"--listen", port_arg, NULL};
+    modal_error err;
+    modal_value *out = NULL;
+    int64_t v = 0;
+
+    harness a, b;
+    assert_int_equal(harness_start_with(&a, args, false), 0);
+    setenv("MODAL_RUNTIME_URL", url, 1);
+    setenv("MODAL_TOKEN", a.token, 1);
+    assert_ok(modal_fn_remote(&spec_echo, modal_args(modal_int(7)), &out, &err), err);
+    assert_ok(modal_get_int(out, &v, &err), err);
+    assert_int_equal(v, 7);
+    modal_value_free(out);
+    harness_stop(&a);
+
+    assert_int_equal(harness_start_with(&b, args, false), 0);
+    setenv("MODAL_TOKEN", b.token, 1);
+    assert_ok(modal_fn_remote(&spec_echo, modal_args(modal_int(8)), &out, &err), err);
+    assert_ok(modal_get_int(out, &v, &err), err);
+    assert_int_equal(v, 8);
+    modal_value_free(out);
+    /* A map finds its way the same way after another restart. */
+    harness_stop(&b);
+    assert_int_equal(harness_start_with(&b, args, false), 0);
+    setenv("MODAL_TOKEN", b.token, 1);
+    assert_ok(modal_fn_map(&spec_echo, modal_args(modal_int(1), modal_int(2)), NULL, &out, &err),
+              err);
+    assert_int_equal(modal_value_len(out), 2);
+    modal_value_free(out);
+    harness_stop(&b);
+    setenv("MODAL_RUNTIME_URL", old_url, 1);
+    setenv("MODAL_TOKEN", old_token, 1);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -268,6 +334,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unknown_spec_refused),
         cmocka_unit_test(test_route_refusals),
         cmocka_unit_test(test_idle_pool_freed),
+        cmocka_unit_test(test_restarted_runtime_gets_spec_again),
     };
     return cmocka_run_group_tests_name("specs", tests, harness_group_setup,
                                        harness_group_teardown) != 0;

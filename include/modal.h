@@ -476,8 +476,8 @@ typedef struct modal_mount {
 
 /*
  * The fields of a retry policy, in the same form. A zero REAL field takes
- * its default; the library, the runtime and docs/api.md read the range of
- * initial_delay (0.001 to 60 seconds) from here.
+ * its default, so no delay of 0 can be asked for in C: the library and
+ * the runtime both hold initial_delay and max_delay to 0.001..60 seconds.
  */
 #define MODAL__RETRY_MAP(X)                                                    \
     X(max_retries, INT, 0, 0, 10, "", "retries after the first attempt")      \

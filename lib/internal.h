@@ -580,8 +580,6 @@ typedef struct modal__spec {
 void modal__spec_init(modal__spec *s);
 /* Free what s owns (image, volumes, secrets) and set it to defaults. */
 void modal__spec_clear(modal__spec *s);
-/* Copy src into dst (dst uninitialised); MODAL_ENOMEM on failure. */
-modal_status modal__spec_copy(modal__spec *dst, const modal__spec *src, modal_error *err);
 /*
  * The library's check: resolve the options of function fn into s (which
  * the caller has modal__spec_init'ed and later clears), failing with

@@ -45,20 +45,6 @@ void modal__spec_clear(modal__spec *s)
     modal__spec_init(s);
 }
 
-modal_status modal__spec_copy(modal__spec *dst, const modal__spec *src, modal_error *err)
-{
-    *dst = *src;
-    dst->image = src->image != NULL ? modal__strdup(src->image) : NULL;
-    dst->volumes = src->volumes != NULL ? cJSON_Duplicate(src->volumes, 1) : NULL;
-    dst->secrets = src->secrets != NULL ? cJSON_Duplicate(src->secrets, 1) : NULL;
-    if ((src->image && !dst->image) || (src->volumes && !dst->volumes) ||
-        (src->secrets && !dst->secrets)) {
-        modal__spec_clear(dst);
-        return modal__fail(err, MODAL_ENOMEM, "out of memory copying the spec of %s", src->fn);
-    }
-    return MODAL_OK;
-}
-
 /* ---- the checks shared by both sides ------------------------------------------ */
 
 /*

@@ -1,11 +1,11 @@
 /*
  * function.c: the registry MODAL_FUNCTION fills at program start, the app
- * name, and validation of function options.
+ * name, and the first check of each function (its name, and its options
+ * through the option table, lib/spec.c), remembered.
  */
 #include "internal.h"
 
 #include <errno.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -244,7 +244,9 @@ modal_status modal_function_check(modal_function *fn, modal_error *err)
     if (!node->checked) {
         modal__ok(&node->check_error);
         check_options(node, &node->check_error);
-        node->checked = true;
+        /* A check that ran out of memory is not the function's fault:
+         * the next use checks again. */
+        node->checked = node->check_error.code != MODAL_ENOMEM;
     }
     modal_error copy = node->check_error;
     pthread_mutex_unlock(&reg_lock);

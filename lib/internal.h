@@ -546,7 +546,7 @@ modal_status modal__pem_cert_pin(const char *pem, char out[MODAL__PIN_SIZE], mod
  * MODAL_EINVAL naming the value otherwise. */
 modal_status modal__pin_check(const char *pins, modal_error *err);
 
-/* ---- function specs (lib/spec.c) ---------------------------------- */
+/* ---- function specs (lib/spec.c, lib/register.c) ------------------ */
 
 /*
  * A function spec: what a pool of workers is for. The artifact, app and
@@ -602,7 +602,7 @@ cJSON *modal__spec_json(const modal__spec *s);
 /* The spec's identity: SHA-256 (hex) of its canonical JSON text. -1 when
  * out of memory. */
 int modal__spec_hash(const modal__spec *s, char out[65]);
-/* Library side of registration (lib/spec.c): the spec id of fn, running
+/* Registration (lib/register.c): the spec id of fn, running
  * from artifact, registered with the runtime (POST /v1/functions) unless
  * it was already. */
 modal_status modal__spec_ensure(modal_function *fn, const char *artifact, char id[65],

@@ -3,7 +3,8 @@
  * function's spec once. The body is the spec as JSON ({"v": 1, "artifact",
  * "app", "fn", "options"}); the answer is its id, {"spec": "<64 hex>"},
  * which calls and maps then carry instead of the spec. Registering the same
- * spec again answers the same id.
+ * spec again answers the same id. The spec is kept in the state directory,
+ * so a restarted runtime still knows it.
  */
 #include "rt.h"
 #include "httpd.h"
@@ -48,6 +49,7 @@ void rt_http_functions(rt_hreq *r, const modal__buf *body)
         rt_hreq_error(r, status_for(st), st, "%s", err.message);
         return;
     }
+    rt_spec_store(id, spec);
     char answer[96];
     int n = snprintf(answer, sizeof answer, "{\"spec\":\"%s\"}", id);
     rt_hreq_send(r, 200, "application/json", NULL, answer, (size_t)n);

@@ -228,6 +228,11 @@ const modal__spec *rt_spec_find(const char *id);
 modal_status rt_spec_servable(const modal__spec *s, modal_error *err);
 /* The pools, as a JSON list for the status endpoint. */
 cJSON *rt_pools_status(void);
+/* Keep a registered spec in <state>/specs/<id>.json unless it is there
+ * already. Without rt.mu: it writes a file. */
+void rt_spec_store(const char *id, const modal__spec *spec);
+/* At startup: register the specs kept there (takes rt.mu). */
+void rt_specs_load(void);
 
 /* worker.c */
 int rt_worker_spawn(rt_pool *p);

@@ -38,12 +38,14 @@ static char *spec_text(const char *sha, const char *fn, const char *options)
     return s;
 }
 
-/* POST a spec; returns the status and fills id (or code and message). */
-static long register_spec(const char *text, char id[65], char *code, char *msg, size_t msgsz)
+/* POST a spec to the runtime at url; returns the status and fills id (or
+ * code and message). */
+static long register_spec_at(const char *url, const char *token, const char *text, char id[65],
+                             char *code, char *msg, size_t msgsz)
 {
     long status = 0;
     char *resp = NULL;
-    harness_http_url(rt.url, "POST", "/v1/functions", rt.token, text, strlen(text),
+    harness_http_url(url, "POST", "/v1/functions", token, text, strlen(text),
                      "application/json", &status, &resp, NULL);
     id[0] = '\0';
     if (status == 200) {
@@ -60,9 +62,15 @@ static long register_spec(const char *text, char id[65], char *code, char *msg, 
     return status;
 }
 
-/* POST a call naming spec id with args [x]; returns the HTTP status, the
- * body in *resp (free it) and its length. */
-static long call_by_id(const char *id, int64_t x, char **resp, size_t *rlen)
+static long register_spec(const char *text, char id[65], char *code, char *msg, size_t msgsz)
+{
+    return register_spec_at(rt.url, rt.token, text, id, code, msg, msgsz);
+}
+
+/* POST a call naming spec id with args [x] to the runtime at url; returns
+ * the HTTP status, the body in *resp (free it) and its length. */
+static long call_by_id_at(const char *url, const char *token, const char *id, int64_t x,
+                          char **resp, size_t *rlen)
 {
     char call_id[40];
     long status = 0;
@@ -77,9 +85,15 @@ static long call_by_id(const char *id, int64_t x, char **resp, size_t *rlen)
     modal_error err;
     assert_ok(harness_frame(env, "args", args, &frame, &flen, &err), err);
     modal_value_free(args);
-    harness_http(&rt, "POST", "/v1/calls?wait=30", rt.token, frame, flen, &status, resp, rlen);
+    harness_http_url(url, "POST", "/v1/calls?wait=30", token, frame, flen, NULL, &status, resp,
+                     rlen);
     free(frame);
     return status;
+}
+
+static long call_by_id(const char *id, int64_t x, char **resp, size_t *rlen)
+{
+    return call_by_id_at(rt.url, rt.token, id, x, resp, rlen);
 }
 
 /* The pools GET /v1/health reports, as JSON (delete it). */
@@ -325,6 +339,59 @@ static void test_restarted_runtime_gets_spec_again(void **state)
     setenv("MODAL_TOKEN", old_token, 1);
 }
 
+/*
+ * A spec registered with POST /v1/functions is kept in the state directory:
+ * a runtime restarted on it answers a call by that id at once, with no new
+ * registration.
+ */
+static void test_specs_kept_across_restart(void **state)
+{
+    harness h;
+    char sha[65], id[65], sock[PATH_MAX + 32], url[PATH_MAX + 40], status_s[32], msg[512];
+    assert_int_equal(harness_start_with(&h, NULL, false), 0);
+    assert_int_equal(harness_upload_self(&h, sha), 0);
+    char *t = spec_text(sha, "spec_echo", "{\"timeout\":30}");
+    assert_int_equal(register_spec_at(h.url, h.token, t, id, NULL, NULL, 0), 200);
+    free(t);
+    harness_kill(&h); /* SIGKILL: nothing is written at exit */
+
+    snprintf(sock, sizeof sock, "%s/again.sock", h.dir);
+    snprintf(url, sizeof url, "unix:%s", sock);
+    char listen[PATH_MAX + 40];
+    snprintf(listen, sizeof listen, "unix:%s", sock);
+    /* If the test fails half-way, the runtime stops by itself once idle,
+     * and holds none of this process's output pipes meanwhile. */
+    char *const argv[] = {(char *)harness_runtime_bin(), "--state-dir", h.dir, "--listen",
+                          listen, "--idle-exit", "20", NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    for (double end = harness_now() + HARNESS_START_SECONDS;
+         access(sock, F_OK) != 0 && harness_now() < end;)
+        harness_sleep(0.02);
+    assert_int_equal(harness_health_pid(url, h.token), (long)pid);
+
+    char *resp = NULL;
+    size_t rlen = 0;
+    long status = call_by_id_at(url, h.token, id, 9, &resp, &rlen);
+    if (status != 200)
+        print_error("status %ld, body %s\n", status, resp);
+    assert_int_equal(status, 200);
+    modal_error err;
+    assert_ok(harness_result_status(resp, rlen, status_s, sizeof status_s, msg, sizeof msg, &err),
+              err);
+    assert_string_equal(status_s, "OK");
+    free(resp);
+
+    kill(pid, SIGTERM);
+    assert_true(harness_wait_pid(pid, HARNESS_STOP_SECONDS) != -1);
+    harness_stop(&h);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -335,6 +402,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_route_refusals),
         cmocka_unit_test(test_idle_pool_freed),
         cmocka_unit_test(test_restarted_runtime_gets_spec_again),
+        cmocka_unit_test(test_specs_kept_across_restart),
     };
     return cmocka_run_group_tests_name("specs", tests, harness_group_setup,
                                        harness_group_teardown) != 0;

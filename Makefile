@@ -103,7 +103,7 @@ $(BUILD)/bindir.stamp: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(BINDIR)' | cmp -s - $@ || echo '$(BINDIR)' > $@
 $(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
-$(addprefix $(BUILD)/obj/lib/,client.o conn.o map.o remote.o): lib/conn.h
+$(addprefix $(BUILD)/obj/lib/,client.o conn.o map.o register.o remote.o): lib/conn.h
 # Every object may use the protocol header (internal.h includes it).
 $(LIB_OBJ) $(RT_OBJ): lib/protocol.h
 .PHONY: FORCE

@@ -425,13 +425,74 @@ typedef struct modal_mount {
  */
 #define MODAL_SECRETS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
+/*
+ * Every function option, written once. Each row is
+ *
+ *     X(name, kind, default, low, high, unit, doc)
+ *
+ * and this table alone drives the library's checks of MODAL_FUNCTION
+ * options, the spec the library sends to the runtime, the runtime's
+ * parsing of that spec (same checks, same messages) and the spec's
+ * canonical hash. docs/architecture/spec.md says how to add a row.
+ *
+ * Kinds: INT (an int; MODAL_OPTION_UNSET, the value MODAL_FUNCTION starts
+ * it with, means the default), REAL (a double; 0 means the default), BOOL,
+ * HOOK (a modal_hook; NULL for none), GPU (a GPU request string, see
+ * .gpu), IMAGE, MOUNTS, SECRETS (names checked by their own rules),
+ * RETRIES (an INT whose value becomes retry_policy.max_retries) and POLICY
+ * (a pointer to a modal_retries, whose fields are MODAL__RETRY_MAP).
+ * A numeric option set explicitly must lie within [low, high]; the
+ * default is always valid, also where it lies outside (0 = none or no
+ * limit).
+ */
+#define MODAL__OPTION_MAP(X)                                                   \
+    X(gpu, GPU, 0, 0, 0, "",                                                   \
+      "GPU request: \"H100\", \"h100:4\", \"H100!\", \"any\" or an ordered "      \
+      "fallback list \"H100, A100-80GB\"; NULL or \"\" for none")              \
+    X(cpu, REAL, 0, 0.125, 256, "cores",                                       \
+      "CPU cores reserved for each worker; 0 reserves none")                  \
+    X(memory, INT, 0, 0, 4194304, "MiB",                                      \
+      "memory reserved for each worker; 0 reserves none")                     \
+    X(image, IMAGE, 0, 0, 0, "", "image name; NULL runs on the host's system") \
+    X(volumes, MOUNTS, 0, 0, 0, "", "volume mounts, MODAL_MOUNTS(...)")        \
+    X(secrets, SECRETS, 0, 0, 0, "", "secret names, MODAL_SECRETS(...)")       \
+    X(retries, RETRIES, 0, 0, 10, "",                                          \
+      "retries with the default policy; excludes .retry_policy")              \
+    X(retry_policy, POLICY, 0, 0, 0, "", "retry policy, MODAL_RETRIES(...)")   \
+    X(timeout, INT, 300, 1, 86400, "seconds", "time one attempt may run")     \
+    X(min_containers, INT, 0, 0, 100, "", "warm workers kept while idle")     \
+    X(max_containers, INT, 10, 1, 1000, "", "most workers at once")           \
+    X(scaledown_window, INT, 60, 1, 86400, "seconds",                         \
+      "idle time after which a worker above min_containers exits")           \
+    X(max_inputs, INT, 0, 1, 2147483647, "",                                  \
+      "calls a worker serves, then exits; 0 (the default) for no limit")      \
+    X(enter, HOOK, 0, 0, 0, "", "runs once per worker before its first call") \
+    X(exit, HOOK, 0, 0, 0, "", "runs once per worker as it shuts down")       \
+    X(memory_snapshot, BOOL, 0, 0, 0, "",                                      \
+      "start workers by forking a template worker that already ran the "      \
+      "snapshot-safe enter hook")                                             \
+    X(snapshot_enter, HOOK, 0, 0, 0, "",                                       \
+      "enter hook run once in the template, before workers are forked from "  \
+      "it; must not create a GPU context or threads")
+
+/*
+ * The fields of a retry policy, in the same form. A zero REAL field takes
+ * its default, so no delay of 0 can be asked for in C: the library and
+ * the runtime both hold initial_delay and max_delay to 0.001..60 seconds.
+ */
+#define MODAL__RETRY_MAP(X)                                                    \
+    X(max_retries, INT, 0, 0, 10, "", "retries after the first attempt")      \
+    X(backoff_coefficient, REAL, 2.0, 1, 10, "",                               \
+      "factor by which each delay grows")                                     \
+    X(initial_delay, REAL, 1.0, 0.001, 60, "seconds",                         \
+      "delay before the first retry")                                         \
+    X(max_delay, REAL, 60.0, 0.001, 60, "seconds", "longest delay")
+
 /**
  * Retry policy, Modal's semantics: after a failed attempt (error, crash or
  * timeout) wait initial_delay * backoff_coefficient^(n-1) seconds, at most
  * max_delay, then try again, up to max_retries times. Zero fields take the
- * defaults: backoff_coefficient 2.0, initial_delay 1.0 s, max_delay 60 s.
- * Bounds: max_retries 0..10, backoff_coefficient 1..10, initial_delay
- * 0.001..60 s, max_delay 0.001..60 s.
+ * defaults; defaults and bounds are the rows of MODAL__RETRY_MAP.
  */
 typedef struct modal_retries {
     int max_retries;
@@ -462,14 +523,17 @@ typedef int (*modal_hook)(modal_ctx *ctx);
 #define MODAL_OPTION_UNSET (-2147483647 - 1)
 
 /**
- * Options of MODAL_FUNCTION, set by designated initialisers. Options left
- * out take their defaults (integer options start as MODAL_OPTION_UNSET;
- * others as zero). They are checked the first time the function is used;
- * an invalid one fails that use with MODAL_EOPTION naming the option and
- * the value.
+ * Options of MODAL_FUNCTION, set by designated initialisers. Each field is
+ * a row of MODAL__OPTION_MAP, which gives its default, bounds and unit.
+ * Options left out take their defaults. They are checked the first time
+ * the function is used; an invalid one fails that use with MODAL_EOPTION
+ * naming the option and the value.
+ *
+ * Fields are only ever appended: the library reads as many bytes of this
+ * struct as the program was compiled with (modal_function.options_size)
+ * and gives every later field its default.
  */
 typedef struct modal_function_options {
-    int modal_reserved_; /**< keeps designated initialisers valid */
     /**
      * GPU request: "" or NULL for none; "H100", "h100:4" (count 1..8),
      * "H100!" (no upgrade to H200), "any", or an ordered fallback list
@@ -477,19 +541,18 @@ typedef struct modal_function_options {
      * A10G, A10, L40S, A100, A100-40GB, A100-80GB, H100, H200, B200, any.
      */
     const char *gpu;
-    double cpu;             /**< CPU cores reserved, 0.125..256 (0: none) */
-    int memory;             /**< MiB reserved, 0..4194304 (default 0: none) */
+    double cpu;             /**< CPU cores reserved (0: none) */
+    int memory;             /**< MiB reserved (0: none) */
     const char *image;      /**< image name (NULL: the host's own system) */
     const modal_mount *volumes; /**< MODAL_MOUNTS(...) or NULL */
     const char *const *secrets; /**< MODAL_SECRETS(...) or NULL */
-    int retries;            /**< 0..10 retries with the default policy */
+    int retries;            /**< retries with the default policy */
     const modal_retries *retry_policy; /**< MODAL_RETRIES(...); excludes retries */
-    int timeout;            /**< seconds per attempt: 1..86400, default 300 */
-    int min_containers;     /**< warm workers kept while idle: 0..100 (0) */
-    int max_containers;     /**< most workers at once: 1..1000 (default 10) */
-    int scaledown_window;   /**< idle seconds before exit: 1..86400 (60) */
-    int max_inputs;         /**< calls a worker serves, then exits: >= 1
-                                 (default: no limit) */
+    int timeout;            /**< seconds per attempt */
+    int min_containers;     /**< warm workers kept while idle */
+    int max_containers;     /**< most workers at once */
+    int scaledown_window;   /**< idle seconds before a worker exits */
+    int max_inputs;         /**< calls a worker serves, then exits */
     modal_hook enter;       /**< runs once per worker before the first call */
     modal_hook exit;        /**< runs once per worker as it shuts down */
     /**
@@ -514,28 +577,44 @@ typedef modal_value *(*modal_body)(modal_ctx *ctx, const modal_value *args);
 
 /**
  * A registered function. Defined by MODAL_FUNCTION; pass its address to
- * the modal_fn_* calls. Fields are private to the library.
+ * the modal_fn_* calls. Fields are private to the library, which never
+ * writes to this struct: what it learns about a function (the result of
+ * checking it, its registration) lives in memory of its own. Fields are
+ * only ever appended, and the options are read through options_size, so a
+ * program built against an older modal.h keeps working with a newer
+ * libmodal.so.0 (docs/api.md, "ABI").
  */
 typedef struct modal_function {
-    unsigned magic;                    /**< private */
-    const char *name;                  /**< private: the C identifier */
-    modal_body body;                   /**< private */
-    modal_function_options options;    /**< private */
-    const char *file;                  /**< private: where it is defined */
-    int line;                          /**< private */
-    struct modal_function *next;       /**< private: registry link */
-    int checked;                       /**< private: validation state */
-    modal_error check_error;           /**< private: first validation result */
+    unsigned magic;                        /**< private */
+    unsigned options_size;                 /**< private: sizeof *options */
+    const char *name;                      /**< private: the C identifier */
+    modal_body body;                       /**< private */
+    const modal_function_options *options; /**< private */
+    const char *file;                      /**< private: where it is defined */
+    int line;                              /**< private */
 } modal_function;
 
-/** Private: marks a modal_function as initialised by MODAL_FUNCTION. */
-#define MODAL__FUNCTION_MAGIC 0x4d4f444cu
+/**
+ * Private: marks a modal_function as initialised by MODAL_FUNCTION, with
+ * the layout above ("MODF"; the layout before options moved behind a
+ * pointer had another magic, and is refused).
+ */
+#define MODAL__FUNCTION_MAGIC 0x4d4f4446u
 
+/* Private: the unset marker MODAL_FUNCTION places in each INT option. */
+#define MODAL__UNSET_INT(name) .name = MODAL_OPTION_UNSET,
+#define MODAL__UNSET_RETRIES(name) .name = MODAL_OPTION_UNSET,
+#define MODAL__UNSET_REAL(name)
+#define MODAL__UNSET_BOOL(name)
+#define MODAL__UNSET_HOOK(name)
+#define MODAL__UNSET_GPU(name)
+#define MODAL__UNSET_IMAGE(name)
+#define MODAL__UNSET_MOUNTS(name)
+#define MODAL__UNSET_SECRETS(name)
+#define MODAL__UNSET_POLICY(name)
+#define MODAL__UNSET_ROW(name, kind, ...) MODAL__UNSET_##kind(name)
 /** Private: the unset markers MODAL_FUNCTION places before user options. */
-#define MODAL__OPTION_DEFAULTS                                                 \
-    .retries = MODAL_OPTION_UNSET, .timeout = MODAL_OPTION_UNSET,              \
-    .min_containers = MODAL_OPTION_UNSET, .max_containers = MODAL_OPTION_UNSET, \
-    .scaledown_window = MODAL_OPTION_UNSET, .max_inputs = MODAL_OPTION_UNSET
+#define MODAL__OPTION_DEFAULTS MODAL__OPTION_MAP(MODAL__UNSET_ROW)
 
 /** Private: called by the MODAL_FUNCTION expansion at program start. */
 MODAL_API void modal__register(modal_function *fn);
@@ -575,11 +654,13 @@ MODAL_API void modal__set_app(const char *name);
                                             const modal_value *args);          \
     _Pragma("GCC diagnostic push")                                             \
     _Pragma("GCC diagnostic ignored \"-Woverride-init\"")                      \
-    modal_function fname = {                                                   \
-        MODAL__FUNCTION_MAGIC, #fname, modal__body_##fname,                    \
-        {0, MODAL__OPTION_DEFAULTS, __VA_ARGS__}, __FILE__, __LINE__, NULL, 0,  \
-        {MODAL_OK, {0}}};                                                      \
+    static const modal_function_options modal__options_##fname = {             \
+        MODAL__OPTION_DEFAULTS __VA_ARGS__};                                   \
     _Pragma("GCC diagnostic pop")                                              \
+    modal_function fname = {MODAL__FUNCTION_MAGIC,                             \
+                            (unsigned)sizeof(modal_function_options), #fname,  \
+                            modal__body_##fname, &modal__options_##fname,      \
+                            __FILE__, __LINE__};                               \
     __attribute__((constructor)) static void modal__reg_##fname(void)         \
     {                                                                          \
         modal__register(&fname);                                               \

@@ -489,18 +489,18 @@ modal_status modal__embedded_dir(char *out, size_t outsz, modal_error *err);
 
 /* ---- remote calls (lib/remote.c) ---------------------------------- */
 
-/* A call frame's envelope without args: {"v","app","fn","artifact",
- * "call_id"?, "options"}. */
-cJSON *modal__call_envelope(modal_function *fn, const char *artifact,
-                            const char *call_id);
+/* A call or map frame's envelope without args: {"v", "spec", "call_id"?}:
+ * the function is named by the id of its registered spec. */
+cJSON *modal__call_envelope(const char *spec_id, const char *call_id);
 /* Check fn's options and that list (what: "argument", "map input") is a
  * list, with errors naming what a NULL or non-list most likely means. */
 modal_status modal__check_call(modal_function *fn, const modal_value *list,
                                const char *what, modal_error *err);
-/* The same, then upload the executable to conn's runtime. */
+/* The same, then upload the executable to conn's runtime and register
+ * fn's spec there (its id into spec_id). */
 modal_status modal__remote_prepare(modal_connection *conn, modal_function *fn,
                                    const modal_value *list, const char *what,
-                                   const char **artifact, modal_error *err);
+                                   const char **artifact, char spec_id[65], modal_error *err);
 /* A result frame's outcome (docs/wire.md): returns its status; MODAL_OK
  * with *v its value (owned by the caller), else *v NULL and msg filled
  * with its message (or why its value cannot be read). A frame without a
@@ -565,5 +565,77 @@ modal_status modal__pem_cert_pin(const char *pem, char out[MODAL__PIN_SIZE], mod
 modal_status modal__pin_check(const char *pins, modal_error *err);
 /* The same for pins given under another name (what: "opts->tls_fingerprint"). */
 modal_status modal__pin_check_named(const char *what, const char *pins, modal_error *err);
+
+/* ---- function specs (lib/spec.c, lib/register.c) ------------------ */
+
+/*
+ * A function spec: what a pool of workers is for. The artifact, app and
+ * function name, and every option of MODAL__OPTION_MAP resolved (defaults
+ * applied, the .retries shorthand folded into retry_policy, the GPU
+ * request in canonical spelling). Its fields are generated from the
+ * table, so a new option is a new field here by itself; the runtime reads
+ * them by name (spec->cpu, spec->memory, spec->retry_policy.max_delay).
+ */
+#define MODAL__GPU_SPEC_MAX 192
+#define MODAL__SPEC_INT(n) int n;
+#define MODAL__SPEC_RETRIES(n)
+#define MODAL__SPEC_REAL(n) double n;
+#define MODAL__SPEC_BOOL(n) bool n;
+#define MODAL__SPEC_HOOK(n) bool n; /* whether the function has one */
+#define MODAL__SPEC_GPU(n) char n[MODAL__GPU_SPEC_MAX]; /* canonical, "" none */
+#define MODAL__SPEC_IMAGE(n) char *n; /* owned, NULL for none */
+#define MODAL__SPEC_MOUNTS(n) cJSON *n; /* owned: {"/path": {"name", "create_if_missing"}} */
+#define MODAL__SPEC_SECRETS(n) cJSON *n; /* owned: ["name", ...] */
+#define MODAL__SPEC_RFIELD(n, kind, ...) MODAL__SPEC_##kind(n)
+#define MODAL__SPEC_POLICY(n) struct { MODAL__RETRY_MAP(MODAL__SPEC_RFIELD) } n;
+#define MODAL__SPEC_FIELD(n, kind, ...) MODAL__SPEC_##kind(n)
+typedef struct modal__spec {
+    char artifact[65];
+    char app[MODAL__NAME_MAX + 1];
+    char fn[MODAL__NAME_MAX + 1];
+    MODAL__OPTION_MAP(MODAL__SPEC_FIELD)
+} modal__spec;
+
+/* Every option at its default; identity fields empty. */
+void modal__spec_init(modal__spec *s);
+/* Free what s owns (image, volumes, secrets) and set it to defaults. */
+void modal__spec_clear(modal__spec *s);
+/*
+ * The library's check: resolve the options of function fn into s (which
+ * the caller has modal__spec_init'ed and later clears), failing with
+ * MODAL_EOPTION and "function F: option .timeout = 0 is out of range; use
+ * 1 to 86400 seconds" for the first bad option.
+ */
+modal_status modal__spec_resolve(const char *fn, const modal_function_options *o,
+                                 modal__spec *s, modal_error *err);
+/*
+ * The runtime's check: parse a spec object {"v":1, "artifact", "app",
+ * "fn", "options"} into s (initialised by the call; clear it after). The
+ * options run through the same checks as modal__spec_resolve, with the
+ * same messages; a malformed field gives MODAL_ECODEC naming where ("call
+ * frame: ..." or "function spec: ...", from what).
+ */
+modal_status modal__spec_parse(const cJSON *obj, const char *what, modal__spec *s,
+                               modal_error *err);
+/* The canonical JSON object of s: every field, in table order. */
+cJSON *modal__spec_json(const modal__spec *s);
+/* The spec's identity: SHA-256 (hex) of its canonical JSON text. -1 when
+ * out of memory. */
+int modal__spec_hash(const modal__spec *s, char out[65]);
+/* Registration (lib/register.c): the spec id of fn, running
+ * from artifact, registered with the runtime (POST /v1/functions) unless
+ * it was already. */
+modal_status modal__spec_ensure(modal_connection *conn, modal_function *fn,
+                                const char *artifact, char id[65], modal_error *err);
+/* A request naming spec id failed with st/err: when conn's runtime no
+ * longer knows the spec, forget its registration there and return true
+ * (worth one retry after modal__spec_ensure). */
+bool modal__spec_refused(modal_connection *conn, modal_status st, const modal_error *err,
+                         const char *id);
+/* The library's full-size copy of fn's options (later fields at their
+ * defaults when the program was built with an older modal.h), or NULL
+ * when fn is not a MODAL_FUNCTION or memory runs out. Lives as long as
+ * the program. */
+const modal_function_options *modal__fn_options(const modal_function *fn);
 
 #endif /* MODAL_INTERNAL_H */

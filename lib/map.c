@@ -249,7 +249,9 @@ static modal_status run_map(modal_connection *conn, const char *api, modal_funct
     memset(&r, 0, sizeof r);
     r.conn = modal__conn_acquire(conn);
     const char *artifact;
-    modal_status st = modal__remote_prepare(r.conn, fn, inputs, "map input", &artifact, err);
+    char spec_id[65] = "";
+    modal_status st = modal__remote_prepare(r.conn, fn, inputs, "map input", &artifact, spec_id,
+                                            err);
     if (st != MODAL_OK) {
         modal__conn_release(r.conn);
         modal_value_free(inputs);
@@ -269,21 +271,28 @@ static modal_status run_map(modal_connection *conn, const char *api, modal_funct
         goto out;
     }
 
-    /* Create the map on the runtime; when it lost the executable, upload
-     * it again, once. */
+    /* Create the map on the runtime; when it lost the function's spec or
+     * the executable, register or upload it again, each once. */
     modal__enc enc;
     modal__http_resp resp;
-    for (int attempt = 0;; attempt++) {
-        st = modal__msg_build(modal__call_envelope(fn, artifact, NULL), "args", NULL, &enc, err);
+    bool spec_again = false, artifact_again = false;
+    for (;;) {
+        st = modal__msg_build(modal__call_envelope(spec_id, NULL), "args", NULL, &enc, err);
         if (st != MODAL_OK)
             goto out;
         modal__http_req req = {.method = "POST", .path = MODAL__PATH_MAPS, .enc = &enc,
                                .content_type = MODAL__CT_FRAME, .timeout = 60};
         st = modal__http(r.conn, &req, &resp, err);
         modal__enc_free(&enc);
-        if (st == MODAL_OK || attempt > 0 || !modal__artifact_refused(r.conn, st, err, artifact))
+        if (st != MODAL_OK && !spec_again && modal__spec_refused(r.conn, st, err, spec_id))
+            spec_again = true;
+        else if (st != MODAL_OK && !artifact_again &&
+                 modal__artifact_refused(r.conn, st, err, artifact))
+            artifact_again = true;
+        else
             break;
-        if ((st = modal__remote_prepare(r.conn, fn, inputs, "map input", &artifact, err)) !=
+        if ((st = modal__remote_prepare(r.conn, fn, inputs, "map input", &artifact, spec_id,
+                                        err)) !=
             MODAL_OK)
             goto out;
     }

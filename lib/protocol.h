@@ -24,10 +24,14 @@
 #define MODAL__PATH_MAPS      "/v1/maps"
 #define MODAL__PATH_ARTIFACTS "/v1/artifacts"
 #define MODAL__PATH_APPS      "/v1/apps"
+#define MODAL__PATH_FUNCTIONS "/v1/functions"
 /* Sub-resources, after the id. */
 #define MODAL__PATH_LOGS      "/logs"
 #define MODAL__PATH_INPUTS    "/inputs"
 #define MODAL__PATH_RESULTS   "/results"
+/* The message prefix of the runtime's refusal of an unknown spec id: the
+ * client registers the spec again when it reads it. */
+#define MODAL__SPEC_UNKNOWN   "unknown function spec"
 
 /* ---- headers -------------------------------------------------------- */
 

@@ -191,86 +191,41 @@ static modal_status wait_result(modal_call *c, modal__http_resp *first, double t
     }
 }
 
-/* The resolved options of fn, as the runtime reads them. */
-static cJSON *options_json(const modal_function *fn)
-{
-    const modal_function_options *o = &fn->options;
-#define OR(v, d) ((v) == MODAL_OPTION_UNSET ? (d) : (v))
-    cJSON *j = cJSON_CreateObject();
-    modal__json_num(j, "timeout", OR(o->timeout, 300));
-    cJSON *r = cJSON_AddObjectToObject(j, "retries");
-    modal_retries pol = {OR(o->retries, 0), 2.0, 1.0, 60.0};
-    if (o->retry_policy != NULL) {
-        pol.max_retries = o->retry_policy->max_retries;
-        if (o->retry_policy->backoff_coefficient != 0)
-            pol.backoff_coefficient = o->retry_policy->backoff_coefficient;
-        if (o->retry_policy->initial_delay != 0)
-            pol.initial_delay = o->retry_policy->initial_delay;
-        if (o->retry_policy->max_delay != 0)
-            pol.max_delay = o->retry_policy->max_delay;
-    }
-    modal__json_num(r, "max_retries", pol.max_retries);
-    modal__json_num(r, "backoff_coefficient", pol.backoff_coefficient);
-    modal__json_num(r, "initial_delay", pol.initial_delay);
-    modal__json_num(r, "max_delay", pol.max_delay);
-    cJSON_AddStringToObject(j, "gpu", o->gpu != NULL ? o->gpu : "");
-    modal__json_num(j, "cpu", o->cpu);
-    modal__json_num(j, "memory", o->memory == MODAL_OPTION_UNSET ? 0 : o->memory);
-    if (o->image != NULL)
-        cJSON_AddStringToObject(j, "image", o->image);
-    cJSON *vols = cJSON_AddObjectToObject(j, "volumes");
-    for (size_t i = 0; o->volumes != NULL && o->volumes[i].path != NULL; i++) {
-        cJSON *v = cJSON_AddObjectToObject(vols, o->volumes[i].path);
-        cJSON_AddStringToObject(v, "name", o->volumes[i].volume->name);
-        cJSON_AddBoolToObject(v, "create_if_missing", o->volumes[i].volume->create_if_missing);
-    }
-    cJSON *secs = cJSON_AddArrayToObject(j, "secrets");
-    for (size_t i = 0; o->secrets != NULL && o->secrets[i] != NULL; i++)
-        cJSON_AddItemToArray(secs, cJSON_CreateString(o->secrets[i]));
-    modal__json_num(j, "min_containers", OR(o->min_containers, 0));
-    modal__json_num(j, "max_containers", OR(o->max_containers, 10));
-    modal__json_num(j, "scaledown_window", OR(o->scaledown_window, 60));
-    modal__json_num(j, "max_inputs", OR(o->max_inputs, 0));
-    if (o->memory_snapshot)
-        cJSON_AddBoolToObject(j, "memory_snapshot", true);
-#undef OR
-    return j;
-}
-
-cJSON *modal__call_envelope(modal_function *fn, const char *artifact, const char *call_id)
+cJSON *modal__call_envelope(const char *spec_id, const char *call_id)
 {
     cJSON *env = cJSON_CreateObject();
     modal__json_num(env, "v", MODAL__FRAME_VERSION);
-    cJSON_AddStringToObject(env, "app", modal_app_name());
-    cJSON_AddStringToObject(env, "fn", fn->name);
-    cJSON_AddStringToObject(env, "artifact", artifact);
+    cJSON_AddStringToObject(env, "spec", spec_id);
     if (call_id != NULL)
         cJSON_AddStringToObject(env, "call_id", call_id);
-    cJSON_AddItemToObject(env, "options", options_json(fn));
     return env;
 }
 
-/* Check fn and args, upload the executable: what every remote use needs. */
+/* Check fn and args, upload the executable to conn's runtime, register
+ * the function's spec there: what every remote use needs. */
 modal_status modal__remote_prepare(modal_connection *conn, modal_function *fn,
                                    const modal_value *list, const char *what,
-                                   const char **artifact, modal_error *err)
+                                   const char **artifact, char spec_id[65], modal_error *err)
 {
     modal_status st = modal__check_call(fn, list, what, err);
-    return st != MODAL_OK ? st : modal__artifact_ensure(conn, artifact, err);
+    if (st == MODAL_OK)
+        st = modal__artifact_ensure(conn, artifact, err);
+    return st != MODAL_OK ? st : modal__spec_ensure(conn, fn, *artifact, spec_id, err);
 }
 
 /* POST the call; wait up to `wait` seconds for it inside the request. */
 static modal_status submit_once(modal_function *fn, modal_value *args, double wait,
                                 modal_call *c, modal__http_resp *resp, const char **artifact,
-                                modal_error *err)
+                                char spec_id[65], modal_error *err)
 {
-    modal_status st = modal__remote_prepare(c->conn, fn, args, "argument", artifact, err);
+    modal_status st = modal__remote_prepare(c->conn, fn, args, "argument", artifact, spec_id,
+                                            err);
     if (st != MODAL_OK)
         return st;
     modal__random_id(MODAL__CALL_ID_PREFIX, c->id, sizeof c->id);
     snprintf(c->fn, sizeof c->fn, "%s", fn->name);
     modal__enc enc;
-    st = modal__msg_build(modal__call_envelope(fn, *artifact, c->id), "args", args, &enc, err);
+    st = modal__msg_build(modal__call_envelope(spec_id, c->id), "args", args, &enc, err);
     if (st != MODAL_OK)
         return st;
     char path[64];
@@ -287,15 +242,25 @@ static modal_status submit(modal_function *fn, modal_value *args, double wait, m
                            modal__http_resp *resp, modal_error *err)
 {
     const char *artifact = NULL;
+    char spec_id[65] = "";
     modal_error local; /* the refusal is recognised by its message */
     if (err == NULL)
         err = &local;
-    modal_status st = submit_once(fn, args, wait, c, resp, &artifact, err);
-    /* The runtime lost the executable (removed, or found damaged): upload
-     * it again, once. */
-    if (st != MODAL_OK && modal__artifact_refused(c->conn, st, err, artifact))
-        st = submit_once(fn, args, wait, c, resp, &artifact, err);
-    return st;
+    /* The runtime lost the function's spec (it restarted) or the
+     * executable (removed, found damaged, or a restart with a new state
+     * directory): register or upload it again, each once. A restarted
+     * runtime can have lost both, and says so one at a time. */
+    bool spec_again = false, artifact_again = false;
+    for (;;) {
+        modal_status st = submit_once(fn, args, wait, c, resp, &artifact, spec_id, err);
+        if (st != MODAL_OK && !spec_again && modal__spec_refused(c->conn, st, err, spec_id))
+            spec_again = true;
+        else if (st != MODAL_OK && !artifact_again &&
+                 modal__artifact_refused(c->conn, st, err, artifact))
+            artifact_again = true;
+        else
+            return st;
+    }
 }
 
 static modal_status remote_on(const char *api, modal_connection *conn, modal_function *fn,

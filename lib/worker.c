@@ -409,9 +409,10 @@ static void serve_calls(int sock, modal_function *fn, const cJSON *metas, modal_
 
 static void run_exit_hook(modal_function *fn)
 {
-    if (fn != NULL && fn->options.exit != NULL) {
+    const modal_function_options *o = modal__fn_options(fn);
+    if (o != NULL && o->exit != NULL) {
         modal_ctx ctx = {.fn = fn, .call_id = "exit", .attempt = 1, .remote = true};
-        fn->options.exit(&ctx);
+        o->exit(&ctx);
     }
     cap_end();
 }
@@ -515,9 +516,9 @@ static void template_serve(int sock, const char *name)
     } else if ((code = modal_function_check(fn, &err)) != MODAL_OK) {
         snprintf(msg, sizeof msg, "%s", err.message);
         error = msg;
-    } else if (fn->options.snapshot_enter != NULL) {
+    } else if (modal__fn_options(fn)->snapshot_enter != NULL) {
         modal_ctx ctx = {.fn = fn, .call_id = "snapshot_enter", .attempt = 1, .remote = true};
-        if (fn->options.snapshot_enter(&ctx) != 0) {
+        if (modal__fn_options(fn)->snapshot_enter(&ctx) != 0) {
             snprintf(msg, sizeof msg, "%s: snapshot_enter hook failed: %s", fn->name,
                      ctx.failed ? ctx.message : "it returned non-zero");
             error = msg;
@@ -622,9 +623,9 @@ void modal_worker_serve_if_worker(int argc, char **argv)
     } else if ((code = modal_function_check(fn, &err)) != MODAL_OK) {
         snprintf(msg, sizeof msg, "%s", err.message);
         error = msg;
-    } else if (fn->options.enter != NULL) {
+    } else if (modal__fn_options(fn)->enter != NULL) {
         modal_ctx ctx = {.fn = fn, .call_id = "enter", .attempt = 1, .remote = true};
-        if (fn->options.enter(&ctx) != 0) {
+        if (modal__fn_options(fn)->enter(&ctx) != 0) {
             snprintf(msg, sizeof msg, "%s: enter hook failed: %s", fn->name,
                      ctx.failed ? ctx.message : "it returned non-zero");
             error = msg;

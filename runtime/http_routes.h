@@ -115,5 +115,7 @@ void rt_http_map_inputs(rt_hctx *h);
 void rt_http_map_results(rt_hctx *h);
 /* http_apps.c */
 void rt_http_app_logs(rt_hctx *h);
+/* http_functions.c */
+void rt_http_function_register(rt_hctx *h);
 
 #endif /* RT_HTTP_ROUTES_H */

@@ -46,6 +46,7 @@ enum {
     X("DELETE", MODAL__PATH_MAPS "/<id>",                     rt_http_map_delete,     NULL,             0)               \
     X("POST",   MODAL__PATH_MAPS "/<id>" MODAL__PATH_INPUTS,  rt_http_map_inputs,     MODAL__CT_BUNDLE, 0)               \
     X("GET",    MODAL__PATH_MAPS "/<id>" MODAL__PATH_RESULTS, rt_http_map_results,    NULL,             RT_ROUTE_WAITS)  \
-    X("GET",    MODAL__PATH_APPS "/<app>" MODAL__PATH_LOGS,   rt_http_app_logs,       NULL,             0)
+    X("GET",    MODAL__PATH_APPS "/<app>" MODAL__PATH_LOGS,   rt_http_app_logs,       NULL,             0)               \
+    X("POST",   MODAL__PATH_FUNCTIONS,                        rt_http_function_register, MODAL__CT_JSON, 0)
 
 #endif /* RT_HTTP_TABLE_H */

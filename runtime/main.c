@@ -242,6 +242,7 @@ int main(int argc, char **argv)
     rt.log = fopen(logpath, "ae");
     if (rt.log == NULL)
         rt.log = stderr;
+    rt_specs_load();
 
     rt.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     rt_res_init(cpus, (long long)memory, true);

@@ -80,7 +80,9 @@ typedef struct rt_policy {
 } rt_policy;
 
 struct rt_pool {
-    char key[512];           /* artifact/app/fn/options */
+    char key[65];            /* its identity: the id (hash) of its spec */
+    const modal__spec *spec; /* registered (specs.c); lives as long as the runtime */
+    size_t refs;             /* calls and maps that point at it */
     char artifact[65];
     char fn[128];
     char app[128];
@@ -241,6 +243,25 @@ void rt_call_append_log(rt_call *c, const char *p, size_t len);
 /* The resources and the waiting calls, for GET /v1/health: adds
  * "resources" and "queue" to j. */
 void rt_sched_status(cJSON *j);
+
+/* specs.c: registered function specs (rt.mu held). */
+/* Parse and check the spec object obj (what names it in errors: "function
+ * spec", "call frame"), register it unless it is already, and give the
+ * registered spec and its id (the hash of its canonical form). */
+modal_status rt_spec_register(const cJSON *obj, const char *what, const modal__spec **out,
+                              char id[65], modal_error *err);
+/* The spec registered under id, or NULL. */
+const modal__spec *rt_spec_find(const char *id);
+/* MODAL_OK when this runtime can serve s; otherwise the refusal of the
+ * first option it cannot serve yet (gpu, volumes, secrets, image). */
+modal_status rt_spec_servable(const modal__spec *s, modal_error *err);
+/* The pools, as a JSON list for the status endpoint. */
+cJSON *rt_pools_status(void);
+/* Keep a registered spec in <state>/specs/<id>.json unless it is there
+ * already. Without rt.mu: it writes a file. */
+void rt_spec_store(const char *id, const modal__spec *spec);
+/* At startup: register the specs kept there (takes rt.mu). */
+void rt_specs_load(void);
 
 /* worker.c: worker processes. The scheduler drives them with these
  * functions; they report back only through rt_worker_events. */

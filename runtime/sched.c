@@ -73,6 +73,7 @@ static int table_insert(rt_call *c)
 static void call_free(rt_call *c)
 {
     listener.call_changed(c);
+    c->pool->refs--;
     modal__buf_unref(c->args);
     modal__buf_unref(c->result);
     if (c->result_fd >= 0)
@@ -446,122 +447,56 @@ void rt_dispatch(rt_pool *p)
     }
 }
 
-static int parse_policy(const cJSON *o, rt_policy *pol, modal_error *err)
+/* The policy the scheduler and the workers read, from the pool's spec. */
+static void policy_of(const modal__spec *s, rt_policy *pol)
 {
-    const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "retries");
-    /* An absent option takes the library's default; a present one must be
-     * valid, so a hand-written request gets the same checks. */
-#define NUM(obj, key, dst, lo, hi, dflt)                                             \
-    do {                                                                             \
-        const cJSON *j_ = cJSON_GetObjectItemCaseSensitive(obj, key);                \
-        if (j_ == NULL) {                                                            \
-            dst = (dflt);                                                            \
-            break;                                                                   \
-        }                                                                            \
-        if (!cJSON_IsNumber(j_) || !(j_->valuedouble >= (lo) && j_->valuedouble <= (hi))) \
-            return modal__fail(err, MODAL_ECODEC,                                    \
-                               "call options: \"%s\" must be a number from %.0f to %.0f", \
-                               key, (double)(lo), (double)(hi));                     \
-        dst = j_->valuedouble;                                                       \
-    } while (0)
-    NUM(o, "timeout", pol->timeout, 1, 86400, 300);
-    NUM(r, "max_retries", pol->max_retries, 0, 10, 0);
-    NUM(r, "backoff_coefficient", pol->backoff, 1, 10, 2);
-    NUM(r, "initial_delay", pol->initial_delay, 0, 60, 1);
-    NUM(r, "max_delay", pol->max_delay, 0, 60, 60);
-    NUM(o, "min_containers", pol->min_containers, 0, 100, 0);
-    NUM(o, "max_containers", pol->max_containers, 1, 1000, 10);
-    NUM(o, "scaledown_window", pol->scaledown_window, 1, 86400, 60);
-    NUM(o, "max_inputs", pol->max_inputs, 0, 2147483647.0, 0);
-    NUM(o, "cpu", pol->cpu, 0, 256, 0);
-    NUM(o, "memory", pol->memory, 0, 4194304, 0);
-#undef NUM
-    const cJSON *snap = cJSON_GetObjectItemCaseSensitive(o, "memory_snapshot");
-    if (snap != NULL && !cJSON_IsBool(snap))
-        return modal__fail(err, MODAL_ECODEC,
-                           "call options: \"memory_snapshot\" must be true or false");
-    pol->memory_snapshot = cJSON_IsTrue(snap);
-    return MODAL_OK;
+    pol->timeout = s->timeout;
+    pol->max_retries = s->retry_policy.max_retries;
+    pol->backoff = s->retry_policy.backoff_coefficient;
+    pol->initial_delay = s->retry_policy.initial_delay;
+    pol->max_delay = s->retry_policy.max_delay;
+    pol->min_containers = s->min_containers;
+    pol->max_containers = s->max_containers;
+    pol->scaledown_window = s->scaledown_window;
+    pol->max_inputs = s->max_inputs;
+    pol->cpu = s->cpu;
+    pol->memory = s->memory;
+    pol->memory_snapshot = s->memory_snapshot;
 }
 
-/* Read the common part of call and map frames and find their pool. May
- * release rt.mu while it checks a new pool's executable. */
+/*
+ * Find the pool of a call or map frame. The frame names a registered spec
+ * ({"spec": id}); a frame that carries the spec itself (artifact, app, fn,
+ * options) registers it on the way. A pool is the spec's: its identity is
+ * the spec's id, and the app is part of the spec, so apps never share
+ * workers and each app's output lands in its own log. May release rt.mu
+ * while it checks a new pool's executable.
+ */
 static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(env, "v");
-    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(env, "fn");
-    const cJSON *app = cJSON_GetObjectItemCaseSensitive(env, "app");
-    const cJSON *art = cJSON_GetObjectItemCaseSensitive(env, "artifact");
-    const cJSON *opt = cJSON_GetObjectItemCaseSensitive(env, "options");
+    const cJSON *sid = cJSON_GetObjectItemCaseSensitive(env, "spec");
     if (!cJSON_IsNumber(v) || v->valuedouble != MODAL__FRAME_VERSION)
         return modal__fail(err, MODAL_ECODEC, "call frame: \"v\" must be 1");
-    /* The rules are the protocol's (lib/protocol.c); a NUL escaped inside
-     * a name never reaches here: the decoder refuses it in any string. */
-    const char *bad_name;
-    if (!cJSON_IsString(fn))
-        return modal__fail(err, MODAL_ECODEC, "call frame: \"fn\" must be a string naming "
-                           "the function");
-    if ((bad_name = modal__fn_name_problem(fn->valuestring)) != NULL)
-        return modal__fail(err, MODAL_ECODEC, "call frame: \"fn\" = \"%.64s\" %s",
-                           fn->valuestring, bad_name);
-    if (!cJSON_IsString(app))
-        return modal__fail(err, MODAL_ECODEC, "call frame: \"app\" must be a string naming "
-                           "the app");
-    if ((bad_name = modal__app_name_problem(app->valuestring)) != NULL)
-        return modal__fail(err, MODAL_ECODEC, "call frame: \"app\" = \"%.64s\" %s",
-                           app->valuestring, bad_name);
-    if (!cJSON_IsString(art) || modal__artifact_problem(art->valuestring) != NULL)
-        return modal__fail(err, MODAL_ECODEC, "call frame: \"artifact\" must be 64 hex digits");
-    if (opt != NULL && !cJSON_IsObject(opt))
-        return modal__fail(err, MODAL_ECODEC, "call frame: \"options\" must be an object");
-    rt_policy pol;
-    modal_status st = parse_policy(opt, &pol, err);
+    const modal__spec *spec;
+    char key[65];
+    if (sid != NULL) {
+        if (!cJSON_IsString(sid) || modal__artifact_problem(sid->valuestring) != NULL)
+            return modal__fail(err, MODAL_ECODEC, "call frame: \"spec\" must be a function "
+                               "spec id (64 hex digits) from POST " MODAL__PATH_FUNCTIONS);
+        if ((spec = rt_spec_find(sid->valuestring)) == NULL)
+            return modal__fail(err, MODAL_ENOTFOUND, MODAL__SPEC_UNKNOWN " %s on this runtime: "
+                               "register it with POST " MODAL__PATH_FUNCTIONS " first", sid->valuestring);
+        snprintf(key, sizeof key, "%s", sid->valuestring);
+    } else {
+        modal_status st = rt_spec_register(env, "call frame", &spec, key, err);
+        if (st != MODAL_OK)
+            return st;
+    }
+    modal_status st = rt_spec_servable(spec, err);
     if (st != MODAL_OK)
         return st;
-    const cJSON *gpu = cJSON_GetObjectItemCaseSensitive(opt, "gpu");
-    if (cJSON_IsString(gpu) && gpu->valuestring[0] != '\0') {
-        modal__gpu_choice ch[MODAL__GPU_MAX_CHOICES];
-        size_t nch;
-        modal_error gerr;
-        if (modal__gpu_spec_parse(gpu->valuestring, ch, &nch, &gerr) != MODAL_OK)
-            return modal__fail(err, MODAL_EOPTION, "%s: %s", fn->valuestring, gerr.message);
-        return modal__fail(err, MODAL_EGPU,
-                           "%s requests gpu \"%s\", but this runtime has no GPU placement yet; "
-                           "run it on a runtime with GPUs or drop the .gpu option",
-                           fn->valuestring, gpu->valuestring);
-    }
-    const cJSON *vols = cJSON_GetObjectItemCaseSensitive(opt, "volumes");
-    const cJSON *secs = cJSON_GetObjectItemCaseSensitive(opt, "secrets");
-    const cJSON *img = cJSON_GetObjectItemCaseSensitive(opt, "image");
-    /* Name the feature and the value the function asked for, as the GPU
-     * refusal does, so the user knows which option to drop. */
-    if (cJSON_IsObject(vols) && vols->child) {
-        const cJSON *vname = cJSON_GetObjectItemCaseSensitive(vols->child, "name");
-        return modal__fail(err, MODAL_EOPTION,
-                           "%s: volume \"%.64s\" at %.200s: this runtime does not provide "
-                           "volumes yet; drop the .volumes option or use a runtime that "
-                           "provides them", fn->valuestring,
-                           cJSON_IsString(vname) ? vname->valuestring : "(unnamed)",
-                           vols->child->string != NULL ? vols->child->string : "?");
-    }
-    if (cJSON_IsArray(secs) && secs->child)
-        return modal__fail(err, MODAL_EOPTION,
-                           "%s: secret \"%.64s\": this runtime does not provide secrets yet; "
-                           "drop the .secrets option or use a runtime that provides them",
-                           fn->valuestring,
-                           cJSON_IsString(secs->child) ? secs->child->valuestring : "(not a name)");
-    if (cJSON_IsString(img))
-        return modal__fail(err, MODAL_EOPTION,
-                           "%s: image \"%.128s\": this runtime does not provide images yet; "
-                           "drop the .image option to run on the runtime host's own system",
-                           fn->valuestring, img->valuestring);
-    /* The app is part of the key: apps never share workers, so each
-     * app's output lands in its own log. */
-    char key[512];
-    snprintf(key, sizeof key, "%s/%s/%s/%d/%d/%g/%g/%g/%d/%d/%d/%d/%d", art->valuestring,
-             app->valuestring, fn->valuestring, pol.timeout, pol.max_retries, pol.backoff,
-             pol.initial_delay, pol.max_delay, pol.min_containers, pol.max_containers,
-             pol.scaledown_window, pol.max_inputs, (int)pol.memory_snapshot);
+    const char *artifact = spec->artifact;
     /* A new pool checks its executable first, and a broken one checks it
      * again (a damaged file may be why it broke: then the file goes, and
      * the client uploads it again, which lets the pool try again). The
@@ -586,15 +521,14 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
         char why[700];
         modal_status cst = MODAL_OK;
         pthread_mutex_unlock(&rt.mu);
-        if (!rt_artifact_exists(art->valuestring))
+        if (!rt_artifact_exists(artifact))
             cst = modal__fail(err, MODAL_ENOTFOUND, "artifact %s is not on this runtime; upload "
-                              "it first with PUT /v1/artifacts/%s", art->valuestring,
-                              art->valuestring);
-        else if (rt_artifact_verify(art->valuestring, why, sizeof why) != 0)
+                              "it first with PUT /v1/artifacts/%s", artifact, artifact);
+        else if (rt_artifact_verify(artifact, why, sizeof why) != 0)
             cst = modal__fail(err, MODAL_EIO, "%s", why);
-        else if (found == NULL && !rt_artifact_runnable(art->valuestring, why, sizeof why))
+        else if (found == NULL && !rt_artifact_runnable(artifact, why, sizeof why))
             cst = modal__fail(err, MODAL_EWORKER, "executable %.12s cannot serve as a worker: "
-                              "%s", art->valuestring, why);
+                              "%s", artifact, why);
         pthread_mutex_lock(&rt.mu);
         if (cst != MODAL_OK)
             return cst;
@@ -603,10 +537,11 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
     if (p == NULL)
         return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
     snprintf(p->key, sizeof p->key, "%s", key);
-    snprintf(p->artifact, sizeof p->artifact, "%s", art->valuestring);
-    snprintf(p->fn, sizeof p->fn, "%s", fn->valuestring);
-    snprintf(p->app, sizeof p->app, "%s", app->valuestring);
-    p->pol = pol;
+    p->spec = spec;
+    snprintf(p->artifact, sizeof p->artifact, "%s", spec->artifact);
+    snprintf(p->fn, sizeof p->fn, "%s", spec->fn);
+    snprintf(p->app, sizeof p->app, "%s", spec->app);
+    policy_of(spec, &p->pol);
     p->next = rt.pools;
     rt.pools = p;
     *out = p;
@@ -639,6 +574,7 @@ static rt_call *call_new(rt_pool *p, const char *id, long long index)
         return NULL;
     snprintf(c->id, sizeof c->id, "%.47s", id);
     c->pool = p;
+    p->refs++;
     c->index = index;
     c->args_fd = c->result_fd = -1;
     return c;
@@ -678,6 +614,8 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, r
     rt_call *c = call_new(p, id->valuestring, -1);
     modal__dec_close(&dec);
     if (c == NULL || table_insert(c) != 0) {
+        if (c != NULL)
+            p->refs--;
         free(c);
         return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
     }
@@ -735,6 +673,7 @@ modal_status rt_map_create(modal__buf *frame, rt_map **out, modal_error *err)
         return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
     modal__random_id(MODAL__MAP_ID_PREFIX, m->id, sizeof m->id);
     m->pool = p;
+    p->refs++;
     m->touched = rt_now();
     m->next = rt.maps;
     rt.maps = m;
@@ -872,6 +811,7 @@ void rt_map_free(rt_map *m)
         }
     }
     free(m->calls);
+    m->pool->refs--;
     free(m);
     /* Stop the workers running one of them, only now: stopping a worker
      * puts the calls behind its running one back in the queue, and the
@@ -918,6 +858,20 @@ static void tick(double now)
         next = m->next;
         if (now - m->touched > MAP_TTL)
             rt_map_free(m);
+    }
+    /* A pool nothing uses any more goes; its spec stays registered, and
+     * the next call makes the pool again. */
+    for (rt_pool **pp = &rt.pools; *pp;) {
+        rt_pool *p = *pp;
+        if (p->nworkers == 0 && p->nstarting == 0 && p->refs == 0 && rt_queue_length(p) == 0 &&
+            rt_queue_taken(p) == 0 && rt_queue_delayed(p) == 0) {
+            *pp = p->next;
+            rt_log(0, "freed the idle pool of %s (%.12s)", p->fn, p->key);
+            rt_template_stop(p);
+            free(p);
+        } else {
+            pp = &p->next;
+        }
     }
 }
 

@@ -599,7 +599,7 @@ static void *call_frame(const char *artifact, const char *fn, const char *call_i
     cJSON_AddStringToObject(env, "call_id", call_id);
     cJSON *opts = cJSON_AddObjectToObject(env, "options");
     cJSON_AddNumberToObject(opts, "timeout", 30);
-    cJSON *r = cJSON_AddObjectToObject(opts, "retries");
+    cJSON *r = cJSON_AddObjectToObject(opts, "retry_policy");
     cJSON_AddNumberToObject(r, "max_retries", 0);
     cJSON_AddNumberToObject(r, "backoff_coefficient", 2.0);
     cJSON_AddNumberToObject(r, "initial_delay", 1.0);

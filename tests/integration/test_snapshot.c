@@ -472,7 +472,7 @@ static void test_bad_memory_snapshot_option(void **state)
     harness_http(&rt, "POST", "/v1/calls?wait=30", rt.token, frame, flen, &status, &resp, &rlen);
     free(frame);
     assert_int_equal(status, 400);
-    assert_contains(resp, "\\\"memory_snapshot\\\" must be true or false");
+    assert_contains(resp, "function snap: option .memory_snapshot must be true or false");
     free(resp);
 }
 

@@ -15,11 +15,11 @@ obj=$build/obj/runtime
 
 layer_of() {
     case $1 in
-    state | artifacts | tls | http_parse | queue | resources | launch) echo 0 ;;
+    state | artifacts | tls | http_parse | queue | resources | launch | specs) echo 0 ;;
     worker | template) echo 1 ;;
     sched) echo 2 ;;
     httpd) echo 3 ;;
-    http | http_calls | http_maps | http_artifacts | http_apps | http_status) echo 4 ;;
+    http | http_calls | http_maps | http_artifacts | http_apps | http_status | http_functions) echo 4 ;;
     *) echo "" ;;
     esac
 }

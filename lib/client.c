@@ -273,13 +273,26 @@ typedef struct recv_state {
 
 #define SMALL_BODY (64u << 10)
 
+/* The number after a header's colon (sscanf's cost showed in the warm
+ * call's profile). Returns 1 when there is one. The line ends in CRLF, so
+ * strtoll stops inside it. */
+static int header_num(const char *p, long long *out)
+{
+    char *end;
+    long long v = strtoll(p, &end, 10);
+    if (end == p)
+        return 0;
+    *out = v;
+    return 1;
+}
+
 static size_t on_header(char *line, size_t size, size_t n, void *user)
 {
     recv_state *rs = user;
     size_t len = size * n;
     long long v;
     if (len > 16 && strncasecmp(line, "Content-Length:", 15) == 0 &&
-        sscanf(line + 15, "%lld", &v) == 1 && v > 0 && rs->buf == NULL &&
+        header_num(line + 15, &v) && v > 0 && rs->buf == NULL &&
         (unsigned long long)v <= SIZE_MAX) {
         rs->buf = modal__buf_new((size_t)v);
         if (rs->buf == NULL)
@@ -288,9 +301,9 @@ static size_t on_header(char *line, size_t size, size_t n, void *user)
             rs->buf->len = 0; /* capacity is the allocation; len grows */
         rs->cap = (size_t)v;
     } else if (len > 17 && strncasecmp(line, "X-Modal-Log-Size:", 17) == 0) {
-        sscanf(line + 17, "%lld", &rs->log_size);
+        header_num(line + 17, &rs->log_size);
     } else if (len > 12 && strncasecmp(line, "X-Modal-Seq:", 12) == 0) {
-        sscanf(line + 12, "%lld", &rs->seq);
+        header_num(line + 12, &rs->seq);
     }
     return len;
 }

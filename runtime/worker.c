@@ -12,6 +12,7 @@
  * pidfd (where pidfd_open() is refused, from waitid() each turn), so a
  * child holding the socket cannot keep a dead worker's slot.
  */
+#include "httpd.h"
 #include "rt.h"
 
 #include <errno.h>
@@ -960,8 +961,12 @@ void *rt_loop(void *arg)
         rt_app_log_take();
         pthread_mutex_unlock(&rt.mu);
         rt_app_log_write();
+        /* The requests resumed meanwhile find rt.mu free, and the app log
+         * holds the output of the calls they answer. */
+        rt_httpd_release_wakes();
         poll(fds, n, ms);
         pthread_mutex_lock(&rt.mu);
+        rt_httpd_hold_wakes();
         if (fds[0].revents & POLLIN) {
             uint64_t v;
             if (read(rt.wake_fd, &v, sizeof v) < 0) {
@@ -1015,6 +1020,7 @@ void *rt_loop(void *arg)
     rt_app_log_take();
     pthread_mutex_unlock(&rt.mu);
     rt_app_log_write();
+    rt_httpd_release_wakes();
     free(fds);
     free(owner);
     free(kind);

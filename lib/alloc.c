@@ -138,13 +138,30 @@ static void give_back(void *base, size_t len)
     for (int i = 0; i < SPARE_MAPS && slot < 0; i++)
         if (spare[i].base == NULL)
             slot = i;
+    /* All kept: a larger mapping takes the place of the smallest, so that
+     * the small buffers of a first call do not make every later large one
+     * start from fresh memory. */
+    void *evict = NULL;
+    size_t evict_len = 0;
+    for (int i = 0; i < SPARE_MAPS && slot < 0; i++)
+        if (spare[i].len < len && (evict == NULL || spare[i].len < evict_len)) {
+            evict = spare[i].base;
+            evict_len = spare[i].len;
+        }
+    for (int i = 0; i < SPARE_MAPS && slot < 0 && evict != NULL; i++)
+        if (spare[i].base == evict)
+            slot = i;
     if (slot >= 0) {
         madvise(base, len, MADV_FREE);
         spare[slot].base = base;
         spare[slot].len = len;
         base = NULL;
+    } else {
+        evict = NULL;
     }
     pthread_mutex_unlock(&spare_lock);
+    if (evict != NULL)
+        munmap(evict, evict_len);
     if (base != NULL)
         munmap(base, len);
 }

@@ -1,15 +1,21 @@
 /*
- * test_memfd_array.c: lib/memfd_array.c: large arrays a worker makes live
- * in a memfd and leave as their result frame without a copy: the receiver
- * gets the very same memfd (same inode), sealed, and decodes an equal
- * value; the sender's array stays readable. Sending it twice, or with an
- * envelope too long for the room in front of the data, falls back to a
- * copy that decodes the same. No descriptor is left open.
+ * test_big_buffers.c: the library's large buffers.
+ *
+ * lib/memfd_array.c: large arrays a worker makes live in a memfd and leave
+ * as their result frame without a copy: the receiver gets the very same
+ * memfd (same inode), sealed, and decodes an equal value; the sender's
+ * array stays readable. Sending it twice, or with an envelope too long for
+ * the room in front of the data, falls back to a copy that decodes the
+ * same. No descriptor is left open.
+ *
+ * lib/alloc.c: large anonymous mappings are kept when freed and handed out
+ * again, the largest ones first.
  */
 #include "testutil.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -212,6 +218,36 @@ static void test_head_padded_bounds(void **state)
     modal_value_free(b);
 }
 
+/* Freed large mappings come back for the next buffer that fits, and a
+ * large one displaces the smallest kept one. */
+static void test_spare_mappings(void **state)
+{
+    (void)state;
+    const size_t small = 5 << 20, large = 24 << 20;
+    modal__buf *a = modal__buf_new(small), *b = modal__buf_new(small);
+    assert_non_null(a);
+    assert_non_null(b);
+    modal__buf_unref(a);
+    modal__buf_unref(b); /* both kept: 5 MiB, 5 MiB */
+    modal__buf *c = modal__buf_new(large);
+    assert_non_null(c);
+    uint8_t *large_base = c->base;
+    memset(large_base, 0x5a, large);
+    modal__buf_unref(c); /* displaces a 5 MiB one */
+    /* Had it been unmapped, this would most likely land in its place. */
+    void *other = mmap(NULL, large, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(other != MAP_FAILED);
+    modal__buf *d = modal__buf_new(large - 4096);
+    assert_non_null(d);
+    assert_ptr_equal(d->base, large_base);
+    d->base[0] = 1; /* writable, whatever MADV_FREE left there */
+    modal__buf *e = modal__buf_new(small);
+    assert_non_null(e); /* the other 5 MiB one, or a new mapping */
+    modal__buf_unref(d);
+    modal__buf_unref(e);
+    munmap(other, large);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -221,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_nested_array_is_copied),
         cmocka_unit_test(test_other_arrays_stay_in_memory),
         cmocka_unit_test(test_head_padded_bounds),
+        cmocka_unit_test(test_spare_mappings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

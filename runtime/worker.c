@@ -960,10 +960,11 @@ void *rt_loop(void *arg)
         /* Output lines go to the app logs outside the lock. */
         rt_app_log_take();
         pthread_mutex_unlock(&rt.mu);
-        rt_app_log_write();
-        /* The requests resumed meanwhile find rt.mu free, and the app log
-         * holds the output of the calls they answer. */
+        /* The requests resumed meanwhile find rt.mu free. They are woken
+         * before the app log is written, as they were when woken under
+         * the lock, so no answer waits for that file write. */
         rt_httpd_release_wakes();
+        rt_app_log_write();
         poll(fds, n, ms);
         pthread_mutex_lock(&rt.mu);
         rt_httpd_hold_wakes();
@@ -1019,8 +1020,8 @@ void *rt_loop(void *arg)
     }
     rt_app_log_take();
     pthread_mutex_unlock(&rt.mu);
-    rt_app_log_write();
     rt_httpd_release_wakes();
+    rt_app_log_write();
     free(fds);
     free(owner);
     free(kind);

@@ -115,7 +115,7 @@ typedef struct modal__buf {
     atomic_long refs;
     uint8_t *base;
     size_t len;
-    int kind; /* MODAL__BUF_HEAP, _MMAP, _VIEW, _ANON */
+    int kind; /* MODAL__BUF_HEAP, _MMAP, _VIEW, _ANON, _MEMFD */
     struct modal__buf *parent; /* for a view: the buffer it lies in */
     size_t map_len;            /* for _ANON and _MEMFD: the mapping's real size */
     int fd;                    /* for _MEMFD: the memfd, owned */

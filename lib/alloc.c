@@ -8,6 +8,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 /*
  * Failure injection: fail_after < 0 means off. The counters are atomics so
@@ -98,6 +99,7 @@ static modal__buf *buf_record(uint8_t *base, size_t len, int kind, modal__buf *p
     b->kind = kind;
     b->parent = parent;
     b->map_len = map_len;
+    b->fd = -1;
     return b;
 }
 
@@ -136,13 +138,30 @@ static void give_back(void *base, size_t len)
     for (int i = 0; i < SPARE_MAPS && slot < 0; i++)
         if (spare[i].base == NULL)
             slot = i;
+    /* All kept: a larger mapping takes the place of the smallest, so that
+     * the small buffers of a first call do not make every later large one
+     * start from fresh memory. */
+    void *evict = NULL;
+    size_t evict_len = 0;
+    for (int i = 0; i < SPARE_MAPS && slot < 0; i++)
+        if (spare[i].len < len && (evict == NULL || spare[i].len < evict_len)) {
+            evict = spare[i].base;
+            evict_len = spare[i].len;
+        }
+    for (int i = 0; i < SPARE_MAPS && slot < 0 && evict != NULL; i++)
+        if (spare[i].base == evict)
+            slot = i;
     if (slot >= 0) {
         madvise(base, len, MADV_FREE);
         spare[slot].base = base;
         spare[slot].len = len;
         base = NULL;
+    } else {
+        evict = NULL;
     }
     pthread_mutex_unlock(&spare_lock);
+    if (evict != NULL)
+        munmap(evict, evict_len);
     if (base != NULL)
         munmap(base, len);
 }
@@ -155,10 +174,14 @@ modal__buf *modal__buf_new(size_t len)
         size_t map_len = len;
         void *m = take_spare(len, &map_len);
         if (m == NULL) {
-            m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            /* Populated in one go: one fault per page costs several times
+             * more than the kernel filling the page table at once, and
+             * huge pages proved slow and erratic to allocate (see
+             * docs/performance.md). */
+            m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
             if (m == MAP_FAILED)
                 return NULL;
-            madvise(m, len, MADV_HUGEPAGE); /* advice only: fine if refused */
         }
         modal__buf *b = buf_record(m, len, MODAL__BUF_ANON, NULL, map_len);
         if (b == NULL)
@@ -205,6 +228,9 @@ void modal__buf_unref(modal__buf *b)
             munmap(b->base, b->len);
     } else if (b->kind == MODAL__BUF_ANON) {
         give_back(b->base, b->map_len);
+    } else if (b->kind == MODAL__BUF_MEMFD) {
+        munmap(b->base - MODAL__MEMFD_HEAD, b->map_len);
+        close(b->fd);
     } else {
         free(b->base);
     }

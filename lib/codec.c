@@ -276,10 +276,14 @@ static modal_status enc_array(enc_ctx *c, const modal_value *v,
                              v->u.arr.shape[d], d);
     }
     size_t k;
-    modal_status st = enc_attach(c, at, v->u.arr.data,
-                                 count * modal_dtype_size(dt), &k);
+    size_t nbytes = count * modal_dtype_size(dt);
+    modal_status st = enc_attach(c, at, v->u.arr.data, nbytes, &k);
     if (st != MODAL_OK)
         return st;
+    const modal__buf *bk = v->u.arr.backing;
+    if (k == 0 && bk != NULL && bk->kind == MODAL__BUF_MEMFD && bk->base == v->u.arr.data &&
+        bk->len == nbytes)
+        c->enc->att0_memfd = v->u.arr.backing; /* may leave as it is */
     cJSON *obj = cJSON_CreateObject();
     cJSON *idx = cJSON_CreateNumber((double)k);
     cJSON *name = cJSON_CreateString(modal_dtype_name(dt));
@@ -656,6 +660,24 @@ modal_status modal__enc_flatten(const modal__enc *enc, modal__buf **out,
     *out = b;
     modal__ok(err);
     return MODAL_OK;
+}
+
+int modal__enc_head_padded(const modal__enc *enc, uint8_t *out, size_t head_len)
+{
+    if (enc == NULL || enc->head == NULL || enc->natt == 0 || head_len % MODAL__FRAME_ALIGN != 0)
+        return -1;
+    size_t tab = MODAL__FRAME_FIXED + 8 * enc->natt;
+    size_t elen = modal__get32(enc->head + 8);
+    if (tab > head_len || elen > head_len - tab || head_len - tab > MODAL_CODEC_MAX_ENVELOPE)
+        return -1;
+    /* JSON text may begin with white space; the decoder skips it and the
+     * padding after the envelope stays empty. */
+    size_t pad = head_len - tab - elen;
+    memcpy(out, enc->head, tab);
+    modal__put32(out + 8, (uint32_t)(head_len - tab));
+    memset(out + tab, ' ', pad);
+    memcpy(out + tab + pad, enc->head + tab, elen);
+    return 0;
 }
 
 void modal__enc_free(modal__enc *enc)

@@ -116,19 +116,21 @@ typedef struct modal__buf {
     atomic_long refs;
     uint8_t *base;
     size_t len;
-    int kind; /* MODAL__BUF_HEAP, _MMAP, _VIEW, _ANON */
+    int kind; /* MODAL__BUF_HEAP, _MMAP, _VIEW, _ANON, _MEMFD */
     struct modal__buf *parent; /* for a view: the buffer it lies in */
-    size_t map_len;            /* for _ANON: the mapping's real size */
+    size_t map_len;            /* for _ANON and _MEMFD: the mapping's real size */
+    int fd;                    /* for _MEMFD: the memfd, owned */
 } modal__buf;
 
-enum { MODAL__BUF_HEAP = 0, MODAL__BUF_MMAP = 1, MODAL__BUF_VIEW = 2, MODAL__BUF_ANON = 3 };
+enum { MODAL__BUF_HEAP = 0, MODAL__BUF_MMAP = 1, MODAL__BUF_VIEW = 2, MODAL__BUF_ANON = 3,
+       MODAL__BUF_MEMFD = 4 };
 
 /*
  * A buffer of len bytes (contents uninitialised), refs = 1. From
- * MODAL__BIG_ALLOC up it is an anonymous mapping advised to use huge pages,
- * since faulting in fresh 4 KiB pages dominates the cost of building and
- * receiving large arrays; below that, heap memory whose base may be
- * realloc'd by its owner.
+ * MODAL__BIG_ALLOC up it is an anonymous mapping populated in one go
+ * (MAP_POPULATE), or a spare one reused, since faulting in fresh pages one
+ * by one dominates the cost of building and receiving large arrays; below
+ * that, heap memory whose base may be realloc'd by its owner.
  */
 #define MODAL__BIG_ALLOC (4u << 20)
 modal__buf *modal__buf_new(size_t len);
@@ -138,6 +140,30 @@ modal__buf *modal__buf_wrap_mmap(void *base, size_t len);
 modal__buf *modal__buf_view(modal__buf *parent, size_t off, size_t len);
 modal__buf *modal__buf_ref(modal__buf *b);
 void modal__buf_unref(modal__buf *b);
+/*
+ * A buffer of len bytes that lives in a memfd, so that it can be handed to
+ * another process as it is (lib/memfd_array.c, docs/architecture/data.md).
+ * The memfd holds MODAL__MEMFD_HEAD bytes of room for a frame head, then
+ * the len bytes at base (page-aligned); the mapping is shared, writable and
+ * populated. NULL when the memfd cannot be made (the caller falls back to
+ * modal__buf_new).
+ */
+#define MODAL__MEMFD_HEAD 4096u
+modal__buf *modal__buf_new_memfd(size_t len);
+/*
+ * Turn the memfd buffer b into a sealed frame of MODAL__MEMFD_HEAD + b->len
+ * bytes: head (exactly MODAL__MEMFD_HEAD bytes) is written in front of the
+ * data, b's mapping becomes read-only, and the memfd is sealed against
+ * every change. Returns the memfd (still owned by b), or -1 with errno set
+ * when b is not an unsealed memfd buffer or a step fails; b stays readable
+ * either way.
+ */
+int modal__buf_memfd_seal_frame(modal__buf *b, const uint8_t *head);
+/*
+ * Set in worker mode: large arrays a worker makes (modal_array_new) live
+ * in memfds, so its result travels to the runtime without a copy.
+ */
+extern bool modal__arrays_in_memfd;
 
 /* ---- values (lib/value.c) ---------------------------------------- */
 
@@ -220,6 +246,7 @@ typedef struct modal__enc {
     struct iovec *att;  /* att[i] borrowed from the encoded values */
     size_t natt, cap;
     size_t total;       /* bytes of the whole frame once finished */
+    modal__buf *att0_memfd; /* attachment 0 is all of this memfd buffer */
 } modal__enc;
 
 /* Encode v as JSON, registering its binary parts as attachments of enc. */
@@ -236,6 +263,13 @@ modal_status modal__enc_write_fd(const modal__enc *enc, int fd,
 /* The whole frame in one new heap buffer. */
 modal_status modal__enc_flatten(const modal__enc *enc, modal__buf **out,
                                 modal_error *err);
+/*
+ * The finished frame's head laid out again to exactly head_len bytes (a
+ * multiple of 64), so that the first attachment starts at head_len: the
+ * envelope is preceded by spaces. Returns 0, or -1 when the frame has no
+ * attachment or its head does not fit in head_len.
+ */
+int modal__enc_head_padded(const modal__enc *enc, uint8_t *out, size_t head_len);
 void modal__enc_free(modal__enc *enc);
 
 /* A parsed frame: the envelope and where each attachment lies. */

@@ -139,6 +139,19 @@ modal_status modal__ipc_send_enc(int sock, uint32_t type, const char *meta,
         size_t n = modal__enc_read(enc, 0, small, enc->total);
         return modal__ipc_send(sock, type, meta, small, n, -1, err);
     }
+    if (enc->natt == 1 && enc->att0_memfd != NULL) {
+        /* The frame's one attachment already lies in a memfd with room for
+         * the head in front: write the head there, seal, pass it as is. */
+        uint8_t head[MODAL__MEMFD_HEAD];
+        int fd = modal__enc_head_padded(enc, head, sizeof head) == 0
+                     ? modal__buf_memfd_seal_frame(enc->att0_memfd, head)
+                     : -1;
+        if (fd >= 0)
+            return modal__ipc_send(sock, type, meta, NULL,
+                                   MODAL__MEMFD_HEAD + enc->att0_memfd->len, fd, err);
+        /* Otherwise (a head too long, a memfd sent once already) the frame
+         * is copied into a new memfd below. */
+    }
     int mfd = modal__memfd_new("modal-payload", 0);
     if (mfd < 0)
         return modal__fail(err, MODAL_EIO, "memfd_create failed: %s", strerror(errno));

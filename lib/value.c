@@ -252,9 +252,12 @@ modal_value *modal_array_new(modal_dtype dtype, size_t ndim,
     if (v == NULL)
         return NULL;
     if (bytes >= MODAL__BIG_ALLOC) {
-        /* Large arrays live in a huge-page mapping (see modal__buf_new):
-         * filling them costs far fewer page faults. */
-        modal__buf *b = modal__buf_new(bytes);
+        /* Large arrays live in a prefaulted mapping (see modal__buf_new);
+         * in a worker, in a memfd that can leave as the result frame
+         * without a copy (lib/memfd_array.c). */
+        modal__buf *b = modal__arrays_in_memfd ? modal__buf_new_memfd(bytes) : NULL;
+        if (b == NULL)
+            b = modal__buf_new(bytes);
         if (b == NULL) {
             free(v);
             return NULL;

@@ -596,6 +596,7 @@ void modal_worker_serve_if_worker(int argc, char **argv)
     }
     unsetenv(MODAL__WORKER_FD_ENV);
     unsetenv("MODAL_WORKER_FUNCTION");
+    modal__arrays_in_memfd = true; /* results leave without a copy */
     /* Programs the function starts must not hold the runtime socket: the
      * runtime would keep talking to them. */
     fcntl((int)sock, F_SETFD, FD_CLOEXEC);

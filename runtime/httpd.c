@@ -414,6 +414,17 @@ void rt_hreq_suspend(rt_hreq *r, double deadline)
     timer_set(r, deadline);
 }
 
+/* Wakes held back by this thread (rt_httpd_hold_wakes): a bit per loop. */
+static __thread bool wakes_held;
+static __thread unsigned wakes_owed;
+
+static void wake_loop(loop *lp)
+{
+    uint64_t one = 1;
+    ssize_t w = write(lp->evfd, &one, sizeof one);
+    (void)w;
+}
+
 void rt_hreq_resume(rt_hreq *r)
 {
     loop *lp = r->lp;
@@ -427,11 +438,25 @@ void rt_hreq_resume(rt_hreq *r)
         wake = false;
     }
     pthread_mutex_unlock(&lp->qmu);
-    if (wake) {
-        uint64_t one = 1;
-        ssize_t w = write(lp->evfd, &one, sizeof one);
-        (void)w;
-    }
+    if (wake && wakes_held)
+        wakes_owed |= 1u << (lp - loops);
+    else if (wake)
+        wake_loop(lp);
+}
+
+void rt_httpd_hold_wakes(void)
+{
+    wakes_held = true;
+}
+
+void rt_httpd_release_wakes(void)
+{
+    wakes_held = false;
+    for (int i = 0; wakes_owed != 0 && i < MAX_THREADS; i++)
+        if (wakes_owed & (1u << i)) {
+            wakes_owed &= ~(1u << i);
+            wake_loop(&loops[i]);
+        }
 }
 
 /* ---- request accessors -------------------------------------------------- */

@@ -105,4 +105,15 @@ void rt_hreq_suspend(rt_hreq *r, double deadline);
  * stop resuming it). */
 void rt_hreq_resume(rt_hreq *r);
 
+/*
+ * Hold back, on the calling thread, the eventfd writes of the resumes it
+ * makes, until rt_httpd_release_wakes writes them. A thread that resumes
+ * requests while holding a lock their handlers take (the runtime's event
+ * loop settling a call under rt.mu) holds its wakes until it unlocks, so
+ * an event thread is not woken only to sleep again on that lock. Release
+ * without a hold is harmless.
+ */
+void rt_httpd_hold_wakes(void);
+void rt_httpd_release_wakes(void);
+
 #endif

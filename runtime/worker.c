@@ -18,6 +18,7 @@
  * its calls is reported through the rt_worker_events the scheduler
  * registered, after the worker's own state is up to date.
  */
+#include "httpd.h"
 #include "rt.h"
 #include "launch.h"
 
@@ -941,9 +942,14 @@ void *rt_loop(void *arg)
         /* Output lines go to the app logs outside the lock. */
         rt_app_log_take();
         pthread_mutex_unlock(&rt.mu);
+        /* The requests resumed meanwhile find rt.mu free. They are woken
+         * before the app log is written, as they were when woken under
+         * the lock, so no answer waits for that file write. */
+        rt_httpd_release_wakes();
         rt_app_log_write();
         poll(fds, n, ms);
         pthread_mutex_lock(&rt.mu);
+        rt_httpd_hold_wakes();
         if (fds[0].revents & POLLIN) {
             uint64_t v;
             if (read(rt.wake_fd, &v, sizeof v) < 0) {
@@ -997,6 +1003,7 @@ void *rt_loop(void *arg)
     }
     rt_app_log_take();
     pthread_mutex_unlock(&rt.mu);
+    rt_httpd_release_wakes();
     rt_app_log_write();
     free(fds);
     free(owner);

@@ -3,6 +3,7 @@
  * handlers only set a flag; the main thread notices and shuts down.
  */
 #include "rt.h"
+#include "httpd.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -248,6 +249,8 @@ int main(int argc, char **argv)
     rt_res_init(cpus, (long long)memory, true);
     static const rt_sched_listener http_listener = {rt_http_call_changed, rt_http_map_changed};
     rt_sched_init(&http_listener);
+    static const rt_loop_hooks loop_hooks = {rt_httpd_hold_wakes, rt_httpd_release_wakes};
+    rt_loop_hooks_set(&loop_hooks);
     rt.last_activity = rt_now();
 
     struct sigaction sa = {.sa_handler = on_signal};

@@ -301,6 +301,15 @@ typedef struct rt_worker_events {
     double (*next_timer)(double now);
 } rt_worker_events;
 void rt_worker_events_set(const rt_worker_events *ev);
+/* What the event loop does around rt.mu, set once at start (main.c):
+ * locked runs right after the loop takes rt.mu, unlocked right after it
+ * drops it. The HTTP server defers the wake-ups it is asked for in
+ * between, so the requests they resume find rt.mu free. */
+typedef struct rt_loop_hooks {
+    void (*locked)(void);
+    void (*unlocked)(void);
+} rt_loop_hooks;
+void rt_loop_hooks_set(const rt_loop_hooks *hooks);
 
 /* Start a worker for p. On success it is the first of rt.workers. */
 int rt_worker_spawn(rt_pool *p);

@@ -18,7 +18,6 @@
  * its calls is reported through the rt_worker_events the scheduler
  * registered, after the worker's own state is up to date.
  */
-#include "httpd.h"
 #include "rt.h"
 #include "launch.h"
 
@@ -49,6 +48,25 @@
 #define CUT_MARK " [line continues]"
 
 static const rt_worker_events *ev;
+
+static const rt_loop_hooks *loop_hooks;
+
+void rt_loop_hooks_set(const rt_loop_hooks *hooks)
+{
+    loop_hooks = hooks;
+}
+
+static void loop_locked(void)
+{
+    if (loop_hooks != NULL && loop_hooks->locked != NULL)
+        loop_hooks->locked();
+}
+
+static void loop_unlocked(void)
+{
+    if (loop_hooks != NULL && loop_hooks->unlocked != NULL)
+        loop_hooks->unlocked();
+}
 
 void rt_worker_events_set(const rt_worker_events *events)
 {
@@ -945,11 +963,11 @@ void *rt_loop(void *arg)
         /* The requests resumed meanwhile find rt.mu free. They are woken
          * before the app log is written, as they were when woken under
          * the lock, so no answer waits for that file write. */
-        rt_httpd_release_wakes();
+        loop_unlocked();
         rt_app_log_write();
         poll(fds, n, ms);
         pthread_mutex_lock(&rt.mu);
-        rt_httpd_hold_wakes();
+        loop_locked();
         if (fds[0].revents & POLLIN) {
             uint64_t v;
             if (read(rt.wake_fd, &v, sizeof v) < 0) {
@@ -1003,7 +1021,7 @@ void *rt_loop(void *arg)
     }
     rt_app_log_take();
     pthread_mutex_unlock(&rt.mu);
-    rt_httpd_release_wakes();
+    loop_unlocked();
     rt_app_log_write();
     free(fds);
     free(owner);

@@ -5,7 +5,7 @@
  * libcurl handles, the retry policy for transport errors, and what this
  * process has already done on that runtime (uploaded its executable,
  * registered function specs). The public handle (modal_connection) is this
- * struct; docs/architecture/conn.md describes the design.
+ * struct; docs/architecture.md ("The connection object") describes the design.
  */
 #ifndef MODAL_CONN_H
 #define MODAL_CONN_H

@@ -142,7 +142,7 @@ modal__buf *modal__buf_ref(modal__buf *b);
 void modal__buf_unref(modal__buf *b);
 /*
  * A buffer of len bytes that lives in a memfd, so that it can be handed to
- * another process as it is (lib/memfd_array.c, docs/architecture/data.md).
+ * another process as it is (lib/memfd_array.c, docs/architecture.md, "The bytes of a call").
  * The memfd holds MODAL__MEMFD_HEAD bytes of room for a frame head, then
  * the len bytes at base (page-aligned); the mapping is shared, writable and
  * populated. NULL when the memfd cannot be made (the caller falls back to

@@ -4,7 +4,7 @@
  * frame head is written into room kept in front of the data, the memfd is
  * sealed and its descriptor passed, and no byte of the array is copied.
  *
- * Layout of such a memfd (docs/architecture/data.md):
+ * Layout of such a memfd (docs/architecture.md, "The bytes of a call"):
  *   [0, MODAL__MEMFD_HEAD)              room for the frame head
  *   [MODAL__MEMFD_HEAD, + len)          the array's bytes (buf->base)
  * The frame head fills the room exactly: the JSON envelope is preceded by

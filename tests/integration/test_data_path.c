@@ -1,6 +1,6 @@
 /*
  * test_data_path.c: large arrays through a real runtime, on each of the
- * ways a result can leave a worker (docs/architecture/data.md): one array
+ * ways a result can leave a worker (docs/architecture.md, "The bytes of a call"): one array
  * in its own memfd sent as it is (alone, nested in a list, 2-D), several
  * arrays copied into one payload memfd, a result map with more than one
  * attachment; and the client's receive straight into the result's memory

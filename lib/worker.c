@@ -481,6 +481,40 @@ static int fork_req_recv(int sock, int *fds, int *targets)
 }
 
 /*
+ * Find the function a worker (or template) serves, check its options and
+ * run its enter hook: snapshot_enter in a template, enter in a worker.
+ * Returns MODAL_OK, or the code of the first failure with msg saying it.
+ */
+static modal_status start_function(const char *name, bool template, modal_function **out,
+                                   char *msg, size_t msgsz)
+{
+    modal_function *fn = modal_function_find(name);
+    modal_error err;
+    modal_status code;
+    *out = fn;
+    if (fn == NULL) {
+        snprintf(msg, msgsz, "function \"%s\" is not registered in this executable", name);
+        return MODAL_ENOTFOUND;
+    }
+    if ((code = modal_function_check(fn, &err)) != MODAL_OK) {
+        snprintf(msg, msgsz, "%s", err.message);
+        return code;
+    }
+    const modal_function_options *o = modal__fn_options(fn);
+    modal_hook hook = template ? o->snapshot_enter : o->enter;
+    const char *what = template ? "snapshot_enter" : "enter";
+    if (hook == NULL)
+        return MODAL_OK;
+    modal_ctx ctx = {.fn = fn, .call_id = what, .attempt = 1, .remote = true};
+    if (hook(&ctx) != 0) {
+        snprintf(msg, msgsz, "%s: %s hook failed: %s", fn->name, what,
+                 ctx.failed ? ctx.message : "it returned non-zero");
+        return MODAL_EFUNC;
+    }
+    return MODAL_OK;
+}
+
+/*
  * Serve as a memory-snapshot template: run fn's snapshot_enter once, say
  * HELLO (with the error, and exit, when that failed), then fork a worker
  * for each request until the runtime closes the socket. Returns only in a
@@ -504,27 +538,11 @@ static void template_serve(int sock, const char *name)
                 close(nul);
             }
         }
-    modal_function *fn = modal_function_find(name);
+    modal_function *fn;
     modal_error err;
     char msg[MODAL_ERROR_MESSAGE_SIZE + 128];
-    const char *error = NULL;
-    modal_status code = MODAL_OK;
-    if (fn == NULL) {
-        snprintf(msg, sizeof msg, "function \"%s\" is not registered in this executable", name);
-        error = msg;
-        code = MODAL_ENOTFOUND;
-    } else if ((code = modal_function_check(fn, &err)) != MODAL_OK) {
-        snprintf(msg, sizeof msg, "%s", err.message);
-        error = msg;
-    } else if (modal__fn_options(fn)->snapshot_enter != NULL) {
-        modal_ctx ctx = {.fn = fn, .call_id = "snapshot_enter", .attempt = 1, .remote = true};
-        if (modal__fn_options(fn)->snapshot_enter(&ctx) != 0) {
-            snprintf(msg, sizeof msg, "%s: snapshot_enter hook failed: %s", fn->name,
-                     ctx.failed ? ctx.message : "it returned non-zero");
-            error = msg;
-            code = MODAL_EFUNC;
-        }
-    }
+    modal_status code = start_function(name, true, &fn, msg, sizeof msg);
+    const char *error = code != MODAL_OK ? msg : NULL;
     char *meta = hello_meta(error, code);
     fflush(stdout);
     fflush(stderr);
@@ -612,27 +630,11 @@ void modal_worker_serve_if_worker(int argc, char **argv)
     }
     cap_start((int)sock);
 
-    modal_function *fn = modal_function_find(name);
+    modal_function *fn;
     modal_error err;
     char msg[MODAL_ERROR_MESSAGE_SIZE + 128];
-    const char *error = NULL;
-    modal_status code = MODAL_OK;
-    if (fn == NULL) {
-        snprintf(msg, sizeof msg, "function \"%s\" is not registered in this executable", name);
-        error = msg;
-        code = MODAL_ENOTFOUND;
-    } else if ((code = modal_function_check(fn, &err)) != MODAL_OK) {
-        snprintf(msg, sizeof msg, "%s", err.message);
-        error = msg;
-    } else if (modal__fn_options(fn)->enter != NULL) {
-        modal_ctx ctx = {.fn = fn, .call_id = "enter", .attempt = 1, .remote = true};
-        if (modal__fn_options(fn)->enter(&ctx) != 0) {
-            snprintf(msg, sizeof msg, "%s: enter hook failed: %s", fn->name,
-                     ctx.failed ? ctx.message : "it returned non-zero");
-            error = msg;
-            code = MODAL_EFUNC;
-        }
-    }
+    modal_status code = start_function(name, false, &fn, msg, sizeof msg);
+    const char *error = code != MODAL_OK ? msg : NULL;
     char *meta = hello_meta(error, code);
     cap_end();
     modal_status st = modal__ipc_send((int)sock, MODAL__MSG_HELLO, meta, NULL, 0, -1, &err);

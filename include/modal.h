@@ -433,7 +433,7 @@ typedef struct modal_mount {
  * and this table alone drives the library's checks of MODAL_FUNCTION
  * options, the spec the library sends to the runtime, the runtime's
  * parsing of that spec (same checks, same messages) and the spec's
- * canonical hash. docs/architecture/spec.md says how to add a row.
+ * canonical hash. docs/architecture.md ("Function specs") says how to add a row.
  *
  * Kinds: INT (an int; MODAL_OPTION_UNSET, the value MODAL_FUNCTION starts
  * it with, means the default), REAL (a double; 0 means the default), BOOL,

@@ -101,6 +101,35 @@ MODAL_FUNCTION(seam_flaky, .memory_snapshot = true, .snapshot_enter = prepare, .
     return report(x * 10, 0);
 }
 
+/* A 4 MiB table snapshot_enter builds, as a model's weights or a scratch
+ * buffer would be (the size from which worker arrays live in memfds). */
+static modal_value *table;
+
+static int build_table(modal_ctx *ctx)
+{
+    snapshot_pid = getpid();
+    size_t shape[1] = {4 * MIB};
+    table = modal_array_new(MODAL_U8, 1, shape);
+    uint8_t *p = modal_array_data_mut(table);
+    if (p == NULL)
+        return 1;
+    memset(p, 1, shape[0]);
+    return 0;
+}
+
+/* Reads the table's first byte and bumps it; attempt 1 then dies, so that
+ * attempt 2 runs in another fork, which must see the template's table. */
+MODAL_FUNCTION(seam_scratch, .memory_snapshot = true, .snapshot_enter = build_table,
+               .retries = 1, .scaledown_window = 2)
+{
+    uint8_t *p = modal_array_data_mut(table);
+    int v = p[0];
+    p[0]++;
+    if (modal_ctx_attempt(ctx) == 1)
+        raise(SIGKILL);
+    return modal_int(v);
+}
+
 /* ---- helpers ------------------------------------------------------ */
 
 static double field(const modal_value *m, const char *key)
@@ -446,6 +475,23 @@ static void test_map_with_crashing_forks(void **state)
     modal_value_free(out);
 }
 
+/*
+ * What snapshot_enter built is each fork's own, as a fork gives it: a
+ * large array made there is not shared memory between the template and its
+ * workers, so what one worker writes into it no other worker sees.
+ */
+static void test_snapshot_memory_is_not_shared(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    int64_t v = 0;
+    assert_ok(modal_fn_remote(&seam_scratch, modal_args(), &out, &err), err);
+    assert_ok(modal_get_int(out, &v, &err), err);
+    /* Attempt 1 wrote 2 in its own copy before it died. */
+    assert_int_equal(v, 1);
+    modal_value_free(out);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -456,6 +502,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_restart_keeps_spec_loses_artifact),
         cmocka_unit_test(test_large_result_from_forked_worker),
         cmocka_unit_test(test_map_with_crashing_forks),
+        cmocka_unit_test(test_snapshot_memory_is_not_shared),
     };
     return cmocka_run_group_tests_name("seams", tests, harness_group_setup,
                                        harness_group_teardown) != 0;

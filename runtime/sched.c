@@ -355,6 +355,11 @@ static int pool_spawn(rt_pool *p)
 {
     rt_res_req req = {.cpu = p->pol.cpu, .memory = p->pol.memory};
     rt_res_grant g;
+    /* A function that can never fit has its calls refused (pool_admits);
+     * its pool, made before that refusal, waits for nothing and takes
+     * nothing from others, even to keep min_containers warm. */
+    if (rt_res_check(&req, p->fn, NULL) != MODAL_OK)
+        return -1;
     const char *short_of = rt_res_reserve(&req, &g);
     if (short_of != NULL) {
         if (p->waits_for != short_of) {

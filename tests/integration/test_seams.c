@@ -62,6 +62,19 @@ MODAL_FUNCTION(seam_huge, .memory_snapshot = true, .snapshot_enter = prepare, .c
     return modal_null();
 }
 
+/* One CPU, kept warm for a long while. */
+MODAL_FUNCTION(seam_warm, .cpu = 1, .scaledown_window = 60)
+{
+    return report(0, 0);
+}
+
+/* Can never fit, and asks for a warm worker. */
+MODAL_FUNCTION(seam_never, .memory_snapshot = true, .snapshot_enter = prepare, .cpu = 64,
+               .min_containers = 1)
+{
+    return modal_null();
+}
+
 /* Its pool goes one second after its last call. */
 MODAL_FUNCTION(seam_idle, .memory_snapshot = true, .snapshot_enter = prepare,
                .scaledown_window = 1)
@@ -311,6 +324,40 @@ static void test_snapshot_waits_for_cpu(void **state)
 }
 
 /*
+ * A function that can never fit is refused, and that is all: though it asks
+ * for a warm worker (min_containers), it does not wait for a CPU, and the
+ * idle worker of another function, which holds the runtime's one CPU, is
+ * not stopped to make room for it.
+ */
+static void test_never_fits_takes_nothing(void **state)
+{
+    harness h;
+    const char *const args[] = {"--cpus", "1", NULL};
+    assert_int_equal(harness_start_with(&h, args, false), 0);
+    modal_connection *c = connect_to(h.url, h.token);
+    modal_error err;
+    modal_value *out = NULL;
+    assert_ok(modal_fn_remote_on(c, &seam_warm, modal_args(), &out, &err), err);
+    pid_t warm = (pid_t)field(out, "pid");
+    modal_value_free(out);
+    for (int i = 0; i < 3; i++) {
+        assert_status(modal_fn_remote_on(c, &seam_never, modal_args(), &out, &err),
+                      MODAL_ERESOURCE, err);
+        assert_message_contains(err, "seam_never: asks for 64 CPUs but this runtime has 1");
+        char why[64];
+        waits_for(&h, "seam_never", why, sizeof why);
+        assert_string_equal(why, "");
+        harness_sleep(0.5);
+    }
+    assert_true(harness_pid_alive(warm));
+    assert_ok(modal_fn_remote_on(c, &seam_warm, modal_args(), &out, &err), err);
+    assert_int_equal((pid_t)field(out, "pid"), warm);
+    modal_value_free(out);
+    modal_connection_close(c);
+    harness_stop(&h);
+}
+
+/*
  * The idle pool of a snapshot function is freed with its template (the
  * process is gone), and the next map makes a new pool and a new template.
  * Round after round, the runtime holds no more descriptors than before.
@@ -497,6 +544,7 @@ int main(int argc, char **argv)
     modal_worker_serve_if_worker(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_snapshot_waits_for_cpu),
+        cmocka_unit_test(test_never_fits_takes_nothing),
         cmocka_unit_test(test_idle_snapshot_pool_freed_with_template),
         cmocka_unit_test(test_two_connections_two_runtimes),
         cmocka_unit_test(test_restart_keeps_spec_loses_artifact),

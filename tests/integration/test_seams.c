@@ -437,8 +437,8 @@ static void test_two_connections_two_runtimes(void **state)
 /*
  * A runtime killed and started again on its state directory keeps the
  * spec, but its executable was removed meanwhile: the client, which
- * registered and uploaded both before, gets the call refused for the
- * missing executable, uploads it again and succeeds.
+ * registered and uploaded both before, gets the call (or the map) refused
+ * for the missing executable, uploads it again and succeeds.
  */
 static void test_restart_keeps_spec_loses_artifact(void **state)
 {
@@ -460,6 +460,7 @@ static void test_restart_keeps_spec_loses_artifact(void **state)
     assert_true(file_exists(a.dir, "specs", id, ".json"));
 
     harness_kill(&a);
+    harness_release(&a); /* its output drain, before a is reused */
     char path[PATH_MAX + 100];
     snprintf(path, sizeof path, "%s/artifacts/%s", a.dir, sha);
     assert_int_equal(unlink(path), 0);
@@ -472,8 +473,20 @@ static void test_restart_keeps_spec_loses_artifact(void **state)
     pool_of(&b, "seam_echo", id_after);
     assert_string_equal(id_after, id);
     assert_int_equal(access(path, X_OK), 0);
+
+    /* A map finds its way the same way. */
+    harness_kill(&b);
+    harness_release(&b);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(harness_start_in(&a, b.dir, args, false), 0);
+    assert_ok(modal_fn_map_on(c, &seam_echo, modal_args(modal_int(1), modal_int(2)), NULL, &out,
+                              &err), err);
+    assert_int_equal(modal_value_len(out), 2);
+    assert_int_equal((int)field(modal_list_get(out, 1), "x"), 2);
+    assert_int_equal((pid_t)field(modal_list_get(out, 1), "ppid"), a.pid);
+    modal_value_free(out);
     modal_connection_close(c);
-    harness_stop(&b);
+    harness_stop(&a);
 }
 
 /* A large array a forked snapshot worker makes arrives intact. */

@@ -143,6 +143,20 @@ MODAL_FUNCTION(seam_scratch, .memory_snapshot = true, .snapshot_enter = build_ta
     return modal_int(v);
 }
 
+/* A snapshot_enter that always fails, on a function kept warm. */
+static int refuse(modal_ctx *ctx)
+{
+    printf("snapshot_enter of seam_warm_bad refuses\n");
+    modal_ctx_fail(ctx, "the model file is missing");
+    return 1;
+}
+
+MODAL_FUNCTION(seam_warm_bad, .memory_snapshot = true, .snapshot_enter = refuse,
+               .min_containers = 1)
+{
+    return modal_null();
+}
+
 /* ---- helpers ------------------------------------------------------ */
 
 static double field(const modal_value *m, const char *key)
@@ -552,6 +566,37 @@ static void test_snapshot_memory_is_not_shared(void **state)
     modal_value_free(out);
 }
 
+/* Lines of rt's app log that contain needle. */
+static int log_count(const char *needle)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/logs/itest-seams.log", rt.dir);
+    char *text = harness_read_file(path, NULL);
+    int n = 0;
+    for (const char *p = text; p != NULL && (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    free(text);
+    return n;
+}
+
+/*
+ * A function kept warm whose template cannot start (snapshot_enter fails):
+ * the call that asked fails with the hook's message, and the runtime does
+ * not then start template after template to keep the pool warm; it tries
+ * again, after a pause that grows.
+ */
+static void test_warm_pool_whose_start_fails(void **state)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    assert_status(modal_fn_remote(&seam_warm_bad, modal_args(), &out, &err), MODAL_EFUNC, err);
+    assert_message_contains(err, "the model file is missing");
+    harness_sleep(3);
+    int n = log_count("snapshot_enter of seam_warm_bad refuses");
+    assert_true(n >= 1);
+    assert_true(n <= 4);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -564,6 +609,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_large_result_from_forked_worker),
         cmocka_unit_test(test_map_with_crashing_forks),
         cmocka_unit_test(test_snapshot_memory_is_not_shared),
+        cmocka_unit_test(test_warm_pool_whose_start_fails),
     };
     return cmocka_run_group_tests_name("seams", tests, harness_group_setup,
                                        harness_group_teardown) != 0;

@@ -614,7 +614,6 @@ void modal_worker_serve_if_worker(int argc, char **argv)
     }
     unsetenv(MODAL__WORKER_FD_ENV);
     unsetenv("MODAL_WORKER_FUNCTION");
-    modal__arrays_in_memfd = true; /* results leave without a copy */
     /* Programs the function starts must not hold the runtime socket: the
      * runtime would keep talking to them. */
     fcntl((int)sock, F_SETFD, FD_CLOEXEC);
@@ -628,6 +627,12 @@ void modal_worker_serve_if_worker(int argc, char **argv)
         template_serve((int)sock, name); /* returns in each forked worker */
         fcntl((int)sock, F_SETFD, FD_CLOEXEC);
     }
+    /* From here on, in a worker only, large arrays live in memfds, so that
+     * results leave without a copy. Not in a template: a memfd's pages are
+     * shared, not copied, by a fork, so an array snapshot_enter made there
+     * would be one memory for the template and all its workers, and what one
+     * worker wrote into it every other would see. */
+    modal__arrays_in_memfd = true;
     cap_start((int)sock);
 
     modal_function *fn;

@@ -96,6 +96,8 @@ struct rt_pool {
     const char *waits_for;   /* "cpu", "memory", "devices": what keeps a worker
                               * from starting, NULL when nothing does */
     double waiting_since;    /* since when it waits for that */
+    double warm_after;       /* min_containers starts no worker before this */
+    double warm_pause;       /* the pause after the last failed start, 0 after a good one */
 };
 
 enum rt_worker_state { RT_W_STARTING, RT_W_READY, RT_W_EXITING, RT_W_DEAD };

@@ -355,6 +355,11 @@ static int pool_spawn(rt_pool *p)
 {
     rt_res_req req = {.cpu = p->pol.cpu, .memory = p->pol.memory};
     rt_res_grant g;
+    /* A function that can never fit has its calls refused (pool_admits);
+     * its pool, made before that refusal, waits for nothing and takes
+     * nothing from others, even to keep min_containers warm. */
+    if (rt_res_check(&req, p->fn, NULL) != MODAL_OK)
+        return -1;
     const char *short_of = rt_res_reserve(&req, &g);
     if (short_of != NULL) {
         if (p->waits_for != short_of) {
@@ -831,7 +836,7 @@ static void tick(double now)
     }
     /* Keep min_containers warm. */
     for (rt_pool *p = rt.pools; p; p = p->next)
-        if (!p->broken && p->nworkers < p->pol.min_containers)
+        if (!p->broken && p->nworkers < p->pol.min_containers && now >= p->warm_after)
             pool_spawn(p);
     /* Results nobody will fetch any more: a full sweep, so at most once a
      * second rather than after every worker message. */
@@ -900,13 +905,28 @@ static void pool_fail_queue(rt_pool *p, modal_status st, const char *msg)
     }
 }
 
+/*
+ * A start that failed pauses the keeping warm of min_containers, for a time
+ * that doubles (1 s up to 60 s) while starts keep failing: else a hook that
+ * always fails would have a worker (or a memory-snapshot template, which
+ * runs snapshot_enter each time) started again on every turn of the loop.
+ * Calls still start workers at once.
+ */
+static void pause_warm(rt_pool *p)
+{
+    p->warm_pause = p->warm_pause < 1 ? 1 : p->warm_pause * 2 > 60 ? 60 : p->warm_pause * 2;
+    p->warm_after = rt_now() + p->warm_pause;
+}
+
 static void on_ready(rt_worker *w)
 {
+    w->pool->warm_pause = 0;
     rt_dispatch(w->pool);
 }
 
 static void on_start_refused(rt_pool *p, modal_status code, const char *msg)
 {
+    pause_warm(p);
     if (code != MODAL_EFUNC && code != MODAL_ETIMEOUT) {
         /* Unknown function, invalid options: every start would fail. */
         p->broken = true;
@@ -928,6 +948,7 @@ static void on_can_start(rt_pool *p)
 
 static void on_start_failed(rt_pool *p, modal_status st, const char *msg, bool permanent)
 {
+    pause_warm(p);
     if (permanent)
         p->broken = true;
     pool_fail_queue(p, st, msg);

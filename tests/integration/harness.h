@@ -269,14 +269,18 @@ static void harness_curl_init(void)
  * MODAL_TOKEN; MODAL_TOKEN_FILE is unset). Returns 0, or -1 after printing
  * why.
  */
+/* Set only by harness_start_in: the state directory to start in. */
+static const char *harness_reuse_dir;
+
 HARNESS_FN int harness_start_with(harness *h, const char *const *extra_args,
                                   bool export_env)
 {
     pthread_once(&harness_curl_once, harness_curl_init);
     memset(h, 0, sizeof *h);
     h->out_fd = -1;
-    snprintf(h->dir, sizeof h->dir, "/tmp/modal-it-XXXXXX");
-    if (mkdtemp(h->dir) == NULL) {
+    snprintf(h->dir, sizeof h->dir, "%s",
+             harness_reuse_dir != NULL ? harness_reuse_dir : "/tmp/modal-it-XXXXXX");
+    if (harness_reuse_dir == NULL && mkdtemp(h->dir) == NULL) {
         fprintf(stderr, "harness: mkdtemp: %s\n", strerror(errno));
         h->dir[0] = '\0';
         return -1;
@@ -1089,6 +1093,23 @@ HARNESS_FN long harness_raw_exchange(int fd, const void *req, size_t len, double
         buf[n] = '\0';
     *out = buf;
     return closed ? (long)n : -1;
+}
+
+/*
+ * Start a runtime in the existing state directory dir (a restart after
+ * harness_kill, which keeps it), with extra_args and export_env as for
+ * harness_start_with; the token is the one the directory holds. Returns 0
+ * or -1 after printing why.
+ */
+HARNESS_FN int harness_start_in(harness *h, const char *dir, const char *const *extra_args,
+                                bool export_env)
+{
+    char keep[PATH_MAX];
+    snprintf(keep, sizeof keep, "%s", dir);
+    harness_reuse_dir = keep;
+    int rc = harness_start_with(h, extra_args, export_env);
+    harness_reuse_dir = NULL;
+    return rc;
 }
 
 #endif /* MODAL_HARNESS_H */

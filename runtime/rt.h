@@ -96,6 +96,8 @@ struct rt_pool {
     const char *waits_for;   /* "cpu", "memory", "devices": what keeps a worker
                               * from starting, NULL when nothing does */
     double waiting_since;    /* since when it waits for that */
+    double call_s;           /* recent mean run time of its calls, from the results
+                              * (worker.c); 0 before the first */
 };
 
 enum rt_worker_state { RT_W_STARTING, RT_W_READY, RT_W_EXITING, RT_W_DEAD };

@@ -23,6 +23,8 @@
 #define FETCHED_BIG_TTL 5.0    /* fetched ones held in a memfd (large) */
 #define MAP_TTL 600.0          /* maps nobody asked about */
 #define PIPELINE 16            /* most calls a worker holds, running or sent ahead */
+#define PIPELINE_MAX 64        /* ... when its calls are short (at most rt_worker_send's 64) */
+#define PIPELINE_BEHIND 0.002  /* seconds of calls that may wait behind a running one */
 
 /* Who is told when a call or a map changes (set once, rt_sched_init). */
 static rt_sched_listener listener;
@@ -382,8 +384,24 @@ static bool waits_for_resources(const rt_pool *p)
     return p->waits_for != NULL && strcmp(p->waits_for, "max_containers") != 0;
 }
 
+/*
+ * How many calls a worker of p may hold, running or sent ahead. PIPELINE,
+ * or more when p's calls are so short that PIPELINE_BEHIND seconds of them
+ * would wait behind a running one: a busy worker then gets more calls per
+ * message (and per wake-up), and a call sent ahead still waits no longer
+ * than that for a worker that a slow call of the same pool holds.
+ */
+static size_t pipeline_depth(const rt_pool *p)
+{
+    if (p->call_s <= 0 || p->call_s * PIPELINE >= PIPELINE_BEHIND)
+        return PIPELINE;
+    double n = PIPELINE_BEHIND / p->call_s;
+    return n >= PIPELINE_MAX ? PIPELINE_MAX : (size_t)n;
+}
+
 void rt_dispatch(rt_pool *p)
 {
+    size_t depth = pipeline_depth(p);
     while (rt_queue_peek(p) != NULL) {
         if (p->broken)
             return;
@@ -401,7 +419,8 @@ void rt_dispatch(rt_pool *p)
             }
             /* A busy worker is refilled once half its pipeline drained, so
              * each message carries several calls. */
-            if (w->ninflight <= PIPELINE / 2 && (least == NULL || w->ninflight < least->ninflight))
+            if ((size_t)w->ninflight <= depth / 2 &&
+                (least == NULL || w->ninflight < least->ninflight))
                 least = w;
         }
         rt_worker *target = idle;
@@ -422,7 +441,7 @@ void rt_dispatch(rt_pool *p)
             return;
         /* An idle worker takes its share of the queue; a busy one is filled
          * up. Calls whose arguments travel in a memfd go one at a time. */
-        size_t n = PIPELINE - (size_t)target->ninflight;
+        size_t n = depth > (size_t)target->ninflight ? depth - (size_t)target->ninflight : 1;
         if (p->pol.max_inputs > 0) {
             /* Never send a worker more calls than it may still serve. */
             long left = (long)p->pol.max_inputs - target->served - target->ninflight;
@@ -441,7 +460,7 @@ void rt_dispatch(rt_pool *p)
             size_t share = rt_queue_length(p) / (size_t)most;
             n = share < 1 ? 1 : share < n ? share : n;
         }
-        rt_call *batch[PIPELINE];
+        rt_call *batch[PIPELINE_MAX];
         size_t k = rt_queue_take(p, batch, n);
         rt_worker_send(target, batch, k);
     }

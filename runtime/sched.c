@@ -700,23 +700,28 @@ modal_status rt_map_create(modal__buf *frame, rt_map **out, modal_error *err)
     return MODAL_OK;
 }
 
-modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
-                               modal_error *err)
+modal_status rt_map_inputs_read(modal__buf *bundle, rt_map_inputs *in)
 {
+    memset(in, 0, sizeof *in);
     modal__bundle_part *parts;
     size_t n;
-    *accepted = 0;
-    modal_status st = modal__bundle_parse(bundle, &parts, &n, err);
+    modal_status st = modal__bundle_parse(bundle, &parts, &n, &in->err);
     if (st != MODAL_OK)
-        return st;
-    m->touched = rt.last_activity = rt_now();
+        return in->st = st;
+    in->parsed = true;
+    in->index = calloc(n ? n : 1, sizeof *in->index);
+    in->frame = calloc(n ? n : 1, sizeof *in->frame);
+    if (in->index == NULL || in->frame == NULL) {
+        free(parts);
+        return in->st = modal__fail(&in->err, MODAL_ENOMEM, "runtime out of memory");
+    }
     for (size_t k = 0; k < n; k++) {
         modal__buf *view = modal__buf_view(bundle, (size_t)((const uint8_t *)parts[k].p - bundle->base),
                                            parts[k].len);
         modal__dec dec;
-        if (view == NULL || (st = modal__dec_open(view, 1, &dec, err)) != MODAL_OK) {
+        if (view == NULL || (st = modal__dec_open(view, 1, &dec, &in->err)) != MODAL_OK) {
             if (view == NULL)
-                st = modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
+                st = modal__fail(&in->err, MODAL_ENOMEM, "runtime out of memory");
             modal__buf_unref(view);
             break;
         }
@@ -727,19 +732,45 @@ modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
         modal__dec_close(&dec);
         if (di < 0 || di > 1e8 || di != floor(di) || !args_ok) {
             modal__buf_unref(view);
-            st = modal__fail(err, MODAL_ECODEC,
+            st = modal__fail(&in->err, MODAL_ECODEC,
                              "map input frame %zu: needs an integer \"index\" (0..1e8) and an "
                              "\"args\" list", k);
             break;
         }
-        size_t idx = (size_t)di;
+        in->index[in->n] = (size_t)di;
+        in->frame[in->n++] = view;
+    }
+    free(parts);
+    return in->st = st;
+}
+
+void rt_map_inputs_free(rt_map_inputs *in)
+{
+    for (size_t k = 0; in->frame != NULL && k < in->n; k++)
+        modal__buf_unref(in->frame[k]);
+    free(in->frame);
+    free(in->index);
+    memset(in, 0, sizeof *in);
+}
+
+modal_status rt_map_add_inputs(rt_map *m, rt_map_inputs *in, size_t *accepted,
+                               modal_error *err)
+{
+    *accepted = 0;
+    if (!in->parsed) {
+        *err = in->err;
+        return in->st;
+    }
+    modal_status st = MODAL_OK;
+    m->touched = rt.last_activity = rt_now();
+    for (size_t k = 0; k < in->n; k++) {
+        size_t idx = in->index[k];
         if (idx >= m->cap) {
             size_t ncap = m->cap ? m->cap : 1024;
             while (ncap <= idx)
                 ncap *= 2;
             rt_call **nc = realloc(m->calls, ncap * sizeof *nc);
             if (nc == NULL) {
-                modal__buf_unref(view);
                 st = modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
                 break;
             }
@@ -747,32 +778,31 @@ modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
             m->calls = nc;
             m->cap = ncap;
         }
-        if (m->calls[idx] != NULL) { /* resent after a transport retry */
-            modal__buf_unref(view);
+        if (m->calls[idx] != NULL) /* resent after a transport retry */
             continue;
-        }
-        if ((st = pool_admits(m->pool, 1, err)) != MODAL_OK) {
-            modal__buf_unref(view);
+        if ((st = pool_admits(m->pool, 1, err)) != MODAL_OK)
             break;
-        }
         char id[64];
         snprintf(id, sizeof id, "%s-%zu", m->id, idx);
         rt_call *c = call_new(m->pool, id, (long long)idx);
         if (c == NULL) {
-            modal__buf_unref(view);
             st = modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
             break;
         }
         c->map = m;
-        c->args = view;
-        c->args_len = view->len;
+        c->args = in->frame[k];
+        in->frame[k] = NULL; /* the call's now */
+        c->args_len = c->args->len;
         m->calls[idx] = c;
         if (idx + 1 > m->ncalls)
             m->ncalls = idx + 1;
         rt_queue_put(m->pool, c, RT_QUEUE_NEW); /* pool_admits made room */
         (*accepted)++;
     }
-    free(parts);
+    if (st == MODAL_OK && in->st != MODAL_OK) {
+        *err = in->err; /* the first bad frame; those before it are taken */
+        st = in->st;
+    }
     rt_dispatch(m->pool);
     return st;
 }

@@ -173,8 +173,12 @@ static void cap_begin(const char *call_id)
 {
     if (!cap.on)
         return;
+    size_t n = strlen(call_id);
+    if (n >= sizeof cap.call)
+        n = sizeof cap.call - 1;
     pthread_mutex_lock(&cap.mu);
-    snprintf(cap.call, sizeof cap.call, "%s", call_id);
+    memcpy(cap.call, call_id, n);
+    cap.call[n] = '\0';
     pthread_mutex_unlock(&cap.mu);
 }
 
@@ -259,9 +263,19 @@ static modal_status send_result(int sock, const char *call_id, const cJSON *inde
     }
     if (est != MODAL_OK)
         return est;
+    /* {"call_id":"…","status":"…"}, without printf (once per call). */
     char meta[160];
-    snprintf(meta, sizeof meta, "{\"call_id\":\"%s\",\"status\":\"%s\"}", call_id,
-             st == MODAL_OK ? "OK" : modal_status_name(st));
+    size_t ml = 0;
+    const char *piece[5] = {"{\"call_id\":\"", call_id, "\",\"status\":\"",
+                            st == MODAL_OK ? "OK" : modal_status_name(st), "\"}"};
+    for (int i = 0; i < 5; i++) {
+        size_t pl = strlen(piece[i]);
+        if (pl > sizeof meta - 1 - ml)
+            pl = sizeof meta - 1 - ml;
+        memcpy(meta + ml, piece[i], pl);
+        ml += pl;
+    }
+    meta[ml] = '\0';
     cap_end(); /* the call's output goes before its result */
     est = modal__ipc_send_enc(sock, MODAL__MSG_RESULT, meta, &enc, &err);
     modal__enc_free(&enc);

@@ -10,7 +10,8 @@
  * the results, so every byte reaches the runtime before the RESULT of the
  * call that wrote it. When a call ends, the main thread flushes stdio and
  * drains what is still in the pipes itself, under the capture lock, before
- * it answers; a call that wrote nothing pays two ioctls for that.
+ * it answers; a call that wrote nothing pays one poll for that (which also
+ * says whether a message from the runtime is waiting).
  */
 #include "internal.h"
 

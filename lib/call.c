@@ -186,7 +186,7 @@ int modal__json_num(cJSON *obj, const char *key, double v)
 {
     char text[32];
     if (v == (double)(long long)v && v > -9.0e15 && v < 9.0e15)
-        snprintf(text, sizeof text, "%lld", (long long)v);
+        modal__fmt_int(text, (long long)v);
     else if (isfinite(v))
         snprintf(text, sizeof text, "%.17g", v);
     else

@@ -213,7 +213,7 @@ static modal_status enc_int(enc_ctx *c, int64_t i, const path_seg *at,
                             cJSON **out)
 {
     char text[32];
-    snprintf(text, sizeof text, "%" PRId64, i);
+    modal__fmt_int(text, (long long)i);
     /*
      * The decimal text goes in raw: cJSON prints numbers with 15
      * significant digits whenever that reads back "close enough", which

@@ -564,6 +564,10 @@ modal_status modal__sha256_file(const char *path, char out[65], modal_error *err
  * messages; integers and finite doubles need neither. Returns 0 or -1.
  */
 int modal__json_num(cJSON *obj, const char *key, double v);
+/* v in decimal into out (room for MODAL__FMT_INT_SIZE), NUL-terminated;
+ * returns its length (lib/fmt.c). */
+#define MODAL__FMT_INT_SIZE 21
+size_t modal__fmt_int(char *out, long long v);
 
 /* Random id with prefix ("fc-"), base32, 26 random characters. */
 void modal__random_id(const char *prefix, char *out, size_t outsz);

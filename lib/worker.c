@@ -10,7 +10,8 @@
  * the results, so every byte reaches the runtime before the RESULT of the
  * call that wrote it. When a call ends, the main thread flushes stdio and
  * drains what is still in the pipes itself, under the capture lock, before
- * it answers; a call that wrote nothing pays two ioctls for that.
+ * it answers; a call that wrote nothing pays one poll for that (which also
+ * says whether a message from the runtime is waiting).
  */
 #include "internal.h"
 
@@ -173,10 +174,18 @@ static void cap_begin(const char *call_id)
 {
     if (!cap.on)
         return;
+    size_t n = strlen(call_id);
+    if (n >= sizeof cap.call)
+        n = sizeof cap.call - 1;
     pthread_mutex_lock(&cap.mu);
-    snprintf(cap.call, sizeof cap.call, "%s", call_id);
+    memcpy(cap.call, call_id, n);
+    cap.call[n] = '\0';
     pthread_mutex_unlock(&cap.mu);
 }
+
+/* No message was waiting on the runtime socket at the last poll (cap_end)
+ * and none has been read since; cleared by every read. */
+static bool sock_quiet;
 
 /* Send what is written so far, tagged with the current call, and leave
  * the output of what follows to no call. */
@@ -187,11 +196,20 @@ static void cap_end(void)
     if (!cap.on)
         return;
     pthread_mutex_lock(&cap.mu);
+    /* One poll answers for both pipes and for the runtime socket: a call
+     * that wrote nothing pays one system call here, and the next call of
+     * the same batch need not look for a CANCEL that was not there. */
+    struct pollfd pf[3] = {{.fd = cap.fds[0], .events = POLLIN},
+                           {.fd = cap.fds[1], .events = POLLIN},
+                           {.fd = cap.sock, .events = POLLIN}};
+    int ready = poll(pf, 3, 0);
     for (int s = 0; s < 2; s++) {
         int avail = 0;
-        if (ioctl(cap.fds[s], FIONREAD, &avail) == 0 && avail > 0)
+        if ((ready < 0 || (pf[s].revents & POLLIN)) &&
+            ioctl(cap.fds[s], FIONREAD, &avail) == 0 && avail > 0)
             cap_read_send(s, (size_t)avail);
     }
+    sock_quiet = ready >= 0 && pf[2].revents == 0;
     cap.call[0] = '\0';
     pthread_mutex_unlock(&cap.mu);
 }
@@ -231,8 +249,8 @@ static modal_status send_result(int sock, const char *call_id, const cJSON *inde
     cJSON *env = cJSON_CreateObject();
     modal__json_num(env, "v", MODAL__FRAME_VERSION);
     cJSON_AddStringToObject(env, "call_id", call_id);
-    if (index != NULL)
-        cJSON_AddItemToObject(env, "index", cJSON_Duplicate(index, 0));
+    if (cJSON_IsNumber(index)) /* as raw text: cJSON prints a number slowly */
+        modal__json_num(env, "index", index->valuedouble);
     cJSON_AddStringToObject(env, "status", st == MODAL_OK ? "OK" : modal_status_name(st));
     if (st != MODAL_OK)
         cJSON_AddStringToObject(env, "message", message);
@@ -246,9 +264,19 @@ static modal_status send_result(int sock, const char *call_id, const cJSON *inde
     }
     if (est != MODAL_OK)
         return est;
+    /* {"call_id":"…","status":"…"}, without printf (once per call). */
     char meta[160];
-    snprintf(meta, sizeof meta, "{\"call_id\":\"%s\",\"status\":\"%s\"}", call_id,
-             st == MODAL_OK ? "OK" : modal_status_name(st));
+    size_t ml = 0;
+    const char *piece[5] = {"{\"call_id\":\"", call_id, "\",\"status\":\"",
+                            st == MODAL_OK ? "OK" : modal_status_name(st), "\"}"};
+    for (int i = 0; i < 5; i++) {
+        size_t pl = strlen(piece[i]);
+        if (pl > sizeof meta - 1 - ml)
+            pl = sizeof meta - 1 - ml;
+        memcpy(meta + ml, piece[i], pl);
+        ml += pl;
+    }
+    meta[ml] = '\0';
     cap_end(); /* the call's output goes before its result */
     est = modal__ipc_send_enc(sock, MODAL__MSG_RESULT, meta, &enc, &err);
     modal__enc_free(&enc);
@@ -309,6 +337,7 @@ static int take_message(int sock, modal_function *fn, bool dontwait)
     cJSON *m;
     modal__buf *payload;
     modal_error err;
+    sock_quiet = false;
     modal_status st = modal__ipc_recv_flags(sock, dontwait ? MSG_DONTWAIT : 0, &type, &m,
                                             &payload, NULL, &err);
     if (st == MODAL_EPENDING)
@@ -341,6 +370,10 @@ static int take_message(int sock, modal_function *fn, bool dontwait)
 /* Read every message already waiting, without blocking. */
 static void take_waiting(int sock, modal_function *fn)
 {
+    if (sock_quiet) {
+        sock_quiet = false; /* the poll that said so was just now, in cap_end */
+        return;
+    }
     while (!sock_gone && take_message(sock, fn, true) == 0)
         ;
 }

@@ -108,11 +108,13 @@ void rt_http_map_start(rt_hctx *h)
 void rt_http_map_inputs(rt_hctx *h)
 {
     modal_error err;
+    rt_map_inputs in; /* the frames are parsed before the lock is taken */
+    rt_map_inputs_read(h->body, &in);
     pthread_mutex_lock(&rt.mu);
     rt_map *m = find_map(h);
     if (m != NULL) {
         size_t accepted = 0;
-        modal_status st = rt_map_add_inputs(m, h->body, &accepted, &err);
+        modal_status st = rt_map_add_inputs(m, &in, &accepted, &err);
         if (st != MODAL_OK) {
             rt_hreq_error(h->r, rt_http_status_for(st), st, "%s", err.message);
         } else {
@@ -122,6 +124,7 @@ void rt_http_map_inputs(rt_hctx *h)
         }
     }
     pthread_mutex_unlock(&rt.mu);
+    rt_map_inputs_free(&in);
 }
 
 void rt_http_map_delete(rt_hctx *h)

@@ -98,6 +98,8 @@ struct rt_pool {
     double waiting_since;    /* since when it waits for that */
     double warm_after;       /* min_containers starts no worker before this */
     double warm_pause;       /* the pause after the last failed start, 0 after a good one */
+    double call_s;           /* recent mean run time of its calls, from the results
+                              * (worker.c); 0 before the first */
 };
 
 enum rt_worker_state { RT_W_STARTING, RT_W_READY, RT_W_EXITING, RT_W_DEAD };
@@ -232,8 +234,22 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len,
                             rt_call **out, modal_error *err);
 rt_map *rt_map_find(const char *id);
 modal_status rt_map_create(modal__buf *frame, rt_map **out, modal_error *err);
-modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
+/* A bundle of map input frames, checked by rt_map_inputs_read without
+ * rt.mu (the frames' JSON is parsed there), then added under it. */
+typedef struct rt_map_inputs {
+    bool parsed;             /* the bundle itself was well formed */
+    size_t n;                /* frames that passed, in order, up to the first bad one */
+    size_t *index;           /* their input indexes */
+    modal__buf **frame;      /* their frames (views into the bundle) */
+    modal_status st;         /* the first bad frame's error, MODAL_OK when none */
+    modal_error err;
+} rt_map_inputs;
+modal_status rt_map_inputs_read(modal__buf *bundle, rt_map_inputs *in);
+/* The frames of in become calls of m (in order, up to the first bad one,
+ * whose error is then returned); the ones taken leave in. */
+modal_status rt_map_add_inputs(rt_map *m, rt_map_inputs *in, size_t *accepted,
                                modal_error *err);
+void rt_map_inputs_free(rt_map_inputs *in);
 void rt_map_free(rt_map *m);
 void rt_call_cancel(rt_call *c);
 /* Drop a map's finished calls up to seq (the client has them). */

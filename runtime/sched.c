@@ -23,6 +23,8 @@
 #define FETCHED_BIG_TTL 5.0    /* fetched ones held in a memfd (large) */
 #define MAP_TTL 600.0          /* maps nobody asked about */
 #define PIPELINE 16            /* most calls a worker holds, running or sent ahead */
+#define PIPELINE_MAX 64        /* ... when its calls are short (at most rt_worker_send's 64) */
+#define PIPELINE_BEHIND 0.002  /* seconds of calls that may wait behind a running one */
 
 /* Who is told when a call or a map changes (set once, rt_sched_init). */
 static rt_sched_listener listener;
@@ -387,8 +389,24 @@ static bool waits_for_resources(const rt_pool *p)
     return p->waits_for != NULL && strcmp(p->waits_for, "max_containers") != 0;
 }
 
+/*
+ * How many calls a worker of p may hold, running or sent ahead. PIPELINE,
+ * or more when p's calls are so short that PIPELINE_BEHIND seconds of them
+ * would wait behind a running one: a busy worker then gets more calls per
+ * message (and per wake-up), and a call sent ahead still waits no longer
+ * than that for a worker that a slow call of the same pool holds.
+ */
+static size_t pipeline_depth(const rt_pool *p)
+{
+    if (p->call_s <= 0 || p->call_s * PIPELINE >= PIPELINE_BEHIND)
+        return PIPELINE;
+    double n = PIPELINE_BEHIND / p->call_s;
+    return n >= PIPELINE_MAX ? PIPELINE_MAX : (size_t)n;
+}
+
 void rt_dispatch(rt_pool *p)
 {
+    size_t depth = pipeline_depth(p);
     while (rt_queue_peek(p) != NULL) {
         if (p->broken)
             return;
@@ -406,7 +424,8 @@ void rt_dispatch(rt_pool *p)
             }
             /* A busy worker is refilled once half its pipeline drained, so
              * each message carries several calls. */
-            if (w->ninflight <= PIPELINE / 2 && (least == NULL || w->ninflight < least->ninflight))
+            if ((size_t)w->ninflight <= depth / 2 &&
+                (least == NULL || w->ninflight < least->ninflight))
                 least = w;
         }
         rt_worker *target = idle;
@@ -427,7 +446,7 @@ void rt_dispatch(rt_pool *p)
             return;
         /* An idle worker takes its share of the queue; a busy one is filled
          * up. Calls whose arguments travel in a memfd go one at a time. */
-        size_t n = PIPELINE - (size_t)target->ninflight;
+        size_t n = depth > (size_t)target->ninflight ? depth - (size_t)target->ninflight : 1;
         if (p->pol.max_inputs > 0) {
             /* Never send a worker more calls than it may still serve. */
             long left = (long)p->pol.max_inputs - target->served - target->ninflight;
@@ -446,7 +465,7 @@ void rt_dispatch(rt_pool *p)
             size_t share = rt_queue_length(p) / (size_t)most;
             n = share < 1 ? 1 : share < n ? share : n;
         }
-        rt_call *batch[PIPELINE];
+        rt_call *batch[PIPELINE_MAX];
         size_t k = rt_queue_take(p, batch, n);
         rt_worker_send(target, batch, k);
     }
@@ -686,23 +705,28 @@ modal_status rt_map_create(modal__buf *frame, rt_map **out, modal_error *err)
     return MODAL_OK;
 }
 
-modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
-                               modal_error *err)
+modal_status rt_map_inputs_read(modal__buf *bundle, rt_map_inputs *in)
 {
+    memset(in, 0, sizeof *in);
     modal__bundle_part *parts;
     size_t n;
-    *accepted = 0;
-    modal_status st = modal__bundle_parse(bundle, &parts, &n, err);
+    modal_status st = modal__bundle_parse(bundle, &parts, &n, &in->err);
     if (st != MODAL_OK)
-        return st;
-    m->touched = rt.last_activity = rt_now();
+        return in->st = st;
+    in->parsed = true;
+    in->index = calloc(n ? n : 1, sizeof *in->index);
+    in->frame = calloc(n ? n : 1, sizeof *in->frame);
+    if (in->index == NULL || in->frame == NULL) {
+        free(parts);
+        return in->st = modal__fail(&in->err, MODAL_ENOMEM, "runtime out of memory");
+    }
     for (size_t k = 0; k < n; k++) {
         modal__buf *view = modal__buf_view(bundle, (size_t)((const uint8_t *)parts[k].p - bundle->base),
                                            parts[k].len);
         modal__dec dec;
-        if (view == NULL || (st = modal__dec_open(view, 1, &dec, err)) != MODAL_OK) {
+        if (view == NULL || (st = modal__dec_open(view, 1, &dec, &in->err)) != MODAL_OK) {
             if (view == NULL)
-                st = modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
+                st = modal__fail(&in->err, MODAL_ENOMEM, "runtime out of memory");
             modal__buf_unref(view);
             break;
         }
@@ -713,19 +737,45 @@ modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
         modal__dec_close(&dec);
         if (di < 0 || di > 1e8 || di != floor(di) || !args_ok) {
             modal__buf_unref(view);
-            st = modal__fail(err, MODAL_ECODEC,
+            st = modal__fail(&in->err, MODAL_ECODEC,
                              "map input frame %zu: needs an integer \"index\" (0..1e8) and an "
                              "\"args\" list", k);
             break;
         }
-        size_t idx = (size_t)di;
+        in->index[in->n] = (size_t)di;
+        in->frame[in->n++] = view;
+    }
+    free(parts);
+    return in->st = st;
+}
+
+void rt_map_inputs_free(rt_map_inputs *in)
+{
+    for (size_t k = 0; in->frame != NULL && k < in->n; k++)
+        modal__buf_unref(in->frame[k]);
+    free(in->frame);
+    free(in->index);
+    memset(in, 0, sizeof *in);
+}
+
+modal_status rt_map_add_inputs(rt_map *m, rt_map_inputs *in, size_t *accepted,
+                               modal_error *err)
+{
+    *accepted = 0;
+    if (!in->parsed) {
+        *err = in->err;
+        return in->st;
+    }
+    modal_status st = MODAL_OK;
+    m->touched = rt.last_activity = rt_now();
+    for (size_t k = 0; k < in->n; k++) {
+        size_t idx = in->index[k];
         if (idx >= m->cap) {
             size_t ncap = m->cap ? m->cap : 1024;
             while (ncap <= idx)
                 ncap *= 2;
             rt_call **nc = realloc(m->calls, ncap * sizeof *nc);
             if (nc == NULL) {
-                modal__buf_unref(view);
                 st = modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
                 break;
             }
@@ -733,32 +783,31 @@ modal_status rt_map_add_inputs(rt_map *m, modal__buf *bundle, size_t *accepted,
             m->calls = nc;
             m->cap = ncap;
         }
-        if (m->calls[idx] != NULL) { /* resent after a transport retry */
-            modal__buf_unref(view);
+        if (m->calls[idx] != NULL) /* resent after a transport retry */
             continue;
-        }
-        if ((st = pool_admits(m->pool, 1, err)) != MODAL_OK) {
-            modal__buf_unref(view);
+        if ((st = pool_admits(m->pool, 1, err)) != MODAL_OK)
             break;
-        }
         char id[64];
         snprintf(id, sizeof id, "%s-%zu", m->id, idx);
         rt_call *c = call_new(m->pool, id, (long long)idx);
         if (c == NULL) {
-            modal__buf_unref(view);
             st = modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
             break;
         }
         c->map = m;
-        c->args = view;
-        c->args_len = view->len;
+        c->args = in->frame[k];
+        in->frame[k] = NULL; /* the call's now */
+        c->args_len = c->args->len;
         m->calls[idx] = c;
         if (idx + 1 > m->ncalls)
             m->ncalls = idx + 1;
         rt_queue_put(m->pool, c, RT_QUEUE_NEW); /* pool_admits made room */
         (*accepted)++;
     }
-    free(parts);
+    if (st == MODAL_OK && in->st != MODAL_OK) {
+        *err = in->err; /* the first bad frame; those before it are taken */
+        st = in->st;
+    }
     rt_dispatch(m->pool);
     return st;
 }

@@ -763,6 +763,11 @@ static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload, int fd
     }
     pop_head(w);
     w->served++;
+    /* The call ran from started_at until now; the scheduler sizes each
+     * worker's pipeline by the pool's recent mean (rt_pipeline_depth). */
+    double ran = rt_now() - c->started_at;
+    rt_pool *cp = w->pool;
+    cp->call_s = cp->call_s > 0 ? cp->call_s + (ran - cp->call_s) / 8 : ran;
     if (payload == NULL)
         ev->call_ended(w, c, MODAL_ERUNTIME, "the worker sent an empty result", NULL, fd);
     else

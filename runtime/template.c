@@ -203,6 +203,17 @@ static int template_start(rt_pool *p, const rt_launch_spec *w, rt_launch_error *
     return 0;
 }
 
+/* The next message of t's socket, without waiting; a template's messages
+ * carry no payload, so any is dropped. */
+static modal_status recv_meta(rt_template *t, uint32_t *type, cJSON **meta, modal_error *err)
+{
+    modal__buf *payload = NULL;
+    modal_status st = modal__ipc_recv_flags(t->sock, MSG_DONTWAIT, type, meta, &payload, NULL,
+                                            err);
+    modal__buf_unref(payload);
+    return st;
+}
+
 /* Ask a ready template for a worker with the spec's descriptors. Returns
  * its pid, 0 when the template is gone (retired here), or -1 with *e
  * filled when it answered with an error. */
@@ -248,11 +259,8 @@ static pid_t fork_from(rt_template *t, const rt_launch_spec *s, rt_launch_error 
     }
     uint32_t type;
     cJSON *meta = NULL;
-    modal__buf *payload = NULL;
     modal_error err;
-    modal_status st = modal__ipc_recv_flags(t->sock, MSG_DONTWAIT, &type, &meta, &payload, NULL,
-                                            &err);
-    modal__buf_unref(payload);
+    modal_status st = recv_meta(t, &type, &meta, &err);
     const cJSON *jp = cJSON_GetObjectItemCaseSensitive(meta, "pid");
     const cJSON *je = cJSON_GetObjectItemCaseSensitive(meta, "error");
     const cJSON *jn = cJSON_GetObjectItemCaseSensitive(meta, "errno");
@@ -302,11 +310,8 @@ static void template_hello(rt_template *t)
     rt_pool *p = t->pool;
     uint32_t type;
     cJSON *meta = NULL;
-    modal__buf *payload = NULL;
     modal_error err;
-    modal_status st = modal__ipc_recv_flags(t->sock, MSG_DONTWAIT, &type, &meta, &payload, NULL,
-                                            &err);
-    modal__buf_unref(payload);
+    modal_status st = recv_meta(t, &type, &meta, &err);
     if (st == MODAL_EPENDING || (st == MODAL_EIO && strstr(err.message, "closed") != NULL)) {
         cJSON_Delete(meta);
         return; /* its death, seen through its pidfd, says more */

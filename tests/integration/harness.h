@@ -1112,4 +1112,33 @@ HARNESS_FN int harness_start_in(harness *h, const char *dir, const char *const *
     return rc;
 }
 
+/* GET /v1/health of h, parsed (the caller deletes it); asserts a 200. */
+HARNESS_FN cJSON *harness_health(const harness *h)
+{
+    long status = 0;
+    char *body = NULL;
+    harness_http_url(h->url, "GET", MODAL__PATH_HEALTH, h->token, NULL, 0, NULL, &status, &body,
+                     NULL);
+    assert_int_equal(status, 200);
+    cJSON *j = cJSON_Parse(body);
+    free(body);
+    assert_non_null(j);
+    return j;
+}
+
+/* The entry of fn among the calls a health answer lists as waiting for
+ * resources ("queue": {"waiting": [...]}), or NULL. */
+HARNESS_FN const cJSON *harness_waiting_entry(const cJSON *health, const char *fn)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(
+                              cJSON_GetObjectItemCaseSensitive(health, "queue"), "waiting"))
+    {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "fn");
+        if (cJSON_IsString(f) && strcmp(f->valuestring, fn) == 0)
+            return e;
+    }
+    return NULL;
+}
+
 #endif /* MODAL_HARNESS_H */

@@ -92,32 +92,6 @@ MODAL_FUNCTION(limited, .cpu = 0.5, .memory = 256, .scaledown_window = 1)
 
 /* ---- helpers ------------------------------------------------------ */
 
-static cJSON *health(void)
-{
-    long status = 0;
-    char *body = NULL;
-    harness_http(&rt, "GET", "/v1/health", rt.token, NULL, 0, &status, &body, NULL);
-    assert_int_equal(status, 200);
-    cJSON *j = cJSON_Parse(body);
-    free(body);
-    assert_non_null(j);
-    return j;
-}
-
-/* The health entry of fn's pool among the waiting ones, or NULL. */
-static const cJSON *waiting_entry(const cJSON *h, const char *fn)
-{
-    const cJSON *q = cJSON_GetObjectItemCaseSensitive(h, "queue");
-    const cJSON *e;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(q, "waiting"))
-    {
-        const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "fn");
-        if (cJSON_IsString(f) && strcmp(f->valuestring, fn) == 0)
-            return e;
-    }
-    return NULL;
-}
-
 static double num(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -142,7 +116,7 @@ static double field(const modal_value *m, const char *key)
 
 static void test_health_reports_capacity(void **state)
 {
-    cJSON *h = health();
+    cJSON *h = harness_health(&rt);
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(h, "resources");
     const cJSON *cap = cJSON_GetObjectItemCaseSensitive(res, "capacity");
     assert_true(num(cap, "cpu") == 1);
@@ -167,8 +141,8 @@ static void test_one_cpu_runs_one_at_a_time(void **state)
     assert_ok(modal_fn_spawn(&one_cpu, modal_args(modal_float(0.1)), &b, &err), err);
     bool seen = false;
     for (double end = harness_now() + 10; !seen && harness_now() < end; harness_sleep(0.05)) {
-        cJSON *h = health();
-        const cJSON *e = waiting_entry(h, "one_cpu");
+        cJSON *h = harness_health(&rt);
+        const cJSON *e = harness_waiting_entry(h, "one_cpu");
         const cJSON *wf = e != NULL ? cJSON_GetObjectItemCaseSensitive(e, "waits_for") : NULL;
         if (cJSON_IsString(wf) && strcmp(wf->valuestring, "cpu") == 0 &&
             num(e, "queued") + num(e, "sent_ahead") == 1 && num(e, "running") == 1) {
@@ -194,8 +168,8 @@ static void test_one_cpu_runs_one_at_a_time(void **state)
     modal_call_free(a);
     modal_call_free(b);
     /* Nothing waits any more. */
-    cJSON *h = health();
-    assert_null(waiting_entry(h, "one_cpu"));
+    cJSON *h = harness_health(&rt);
+    assert_null(harness_waiting_entry(h, "one_cpu"));
     cJSON_Delete(h);
 }
 
@@ -233,7 +207,7 @@ static void test_queue_waits_for_cpu_and_is_bounded(void **state)
     assert_ok(modal_fn_spawn(&one_cpu, modal_args(modal_float(2.0)), &busy, &err), err);
     /* Its worker holds the only CPU, starting or running the call. */
     harness_sleep(0.2);
-    cJSON *h0 = health();
+    cJSON *h0 = harness_health(&rt);
     const cJSON *reserved = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(h0, "resources"), "reserved");
     assert_true(num(reserved, "cpu") == 1);
@@ -245,8 +219,8 @@ static void test_queue_waits_for_cpu_and_is_bounded(void **state)
     assert_status(modal_fn_spawn(&hold_cpu, modal_args(), &extra, &err), MODAL_ELIMIT, err);
     assert_message_contains(err, "hold_cpu: 2 calls wait for a worker already");
     assert_message_contains(err, "(--max-queued 2)");
-    cJSON *h = health();
-    const cJSON *e = waiting_entry(h, "hold_cpu");
+    cJSON *h = harness_health(&rt);
+    const cJSON *e = harness_waiting_entry(h, "hold_cpu");
     assert_non_null(e);
     assert_true(num(e, "queued") == 2);
     assert_true(num(e, "workers") == 0);
@@ -293,7 +267,7 @@ static void test_never_fits_fails_at_once(void **state)
  * whose limits are its function's reservation. */
 static void test_cgroup_limits(void **state)
 {
-    cJSON *h = health();
+    cJSON *h = harness_health(&rt);
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(h, "resources");
     const cJSON *mode = cJSON_GetObjectItemCaseSensitive(res, "enforcement");
     const cJSON *why = cJSON_GetObjectItemCaseSensitive(res, "why");

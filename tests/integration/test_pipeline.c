@@ -26,32 +26,6 @@ MODAL_FUNCTION(quick_one, .max_containers = 1, .scaledown_window = 2)
     return modal_int(modal_arg_int(args, 0) + 1);
 }
 
-static cJSON *health(void)
-{
-    long status = 0;
-    char *body = NULL;
-    harness_http(&rt, "GET", "/v1/health", rt.token, NULL, 0, &status, &body, NULL);
-    assert_int_equal(status, 200);
-    cJSON *j = cJSON_Parse(body);
-    free(body);
-    assert_non_null(j);
-    return j;
-}
-
-/* The health entry of fn's pool among the waiting ones, or NULL. */
-static const cJSON *waiting_entry(const cJSON *h, const char *fn)
-{
-    const cJSON *e;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(
-                              cJSON_GetObjectItemCaseSensitive(h, "queue"), "waiting"))
-    {
-        const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "fn");
-        if (cJSON_IsString(f) && strcmp(f->valuestring, fn) == 0)
-            return e;
-    }
-    return NULL;
-}
-
 static double num(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -72,8 +46,8 @@ static void test_slow_calls_keep_a_short_pipeline(void **state)
     int seen = 0;
     double most_ahead = 0;
     for (double end = harness_now() + 20; harness_now() < end; harness_sleep(0.02)) {
-        cJSON *h = health();
-        const cJSON *e = waiting_entry(h, "slow_one");
+        cJSON *h = harness_health(&rt);
+        const cJSON *e = harness_waiting_entry(h, "slow_one");
         if (e == NULL && seen > 0) {
             cJSON_Delete(h);
             break; /* nothing waits any more */
@@ -125,7 +99,7 @@ static void test_short_calls_on_one_worker_in_order(void **state)
 /* The spec id of fn's pool, from GET /v1/health. */
 static void spec_of(const char *fn, char id[65])
 {
-    cJSON *h = health();
+    cJSON *h = harness_health(&rt);
     id[0] = '\0';
     const cJSON *p;
     cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(h, "pools"))

@@ -174,22 +174,10 @@ static double field(const modal_value *m, const char *key)
     return (double)i;
 }
 
-static cJSON *health_at(const harness *h)
-{
-    long status = 0;
-    char *body = NULL;
-    harness_http_url(h->url, "GET", "/v1/health", h->token, NULL, 0, NULL, &status, &body, NULL);
-    assert_int_equal(status, 200);
-    cJSON *j = cJSON_Parse(body);
-    free(body);
-    assert_non_null(j);
-    return j;
-}
-
 /* The spec id of fn's pool on h, or "" when it has none. */
 static void pool_of(const harness *h, const char *fn, char id[65])
 {
-    cJSON *j = health_at(h);
+    cJSON *j = harness_health(h);
     id[0] = '\0';
     const cJSON *p;
     cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(j, "pools"))
@@ -205,7 +193,7 @@ static void pool_of(const harness *h, const char *fn, char id[65])
 /* What fn's pool on h waits for ("" when it is not listed as waiting). */
 static void waits_for(const harness *h, const char *fn, char *out, size_t outsz)
 {
-    cJSON *j = health_at(h);
+    cJSON *j = harness_health(h);
     out[0] = '\0';
     const cJSON *e;
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(
@@ -221,7 +209,7 @@ static void waits_for(const harness *h, const char *fn, char *out, size_t outsz)
 
 static double reserved_cpu(const harness *h)
 {
-    cJSON *j = health_at(h);
+    cJSON *j = harness_health(h);
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(j, "resources"), "reserved");
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(r, "cpu");

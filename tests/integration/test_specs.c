@@ -99,12 +99,7 @@ static long call_by_id(const char *id, int64_t x, char **resp, size_t *rlen)
 /* The pools GET /v1/health reports, as JSON (delete it). */
 static cJSON *pools(void)
 {
-    long status = 0;
-    char *body = NULL;
-    harness_http(&rt, "GET", "/v1/health", rt.token, NULL, 0, &status, &body, NULL);
-    assert_int_equal(status, 200);
-    cJSON *j = cJSON_Parse(body);
-    free(body);
+    cJSON *j = harness_health(&rt);
     cJSON *p = cJSON_DetachItemFromObjectCaseSensitive(j, "pools");
     cJSON_Delete(j);
     assert_true(cJSON_IsArray(p));

@@ -1141,4 +1141,31 @@ HARNESS_FN const cJSON *harness_waiting_entry(const cJSON *health, const char *f
     return NULL;
 }
 
+/* A free loopback port (bound, read, closed), for a runtime that must come
+ * back at the same address. */
+HARNESS_FN int harness_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* A call's whole output as h serves it (tagged lines); free it. Asserts a 200. */
+HARNESS_FN char *harness_call_logs(const harness *h, const char *call_id)
+{
+    char path[160];
+    snprintf(path, sizeof path, MODAL__PATH_CALLS "/%s" MODAL__PATH_LOGS "?offset=0", call_id);
+    long status = 0;
+    char *logs = NULL;
+    harness_http_url(h->url, "GET", path, h->token, NULL, 0, NULL, &status, &logs, NULL);
+    assert_int_equal(status, 200);
+    assert_non_null(logs);
+    return logs;
+}
+
 #endif /* MODAL_HARNESS_H */

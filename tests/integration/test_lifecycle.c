@@ -429,20 +429,6 @@ static void test_garbage_on_socket_is_a_protocol_error(void **state)
     assert_null(strstr(err.message, "SIGKILL"));
 }
 
-/* A call's whole output as the runtime keeps it (tagged lines); free it. */
-static char *call_logs(modal_call *c)
-{
-    char path[160];
-    snprintf(path, sizeof path, "/v1/calls/%s/logs?offset=0", modal_call_id(c));
-    long status = 0;
-    char *logs = NULL;
-    size_t len = 0;
-    harness_http(&rt, "GET", path, rt.token, NULL, 0, &status, &logs, &len);
-    assert_int_equal(status, 200);
-    assert_non_null(logs);
-    return logs;
-}
-
 static void test_output_before_a_crash_is_kept(void **state)
 {
     char pidfile[PATH_MAX + 32];
@@ -463,7 +449,7 @@ static void test_output_before_a_crash_is_kept(void **state)
     assert_true(pid_gone(worker));
     assert_status(modal_call_get(c, 30, &out, &err), MODAL_ECRASH, err);
     assert_message_contains(err, "SIGABRT");
-    char *logs = call_logs(c);
+    char *logs = harness_call_logs(&rt, modal_call_id(c));
     /* Every line, once, in order. */
     int next = 0;
     for (char *line = strtok(logs, "\n"); line != NULL; line = strtok(NULL, "\n")) {
@@ -488,7 +474,7 @@ static void test_repeated_output_before_a_crash_is_kept(void **state)
         modal_error err;
         assert_ok(modal_fn_spawn(&says_it_twice, modal_list(), &c, &err), err);
         assert_status(modal_call_get(c, 30, &out, &err), MODAL_ECRASH, err);
-        char *logs = call_logs(c);
+        char *logs = harness_call_logs(&rt, modal_call_id(c));
         int seen = 0;
         for (const char *p = logs; (p = strstr(p, "1 say it again\n")) != NULL; p++)
             seen++;

@@ -109,19 +109,6 @@ MODAL_FUNCTION(noisy_start, .enter = noisy_enter, .scaledown_window = 5)
 
 /* ---- helpers -------------------------------------------------------- */
 
-/* The call's output as the runtime serves it. */
-static char *call_logs(const char *id)
-{
-    char path[160];
-    snprintf(path, sizeof path, "/v1/calls/%s/logs?offset=0", id);
-    long status = 0;
-    char *body = NULL;
-    size_t len = 0;
-    harness_http(&rt, "GET", path, rt.token, NULL, 0, &status, &body, &len);
-    assert_int_equal(status, 200);
-    return body;
-}
-
 static size_t count_lines_with(const char *text, const char *needle)
 {
     size_t n = 0;
@@ -150,7 +137,7 @@ static void test_lines_filed_under_their_call(void **state)
      * no other call's. */
     for (int i = 0; i < NCALLS; i++) {
         const char *id = modal_call_id(calls[i]);
-        char *logs = call_logs(id);
+        char *logs = harness_call_logs(&rt, id);
         char want[128];
         snprintf(want, sizeof want, "1 tag %s out ", id);
         assert_int_equal(count_lines_with(logs, want), NLINES);
@@ -195,7 +182,7 @@ static void test_streams_stay_apart(void **state)
     assert_ok(modal_fn_spawn(&mixed, modal_list(), &c, &err), err);
     assert_ok(modal_call_get(c, 60, &out, &err), err);
     modal_value_free(out);
-    char *logs = call_logs(modal_call_id(c));
+    char *logs = harness_call_logs(&rt, modal_call_id(c));
     assert_contains(logs, "2 err-line\n");
     assert_contains(logs, "1 partial-outrest\n");
     free(logs);
@@ -213,7 +200,7 @@ static void test_long_lines_whole_or_marked(void **state)
                   err);
         assert_ok(modal_call_get(c, 60, &out, &err), err);
         modal_value_free(out);
-        char *logs = call_logs(modal_call_id(c));
+        char *logs = harness_call_logs(&rt, modal_call_id(c));
         /* Lines as the call's output holds them, each "1 " + text. */
         size_t pieces = 0, total = 0, marked = 0;
         for (char *line = strtok(logs, "\n"); line != NULL; line = strtok(NULL, "\n")) {
@@ -244,7 +231,7 @@ static void test_long_line_cut_between_characters(void **state)
     assert_ok(modal_fn_spawn(&long_utf8, modal_args(modal_int(chars)), &c, &err), err);
     assert_ok(modal_call_get(c, 60, &out, &err), err);
     modal_value_free(out);
-    char *logs = call_logs(modal_call_id(c));
+    char *logs = harness_call_logs(&rt, modal_call_id(c));
     /* Each piece is whole characters: "1 ", 'a' in the first, then pairs. */
     size_t pieces = 0, pairs = 0;
     for (char *line = strtok(logs, "\n"); line != NULL; line = strtok(NULL, "\n")) {
@@ -308,7 +295,7 @@ static void test_limit_says_what_it_left_out(void **state)
                                                 modal_string("")), &c, &err), err);
     assert_ok(modal_call_get(c, 120, &out, &err), err);
     modal_value_free(out);
-    char *logs = call_logs(modal_call_id(c));
+    char *logs = harness_call_logs(&rt, modal_call_id(c));
     /* Whole lines ("1 " + text) fit in 4 MiB; the rest are counted. */
     long long kept = (4ll << 20) / (width + 2), dropped = lines - kept;
     assert_int_equal(count_lines_with(logs, "1 yyy"), kept);

@@ -250,19 +250,6 @@ static bool file_exists(const char *dir, const char *sub, const char *name, cons
     return access(path, F_OK) == 0;
 }
 
-/* A free loopback port (bound, read, closed). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* ---- tests -------------------------------------------------------- */
 
 /*
@@ -445,7 +432,7 @@ static void test_two_connections_two_runtimes(void **state)
 static void test_restart_keeps_spec_loses_artifact(void **state)
 {
     char port_arg[64], url[64], sha[65], id[65], id_after[65];
-    int port = free_port();
+    int port = harness_free_port();
     snprintf(port_arg, sizeof port_arg, "tcp:127.0.0.1:%d", port);
     snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
     const char *const args[] = {"--listen", port_arg, NULL};

@@ -214,18 +214,6 @@ static void raw_call(harness *h, const char *fn, modal_value *args, char *code, 
     free(resp);
 }
 
-static char *call_logs(const char *id)
-{
-    char path[160];
-    snprintf(path, sizeof path, "/v1/calls/%s/logs?offset=0", id);
-    long status = 0;
-    char *body = NULL;
-    size_t len = 0;
-    harness_http(&rt, "GET", path, rt.token, NULL, 0, &status, &body, &len);
-    assert_int_equal(status, 200);
-    return body;
-}
-
 /* ---- tests -------------------------------------------------------- */
 
 static void test_workers_are_forks_of_one_template(void **state)
@@ -265,7 +253,7 @@ static void test_workers_are_forks_of_one_template(void **state)
             seen = seen || pids[j] == pid;
         distinct += !seen;
         /* Its output is captured per call, as an exec'd worker's. */
-        char *logs = call_logs(modal_call_id(calls[i]));
+        char *logs = harness_call_logs(&rt, modal_call_id(calls[i]));
         char line[128];
         snprintf(line, sizeof line, "1 call %s in %lld\n", modal_call_id(calls[i]),
                  (long long)pid);

@@ -272,19 +272,6 @@ static void test_idle_pool_freed(void **state)
     assert_string_equal(first, again);
 }
 
-/* A free loopback port (bound, read, closed). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /*
  * A runtime that restarts at the same address, with a new state directory,
  * has forgotten both the function's spec and the executable. The client
@@ -297,7 +284,7 @@ static void test_restarted_runtime_gets_spec_again(void **state)
     char port_arg[64], url[64], old_url[PATH_MAX + 16], old_token[256];
     snprintf(old_url, sizeof old_url, "%s", getenv("MODAL_RUNTIME_URL"));
     snprintf(old_token, sizeof old_token, "%s", getenv("MODAL_TOKEN"));
-    int port = free_port();
+    int port = harness_free_port();
     snprintf(port_arg, sizeof port_arg, "tcp:127.0.0.1:%d", port);
     snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
     const char *const args[] = {"--listen", port_arg, NULL};

@@ -13,7 +13,6 @@
  */
 #include "testutil.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -21,18 +20,6 @@
 #include <unistd.h>
 
 #define BIG ((size_t)8 << 20) /* over MODAL__BIG_ALLOC */
-
-static int open_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL)
-        return -1;
-    while (readdir(d) != NULL)
-        n++;
-    closedir(d);
-    return n;
-}
 
 /* An array of n u8 made while arrays go to memfds as in a worker, filled
  * with a pattern that depends on seed. */

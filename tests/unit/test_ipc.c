@@ -144,16 +144,6 @@ static void check_pattern(const uint8_t *p, size_t len, uint8_t seed)
         }
 }
 
-/* Number of open file descriptors, to catch fd leaks. */
-static int open_fds(void)
-{
-    int n = 0;
-    for (int fd = 0; fd < 1024; fd++)
-        if (fcntl(fd, F_GETFD) >= 0)
-            n++;
-    return n;
-}
-
 /* ---- messages --------------------------------------------------------- */
 
 static void test_inline_payload(void **state)

@@ -18,6 +18,18 @@
 #include "internal.h"
 #include "modal.h"
 
+#include <fcntl.h>
+
+/* Number of open file descriptors below 1024, to catch fd leaks. */
+static __attribute__((unused)) int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            n++;
+    return n;
+}
+
 /* Assert that err's message contains needle, printing both on failure. */
 #define assert_message_contains(err, needle)                                   \
     do {                                                                       \

@@ -188,7 +188,7 @@ int rt_upload_finish(rt_upload *u, bool *created, char *err, size_t errsz)
     /* Pools that failed on an earlier copy of this executable may try again. */
     pthread_mutex_lock(&rt.mu);
     for (rt_pool *p = rt.pools; p; p = p->next)
-        if (strcmp(p->artifact, u->sha) == 0)
+        if (strcmp(p->spec->artifact, u->sha) == 0)
             p->broken = false;
     pthread_mutex_unlock(&rt.mu);
     rt_upload_abort(u);

@@ -69,24 +69,10 @@ typedef struct rt_call {
     struct rt_call *dnext;   /* map done list */
 } rt_call;
 
-typedef struct rt_policy {
-    int timeout;
-    int max_retries;
-    double backoff, initial_delay, max_delay;
-    int min_containers, max_containers, scaledown_window, max_inputs;
-    double cpu;              /* cores each worker reserves, 0: none */
-    int memory;              /* MiB each worker reserves, 0: none */
-    bool memory_snapshot;    /* workers are forks of a template (runtime/template.c) */
-} rt_policy;
-
 struct rt_pool {
     char key[65];            /* its identity: the id (hash) of its spec */
     const modal__spec *spec; /* registered (specs.c); lives as long as the runtime */
     size_t refs;             /* calls and maps that point at it */
-    char artifact[65];
-    char fn[128];
-    char app[128];
-    rt_policy pol;
     rt_call *qhead, *qtail;  /* queued calls (queue.c only) */
     size_t queued;
     int nworkers, nstarting;

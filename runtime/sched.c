@@ -139,7 +139,7 @@ static void log_notice(rt_call *c)
     grouped[k] = '\0';
     char line[300];
     int len = snprintf(line, sizeof line, "! \u2026 %s line%s not shown; see logs/%s.log\n", grouped,
-                       c->logs_dropped == 1 ? "" : "s", c->pool->app);
+                       c->logs_dropped == 1 ? "" : "s", c->pool->spec->app);
     logs_add(c, line, (size_t)len);
     c->logs_dropped = 0;
 }
@@ -189,7 +189,7 @@ void rt_call_complete(rt_call *c, modal_status st, modal__buf *result)
         c->map->done_tail = c;
     }
     rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s", c->id,
-           c->pool->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
+           c->pool->spec->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
     listener.call_changed(c);
 }
 
@@ -225,15 +225,15 @@ static int retryable(modal_status st)
 static void attempt_ended(rt_call *c, modal_status st, const char *msg, modal__buf *result,
                           int result_fd)
 {
-    const rt_policy *pol = &c->pool->pol;
+    const __typeof__(c->pool->spec->retry_policy) *pol = &c->pool->spec->retry_policy;
     if (retryable(st) && c->attempt <= pol->max_retries) {
         if (result_fd >= 0)
             close(result_fd);
-        double delay = pol->initial_delay * pow(pol->backoff, c->attempt - 1);
+        double delay = pol->initial_delay * pow(pol->backoff_coefficient, c->attempt - 1);
         if (delay > pol->max_delay)
             delay = pol->max_delay;
         rt_log(2, "call %s (%s) attempt %d failed (%s); retrying in %.3f s", c->id,
-               c->pool->fn, c->attempt, modal_status_name(st), delay);
+               c->pool->spec->fn, c->attempt, modal_status_name(st), delay);
         modal__buf_unref(result);
         rt_queue_delay(c, rt_now() + delay);
         rt_wake();
@@ -339,12 +339,12 @@ static void reclaim_for(rt_pool *p, const char *kind)
         if (w->state == RT_W_EXITING || w->state == RT_W_DEAD)
             return; /* one is leaving already */
         if (w->state == RT_W_READY && w->inflight == NULL && idle == NULL &&
-            w->pool->nworkers > w->pool->pol.min_containers)
+            w->pool->nworkers > w->pool->spec->min_containers)
             idle = w;
     }
     if (idle != NULL) {
         rt_log(1, "stopping idle worker %d of %s: calls of %s wait for its %s", (int)idle->pid,
-               idle->pool->fn, p->fn, kind);
+               idle->pool->spec->fn, p->spec->fn, kind);
         rt_worker_retire(idle);
     }
 }
@@ -355,19 +355,19 @@ static void reclaim_for(rt_pool *p, const char *kind)
  */
 static int pool_spawn(rt_pool *p)
 {
-    rt_res_req req = {.cpu = p->pol.cpu, .memory = p->pol.memory};
+    rt_res_req req = {.cpu = p->spec->cpu, .memory = p->spec->memory};
     rt_res_grant g;
     /* A function that can never fit has its calls refused (pool_admits);
      * its pool, made before that refusal, waits for nothing and takes
      * nothing from others, even to keep min_containers warm. */
-    if (rt_res_check(&req, p->fn, NULL) != MODAL_OK)
+    if (rt_res_check(&req, p->spec->fn, NULL) != MODAL_OK)
         return -1;
     const char *short_of = rt_res_reserve(&req, &g);
     if (short_of != NULL) {
         if (p->waits_for != short_of) {
             set_waits(p, short_of);
-            rt_log(1, "%s: calls wait for %s (each worker asks for %g CPU and %d MiB)", p->fn,
-                   short_of, p->pol.cpu, p->pol.memory);
+            rt_log(1, "%s: calls wait for %s (each worker asks for %g CPU and %d MiB)", p->spec->fn,
+                   short_of, p->spec->cpu, p->spec->memory);
         }
         reclaim_for(p, short_of);
         return -1;
@@ -430,7 +430,7 @@ void rt_dispatch(rt_pool *p)
         }
         rt_worker *target = idle;
         if (target == NULL) {
-            if (all >= p->pol.max_containers)
+            if (all >= p->spec->max_containers)
                 set_waits(p, "max_containers");
             else if ((size_t)p->nstarting < rt_queue_length(p) && pool_spawn(p) == 0)
                 continue;
@@ -447,9 +447,9 @@ void rt_dispatch(rt_pool *p)
         /* An idle worker takes its share of the queue; a busy one is filled
          * up. Calls whose arguments travel in a memfd go one at a time. */
         size_t n = depth > (size_t)target->ninflight ? depth - (size_t)target->ninflight : 1;
-        if (p->pol.max_inputs > 0) {
+        if (p->spec->max_inputs > 0) {
             /* Never send a worker more calls than it may still serve. */
-            long left = (long)p->pol.max_inputs - target->served - target->ninflight;
+            long left = (long)p->spec->max_inputs - target->served - target->ninflight;
             if (left <= 0) {
                 rt_worker_retire(target); /* others take the queue */
                 continue;
@@ -460,8 +460,8 @@ void rt_dispatch(rt_pool *p)
         if (target == idle) {
             /* Shared among the workers the pool may have; when resources
              * keep it from growing, among those it has. */
-            int most = waits_for_resources(p) || all > p->pol.max_containers
-                           ? all : p->pol.max_containers;
+            int most = waits_for_resources(p) || all > p->spec->max_containers
+                           ? all : p->spec->max_containers;
             size_t share = rt_queue_length(p) / (size_t)most;
             n = share < 1 ? 1 : share < n ? share : n;
         }
@@ -469,23 +469,6 @@ void rt_dispatch(rt_pool *p)
         size_t k = rt_queue_take(p, batch, n);
         rt_worker_send(target, batch, k);
     }
-}
-
-/* The policy the scheduler and the workers read, from the pool's spec. */
-static void policy_of(const modal__spec *s, rt_policy *pol)
-{
-    pol->timeout = s->timeout;
-    pol->max_retries = s->retry_policy.max_retries;
-    pol->backoff = s->retry_policy.backoff_coefficient;
-    pol->initial_delay = s->retry_policy.initial_delay;
-    pol->max_delay = s->retry_policy.max_delay;
-    pol->min_containers = s->min_containers;
-    pol->max_containers = s->max_containers;
-    pol->scaledown_window = s->scaledown_window;
-    pol->max_inputs = s->max_inputs;
-    pol->cpu = s->cpu;
-    pol->memory = s->memory;
-    pol->memory_snapshot = s->memory_snapshot;
 }
 
 /*
@@ -562,10 +545,6 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
         return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
     snprintf(p->key, sizeof p->key, "%s", key);
     p->spec = spec;
-    snprintf(p->artifact, sizeof p->artifact, "%s", spec->artifact);
-    snprintf(p->fn, sizeof p->fn, "%s", spec->fn);
-    snprintf(p->app, sizeof p->app, "%s", spec->app);
-    policy_of(spec, &p->pol);
     p->next = rt.pools;
     rt.pools = p;
     *out = p;
@@ -579,14 +558,14 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
  */
 static modal_status pool_admits(rt_pool *p, size_t n, modal_error *err)
 {
-    rt_res_req req = {.cpu = p->pol.cpu, .memory = p->pol.memory};
-    modal_status st = rt_res_check(&req, p->fn, err);
+    rt_res_req req = {.cpu = p->spec->cpu, .memory = p->spec->memory};
+    modal_status st = rt_res_check(&req, p->spec->fn, err);
     if (st != MODAL_OK)
         return st;
     if (rt_queue_length(p) + n > rt_queue_max)
         return modal__fail(err, MODAL_ELIMIT, "%s: %zu calls wait for a worker already, the "
                            "most one function may have waiting (--max-queued %zu); wait for "
-                           "some to finish and submit again", p->fn, rt_queue_length(p),
+                           "some to finish and submit again", p->spec->fn, rt_queue_length(p),
                            rt_queue_max);
     return MODAL_OK;
 }
@@ -885,7 +864,7 @@ static void tick(double now)
     }
     /* Keep min_containers warm. */
     for (rt_pool *p = rt.pools; p; p = p->next)
-        if (!p->broken && p->nworkers < p->pol.min_containers && now >= p->warm_after)
+        if (!p->broken && p->nworkers < p->spec->min_containers && now >= p->warm_after)
             pool_spawn(p);
     /* Results nobody will fetch any more: a full sweep, so at most once a
      * second rather than after every worker message. */
@@ -920,7 +899,7 @@ static void tick(double now)
         if (p->nworkers == 0 && p->nstarting == 0 && p->refs == 0 && rt_queue_length(p) == 0 &&
             rt_queue_taken(p) == 0 && rt_queue_delayed(p) == 0) {
             *pp = p->next;
-            rt_log(0, "freed the idle pool of %s (%.12s)", p->fn, p->key);
+            rt_log(0, "freed the idle pool of %s (%.12s)", p->spec->fn, p->key);
             rt_template_stop(p);
             free(p);
         } else {
@@ -934,7 +913,7 @@ static double next_timer(double now)
     double t = rt_queue_next_due(now + 0.25);
     for (rt_worker *w = rt.workers; w; w = w->next)
         if (w->inflight && (w->state == RT_W_READY || w->state == RT_W_EXITING)) {
-            double d = w->inflight->started_at + w->pool->pol.timeout;
+            double d = w->inflight->started_at + w->pool->spec->timeout;
             if (d < t)
                 t = d;
         }
@@ -1098,8 +1077,8 @@ void rt_sched_status(cJSON *j)
          * worker; and those waiting to retry. waits_for says what keeps
          * the pool from starting another worker. */
         cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "app", p->app);
-        cJSON_AddStringToObject(e, "fn", p->fn);
+        cJSON_AddStringToObject(e, "app", p->spec->app);
+        cJSON_AddStringToObject(e, "fn", p->spec->fn);
         modal__json_num(e, "queued", (double)queued);
         modal__json_num(e, "sent_ahead", (double)ahead);
         modal__json_num(e, "delayed", (double)delayed);
@@ -1112,8 +1091,8 @@ void rt_sched_status(cJSON *j)
             cJSON_AddNullToObject(e, "waits_for");
         }
         cJSON *asks = cJSON_AddObjectToObject(e, "asks");
-        cJSON_AddNumberToObject(asks, "cpu", p->pol.cpu);
-        modal__json_num(asks, "memory_mib", p->pol.memory);
+        cJSON_AddNumberToObject(asks, "cpu", p->spec->cpu);
+        modal__json_num(asks, "memory_mib", p->spec->memory);
         cJSON_AddItemToArray(pools, e);
     }
 }

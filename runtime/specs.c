@@ -222,8 +222,8 @@ cJSON *rt_pools_status(void)
         if (j == NULL || !cJSON_AddItemToArray(list, j))
             abort();
         cJSON_AddStringToObject(j, "spec", p->key);
-        cJSON_AddStringToObject(j, "fn", p->fn);
-        cJSON_AddStringToObject(j, "app", p->app);
+        cJSON_AddStringToObject(j, "fn", p->spec->fn);
+        cJSON_AddStringToObject(j, "app", p->spec->app);
         cJSON_AddNumberToObject(j, "workers", p->nworkers);
         cJSON_AddNumberToObject(j, "queued", (double)p->queued);
     }

@@ -87,12 +87,12 @@ static void take_output(rt_template *t, bool all)
         size_t start = 0;
         for (size_t i = 0; i < t->line_len; i++)
             if (t->line[i] == '\n') {
-                rt_app_log(t->pool->app, "-", t->pool->fn, 0, t->line + start, i - start, false);
+                rt_app_log(t->pool->spec->app, "-", t->pool->spec->fn, 0, t->line + start, i - start, false);
                 start = i + 1;
             }
         bool full = start == 0 && t->line_len == sizeof t->line;
         if (full || (n <= 0 && all && start < t->line_len)) {
-            rt_app_log(t->pool->app, "-", t->pool->fn, 0, t->line + start, t->line_len - start,
+            rt_app_log(t->pool->spec->app, "-", t->pool->spec->fn, 0, t->line + start, t->line_len - start,
                        full);
             start = t->line_len;
         }
@@ -109,7 +109,7 @@ static void retire(rt_template *t, const char *why)
     uncount(t);
     if (!t->retired)
         rt_log(2, "stopping the memory-snapshot template %d of %s: %s", (int)t->pid,
-               t->pool->fn, why);
+               t->pool->spec->fn, why);
     t->retired = true;
     if (kill(-t->pid, SIGKILL) != 0)
         kill(t->pid, SIGKILL);
@@ -197,8 +197,8 @@ static int template_start(rt_pool *p, const rt_launch_spec *w, rt_launch_error *
     t->started_at = rt_now();
     t->next = templates;
     templates = t;
-    rt_log(1, "started the memory-snapshot template %d for %s (%.12s)", (int)pid, p->fn,
-           p->artifact);
+    rt_log(1, "started the memory-snapshot template %d for %s (%.12s)", (int)pid, p->spec->fn,
+           p->spec->artifact);
     rt_wake();
     return 0;
 }
@@ -322,7 +322,7 @@ static void template_hello(rt_template *t)
     const cJSON *je = cJSON_GetObjectItemCaseSensitive(meta, "error");
     if (st != MODAL_OK || type != MODAL__MSG_HELLO) {
         snprintf(msg, sizeof msg, "executable %.12s cannot serve as a memory-snapshot template "
-                 "for %s: it broke the runtime protocol: %s", p->artifact, p->fn,
+                 "for %s: it broke the runtime protocol: %s", p->spec->artifact, p->spec->fn,
                  st != MODAL_OK ? err.message : "its first message was not HELLO");
         retire(t, "it broke the runtime protocol");
         rt_pool_start_failed(p, MODAL_EWORKER, msg);
@@ -333,13 +333,13 @@ static void template_hello(rt_template *t)
         if (code == MODAL_EFUNC)
             snprintf(msg, sizeof msg, "%s", je->valuestring);
         else
-            snprintf(msg, sizeof msg, "executable %.12s: %s", p->artifact, je->valuestring);
+            snprintf(msg, sizeof msg, "executable %.12s: %s", p->spec->artifact, je->valuestring);
         t->retired = true; /* it exits after saying why */
         rt_pool_start_failed(p, code, msg);
     } else {
         t->state = T_READY;
         rt_log(1, "memory-snapshot template %d for %s is ready after %.1f ms", (int)t->pid,
-               p->fn, (rt_now() - t->started_at) * 1e3);
+               p->spec->fn, (rt_now() - t->started_at) * 1e3);
         rt_pool_can_start(p);
     }
     cJSON_Delete(meta);
@@ -371,19 +371,19 @@ static bool template_died(rt_template *t)
     enum tstate state = t->state;
     template_free(t);
     if (!was_current) {
-        rt_log(1, "memory-snapshot template %d of %s %s", (int)r, p->fn, how);
+        rt_log(1, "memory-snapshot template %d of %s %s", (int)r, p->spec->fn, how);
     } else if (state == T_STARTING) {
         char msg[1000];
         snprintf(msg, sizeof msg, "executable %.12s cannot serve as a memory-snapshot template "
                  "for %s: it %s before answering as a libmodal worker (did its snapshot_enter "
                  "hook exit or crash? its output is in logs/%s.log; or is it not linked with "
                  "libmodal, or does its main() neither use MODAL_LOCAL_ENTRYPOINT nor call "
-                 "modal_worker_serve_if_worker()?)", p->artifact, p->fn, how, p->app);
+                 "modal_worker_serve_if_worker()?)", p->spec->artifact, p->spec->fn, how, p->spec->app);
         rt_log(3, "%s", msg);
         rt_pool_start_failed(p, MODAL_EWORKER, msg);
     } else {
         rt_log(2, "memory-snapshot template %d of %s %s; its workers live on, and the next "
-               "worker starts a new template", (int)r, p->fn, how);
+               "worker starts a new template", (int)r, p->spec->fn, how);
     }
     rt_pool_can_start(p); /* calls waiting for a worker start a new template */
     return true;
@@ -434,12 +434,12 @@ void rt_template_events(const struct pollfd *fds, size_t n, double now)
         if (t->pidfd < 0 && template_died(t))
             continue;
         rt_pool *p = t->pool;
-        double limit = p->pol.timeout + TEMPLATE_START_GRACE;
+        double limit = p->spec->timeout + TEMPLATE_START_GRACE;
         if (t->state == T_STARTING && !t->retired && now - t->started_at > limit) {
             char msg[400];
             snprintf(msg, sizeof msg, "%s: the memory-snapshot template did not finish its "
                      "snapshot_enter hook within %.0f s (the function's timeout and %.0f s); "
-                     "it was stopped", p->fn, limit, TEMPLATE_START_GRACE);
+                     "it was stopped", p->spec->fn, limit, TEMPLATE_START_GRACE);
             retire(t, "snapshot_enter ran too long");
             rt_pool_start_failed(p, MODAL_ETIMEOUT, msg);
         }

@@ -90,7 +90,7 @@ void rt_wake(void)
 static int spawn_failed(rt_pool *p, const char *path, const char *what, int e)
 {
     char msg[900];
-    snprintf(msg, sizeof msg, "cannot start a worker for %s from %s: %s failed: %s", p->fn, path,
+    snprintf(msg, sizeof msg, "cannot start a worker for %s from %s: %s failed: %s", p->spec->fn, path,
              what, strerror(e));
     rt_log(3, "%s", msg);
     if (p->nworkers == 0 && p->nstarting == 0) {
@@ -115,7 +115,7 @@ int rt_worker_spawn(rt_pool *p)
     if (rt.stopping)
         return -1; /* no new workers while shutting down */
     char path[600];
-    rt_artifact_path(p->artifact, path, sizeof path);
+    rt_artifact_path(p->spec->artifact, path, sizeof path);
     /* The counters of output the worker took from its pipes (see drain). */
     int takenfd = modal__memfd_new("modal-output-taken", MODAL__OUTPUT_TAKEN_SIZE);
     if (takenfd < 0)
@@ -164,7 +164,7 @@ int rt_worker_spawn(rt_pool *p)
     rt_launch_add_fd(&spec, 6, takenfd);
     spec.new_pgrp = true;
     char fnvar[160], urlvar[640], tokvar[PATH_MAX + 32];
-    snprintf(fnvar, sizeof fnvar, "MODAL_WORKER_FUNCTION=%s", p->fn);
+    snprintf(fnvar, sizeof fnvar, "MODAL_WORKER_FUNCTION=%s", p->spec->fn);
     /* Nested calls from the function reach this runtime. */
     snprintf(urlvar, sizeof urlvar, "MODAL_RUNTIME_URL=%s", rt_listen_url());
     snprintf(tokvar, sizeof tokvar, "MODAL_TOKEN_FILE=%s", rt_token_path());
@@ -184,7 +184,7 @@ int rt_worker_spawn(rt_pool *p)
     if (env == NULL)
         spec.alloc_failed = true;
     free(env);
-    const rt_launcher *launcher = p->pol.memory_snapshot ? &rt_launcher_snapshot
+    const rt_launcher *launcher = p->spec->memory_snapshot ? &rt_launcher_snapshot
                                                          : &rt_launcher_exec;
     pid_t pid = -1;
     rt_launch_error lerr;
@@ -228,7 +228,7 @@ int rt_worker_spawn(rt_pool *p)
     p->nworkers++;
     p->nstarting++;
     rt.running_workers++;
-    rt_log(1, "started worker %d for %s (%.12s, by %s)", (int)pid, p->fn, p->artifact,
+    rt_log(1, "started worker %d for %s (%.12s, by %s)", (int)pid, p->spec->fn, p->spec->artifact,
            launcher->name);
     rt_wake();
     return 0;
@@ -347,7 +347,7 @@ static rt_call *inflight_call(rt_worker *w, const char *id)
 static void emit_line(rt_worker *w, staging *st, const char *id, int s, const char *p,
                       size_t len, bool cut)
 {
-    rt_app_log(w->pool->app, id[0] ? id : "-", w->pool->fn, s, p, len, cut);
+    rt_app_log(w->pool->spec->app, id[0] ? id : "-", w->pool->spec->fn, s, p, len, cut);
     keep_tail(w, p, len);
     rt_call *c = inflight_call(w, id);
     if (c == NULL)
@@ -518,7 +518,7 @@ static void stop_worker(rt_worker *w, const char *why, modal_status st, const ch
 {
     if (w->state == RT_W_DEAD)
         return;
-    rt_log(2, "stopping worker %d (%s): %s", (int)w->pid, w->pool->fn, why);
+    rt_log(2, "stopping worker %d (%s): %s", (int)w->pid, w->pool->spec->fn, why);
     end_lines(w);
     rt_call *head = w->inflight, *rest = NULL;
     if (head != NULL) {
@@ -536,7 +536,7 @@ static void stop_worker(rt_worker *w, const char *why, modal_status st, const ch
     if (head != NULL) {
         char dflt[400];
         snprintf(dflt, sizeof dflt, "%s: the worker (pid %d) was stopped while running the "
-                 "call: %s", w->pool->fn, (int)w->pid, why);
+                 "call: %s", w->pool->spec->fn, (int)w->pid, why);
         ev->call_ended(w, head, st, msg != NULL ? msg : dflt, NULL, -1);
     }
     if (rest != NULL)
@@ -577,7 +577,7 @@ static void protocol_error(rt_worker *w, const char *what)
     char msg[1024];
     if (w->state == RT_W_STARTING) {
         snprintf(msg, sizeof msg, "executable %.12s cannot serve as a worker for %s: it broke "
-                 "the runtime protocol: %s", p->artifact, p->fn, what);
+                 "the runtime protocol: %s", p->spec->artifact, p->spec->fn, what);
         rt_log(3, "%s", msg);
         stop_worker(w, "it broke the runtime protocol", MODAL_ECRASH, NULL);
         ev->start_failed(p, MODAL_EWORKER, msg, true);
@@ -587,9 +587,9 @@ static void protocol_error(rt_worker *w, const char *what)
     char attempt[48] = "";
     if (c != NULL)
         snprintf(attempt, sizeof attempt, " (attempt %d of %d)", c->attempt,
-                 1 + p->pol.max_retries);
+                 1 + p->spec->retry_policy.max_retries);
     snprintf(msg, sizeof msg, "%s: the worker (pid %d) broke the runtime protocol: %s%s; the "
-             "worker was stopped", p->fn, (int)w->pid, what, attempt);
+             "worker was stopped", p->spec->fn, (int)w->pid, what, attempt);
     rt_log(3, "%s", msg);
     stop_worker(w, "it broke the runtime protocol", MODAL_ECRASH, msg);
 }
@@ -683,7 +683,7 @@ static bool worker_died(rt_worker *w)
         char msg[2048];
         snprintf(msg, sizeof msg,
                  "executable %.12s cannot serve as a worker for %s: it %s before answering "
-                 "as a libmodal worker%s%s", p->artifact, p->fn, how,
+                 "as a libmodal worker%s%s", p->spec->artifact, p->spec->fn, how,
                  tail[0] ? ". Its last output:\n" : " (is it linked with libmodal, and does its "
                  "main() use MODAL_LOCAL_ENTRYPOINT or call modal_worker_serve_if_worker()?)",
                  tail);
@@ -697,7 +697,7 @@ static bool worker_died(rt_worker *w)
         w->ninflight = 0;
         char msg[2048];
         snprintf(msg, sizeof msg, "%s: the worker (pid %d) crashed: it %s during attempt %d of "
-                 "%d%s%s", p->fn, (int)w->pid, how, c->attempt, 1 + p->pol.max_retries,
+                 "%d%s%s", p->spec->fn, (int)w->pid, how, c->attempt, 1 + p->spec->retry_policy.max_retries,
                  tail[0] ? ". Its last output:\n" : "", tail);
         rt_log(3, "%s", msg);
         ev->call_ended(w, c, MODAL_ECRASH, msg, NULL, -1);
@@ -731,7 +731,7 @@ static void handle_hello(rt_worker *w, cJSON *meta)
                                                : MODAL_EFUNC;
         if (code != MODAL_EFUNC) {
             char msg[900];
-            snprintf(msg, sizeof msg, "executable %.12s: %s", p->artifact, e->valuestring);
+            snprintf(msg, sizeof msg, "executable %.12s: %s", p->spec->artifact, e->valuestring);
             rt_pool_start_failed(p, code, msg);
         } else {
             rt_pool_start_failed(p, code, e->valuestring);
@@ -740,7 +740,7 @@ static void handle_hello(rt_worker *w, cJSON *meta)
     }
     w->state = RT_W_READY;
     w->idle_since = rt_now();
-    rt_log(1, "worker %d for %s is ready after %.1f ms", (int)w->pid, p->fn,
+    rt_log(1, "worker %d for %s is ready after %.1f ms", (int)w->pid, p->spec->fn,
            (rt_now() - w->started_at) * 1e3);
     ev->ready(w);
 }
@@ -774,7 +774,7 @@ static void handle_result(rt_worker *w, cJSON *meta, modal__buf *payload, int fd
         ev->call_ended(w, c, cJSON_IsString(js) ? modal__status_from_name(js->valuestring)
                                                 : MODAL_ERUNTIME, NULL, payload, fd);
     rt_pool *p = w->pool;
-    if (p->pol.max_inputs > 0 && w->served >= p->pol.max_inputs && w->state == RT_W_READY) {
+    if (p->spec->max_inputs > 0 && w->served >= p->spec->max_inputs && w->state == RT_W_READY) {
         w->state = RT_W_EXITING; /* retire it once its sent calls are back */
     }
     if (w->state == RT_W_EXITING && w->inflight == NULL)
@@ -870,19 +870,19 @@ static void check_timers(double now)
                      "executable %.12s cannot serve as a worker for %s: it did not answer as a "
                      "libmodal worker within %.0f s (is it linked with libmodal, and does its "
                      "main() use MODAL_LOCAL_ENTRYPOINT or call modal_worker_serve_if_worker()?)",
-                     p->artifact, p->fn, HELLO_TIMEOUT);
+                     p->spec->artifact, p->spec->fn, HELLO_TIMEOUT);
             rt_worker_kill(w, "no HELLO");
             ev->start_failed(p, MODAL_EWORKER, msg, true);
         } else if ((w->state == RT_W_READY || w->state == RT_W_EXITING) && w->inflight != NULL &&
-                   now - w->inflight->started_at >= p->pol.timeout) {
+                   now - w->inflight->started_at >= p->spec->timeout) {
             rt_call *c = w->inflight;
             char msg[300];
             snprintf(msg, sizeof msg, "%s: timed out after %d s (attempt %d of %d); the worker "
-                     "was stopped", p->fn, p->pol.timeout, c->attempt, 1 + p->pol.max_retries);
+                     "was stopped", p->spec->fn, p->spec->timeout, c->attempt, 1 + p->spec->retry_policy.max_retries);
             stop_worker(w, "timeout", MODAL_ETIMEOUT, msg);
         } else if (w->state == RT_W_READY && w->inflight == NULL &&
-                   now - w->idle_since > p->pol.scaledown_window &&
-                   p->nworkers > p->pol.min_containers) {
+                   now - w->idle_since > p->spec->scaledown_window &&
+                   p->nworkers > p->spec->min_containers) {
             rt_worker_retire(w);
         } else if (w->state == RT_W_EXITING && w->inflight == NULL) {
             if (w->exiting_since == 0)

@@ -473,7 +473,12 @@ typedef struct modal_mount {
       "snapshot-safe enter hook")                                             \
     X(snapshot_enter, HOOK, 0, 0, 0, "",                                       \
       "enter hook run once in the template, before workers are forked from "  \
-      "it; must not create a GPU context or threads")
+      "it; must not create a GPU context or threads")                         \
+    X(batch_max_size, INT, 0, 1, 1000, "calls",                               \
+      "dynamic batching: gather up to this many concurrent calls into one "   \
+      "invocation whose arguments are lists; 0 (the default) for none")      \
+    X(batch_wait_ms, INT, 10, 0, 60000, "ms",                                 \
+      "dynamic batching: how long the first call of a batch waits for more")
 
 /*
  * The fields of a retry policy, in the same form. A zero REAL field takes
@@ -570,6 +575,19 @@ typedef struct modal_function_options {
      * of those correctly. Put those in enter.
      */
     modal_hook snapshot_enter;
+    /**
+     * Dynamic batching, Modal's `@modal.batched`: the runtime gathers up to
+     * batch_max_size concurrent calls of the function into one invocation.
+     * The body then gets, for each positional argument, a list with that
+     * argument of every call in the batch (in the same order), and must
+     * return a list with one result per call, which the runtime hands back
+     * to each caller. Callers pass single inputs as for any function. A
+     * call waits at most batch_wait_ms for others to join its batch. 0 (the
+     * default): no batching.
+     */
+    int batch_max_size;
+    /** Milliseconds the first call of a batch waits for more (default 10). */
+    int batch_wait_ms;
 } modal_function_options;
 
 /** Signature of a function body (what MODAL_FUNCTION defines). */
@@ -1039,6 +1057,185 @@ MODAL_API modal_status modal_fn_starmap_on(modal_connection *conn, modal_functio
  */
 MODAL_API modal_status modal_call_from_id_on(modal_connection *conn, const char *id,
                                              modal_call **call, modal_error *err);
+
+
+/* ------------------------------------------------------------------ */
+/* GPUs: contexts, embedded kernels, launches, remote kernel launch     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A function declared with .gpu runs in a worker that holds its devices
+ * alone (CUDA_VISIBLE_DEVICES names them by UUID). The worker creates one
+ * CUDA context per device when it starts and keeps it, and every module it
+ * loads, for all its calls: the helpers below never create a context per
+ * call. They load libcuda.so.1 at run time, so a program using them builds
+ * and runs where there is no CUDA (they then fail with MODAL_EGPU saying
+ * so). Outside a worker (modal_fn_local, tests) they use the calling
+ * process's visible devices in the same way. docs/gpu.md has the recipe
+ * that compiles a .cu file and links its kernels into the program.
+ */
+
+/** A grid or block size: x * y * z threads or blocks (each at least 1). */
+typedef struct modal_dim3 {
+    unsigned x, y, z;
+} modal_dim3;
+
+/** A modal_dim3 of x, y, z; omitted sizes are 1: MODAL_DIM3(256). */
+#define MODAL_DIM3(...) (modal__dim3_of((unsigned[3]){__VA_ARGS__}, \
+                         sizeof((unsigned[]){__VA_ARGS__}) / sizeof(unsigned)))
+/** Private: MODAL_DIM3's helper (missing sizes are 1). */
+static inline modal_dim3 modal__dim3_of(const unsigned *v, size_t n)
+{
+    modal_dim3 d = {v[0], n > 1 ? v[1] : 1, n > 2 ? v[2] : 1};
+    return d;
+}
+
+/**
+ * GPU code embedded in the program: a fatbin (SASS for some architectures,
+ * PTX for others to compile at load time) linked in by the make rule of
+ * docs/gpu.md from NAME.cu. Declare it with MODAL_GPU_IMAGE(NAME) and pass
+ * &NAME_gpu_image; or fill one from bytes of your own.
+ */
+typedef struct modal_gpu_image {
+    const char *name;              /**< for messages, e.g. "saxpy.cu" */
+    const unsigned char *data;     /**< the fatbin, cubin or PTX text */
+    size_t size;                   /**< its length in bytes; 0 for a fatbin,
+                                    *   whose header gives it */
+} modal_gpu_image;
+
+/**
+ * Declare at file scope the image the make rule built from stem.cu:
+ * `MODAL_GPU_IMAGE(saxpy);` defines `static const modal_gpu_image
+ * saxpy_gpu_image` over the symbol modal_gpu_image_<stem> that the rule
+ * places at the fatbin's first byte. Its size is 0, which tells the
+ * library to take the length from the fatbin's own header.
+ */
+#define MODAL_GPU_IMAGE(stem)                                                  \
+    extern const unsigned char modal_gpu_image_##stem[];                       \
+    static const modal_gpu_image stem##_gpu_image = {                          \
+        #stem ".cu", modal_gpu_image_##stem, 0}
+
+/** How a kernel argument travels. */
+typedef enum modal_gpu_arg_kind {
+    MODAL_GPU_ARG_SCALAR = 1,  /**< passed by value: its bytes (1..256) */
+    MODAL_GPU_ARG_IN = 2,      /**< array copied to the device before the launch */
+    MODAL_GPU_ARG_OUT = 3,     /**< array copied back after it (device memory starts zeroed) */
+    MODAL_GPU_ARG_INOUT = 4    /**< both */
+} modal_gpu_arg_kind;
+
+/**
+ * One kernel argument, in the kernel's parameter order. A scalar points at
+ * its value; an array points at host memory of size bytes, and the kernel
+ * gets a device pointer to a copy of it (staged through pinned memory).
+ * Build them with the macros below.
+ */
+typedef struct modal_gpu_arg {
+    modal_gpu_arg_kind kind;
+    void *data;                 /**< the scalar's bytes, or the host array */
+    size_t size;                /**< bytes */
+} modal_gpu_arg;
+
+/** A scalar kernel argument taken from the lvalue v: MODAL_GPU_SCALAR(a). */
+#define MODAL_GPU_SCALAR(v) ((modal_gpu_arg){MODAL_GPU_ARG_SCALAR, (void *)&(v), sizeof(v)})
+/** n elements at p, copied to the device. */
+#define MODAL_GPU_IN(p, n) ((modal_gpu_arg){MODAL_GPU_ARG_IN, (void *)(p), (size_t)(n) * sizeof *(p)})
+/** n elements at p, written back from the device. */
+#define MODAL_GPU_OUT(p, n) ((modal_gpu_arg){MODAL_GPU_ARG_OUT, (void *)(p), (size_t)(n) * sizeof *(p)})
+/** n elements at p, copied to the device and back. */
+#define MODAL_GPU_INOUT(p, n) ((modal_gpu_arg){MODAL_GPU_ARG_INOUT, (void *)(p), (size_t)(n) * sizeof *(p)})
+
+/** Most arguments one launch may have. */
+#define MODAL_GPU_MAX_ARGS 32
+
+/** One kernel launch. */
+typedef struct modal_gpu_launch {
+    const modal_gpu_image *image;  /**< the code holding the kernel */
+    const char *kernel;            /**< its entry name (extern "C" in the .cu) */
+    modal_dim3 grid, block;        /**< launch shape */
+    unsigned shared_bytes;         /**< dynamic shared memory per block */
+    const modal_gpu_arg *args;     /**< nargs arguments, in parameter order */
+    size_t nargs;
+    int device;                    /**< which of the worker's devices: 0..count-1 */
+} modal_gpu_launch;
+
+/** Times of one launch, in seconds (measured with CUDA events). */
+typedef struct modal_gpu_stats {
+    double copy_in_s;              /**< host to device, arrays IN and INOUT */
+    double kernel_s;               /**< the kernel itself, on the device */
+    double copy_out_s;             /**< device to host, arrays OUT and INOUT */
+} modal_gpu_stats;
+
+/** What a device is. */
+typedef struct modal_gpu_info {
+    char name[96];                 /**< the driver's name, "NVIDIA H100 80GB HBM3" */
+    char type[24];                 /**< Modal's name, "H100" (or the driver's name) */
+    char uuid[48];                 /**< "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
+    unsigned long long memory;     /**< bytes */
+    int cc_major, cc_minor;        /**< compute capability, 9.0 for sm_90 */
+} modal_gpu_info;
+
+/**
+ * How many GPUs the current worker (or, outside one, this process) holds;
+ * 0 where there are none or no driver. Thread-safe.
+ */
+MODAL_API int modal_gpu_count(void);
+
+/** Describe device i (0..modal_gpu_count()-1). */
+MODAL_API modal_status modal_gpu_info_get(int device, modal_gpu_info *info,
+                                          modal_error *err);
+
+/**
+ * The CUDA context (a CUcontext) of device i, made current on the calling
+ * thread, for code that calls the driver API or CUDA libraries itself. It
+ * is created once per process and kept: never destroy it.
+ */
+MODAL_API modal_status modal_gpu_context(int device, void **cu_context,
+                                         modal_error *err);
+
+/**
+ * The kernel `name` of image on device i (a CUfunction). The image's module
+ * is loaded once per device and kept; kernels are looked up once. When the
+ * driver cannot run the image, the error names the architectures the image
+ * has and the one the device needs ("saxpy.cu has sm_80, sm_90 and PTX
+ * for compute_90; device 0 (NVIDIA T4) needs sm_75").
+ */
+MODAL_API modal_status modal_gpu_kernel(int device, const modal_gpu_image *image,
+                                        const char *name, void **cu_function,
+                                        modal_error *err);
+
+/**
+ * Run one launch and wait for it: arrays IN and INOUT are copied to the
+ * device (through pinned staging memory kept by the worker), the kernel
+ * runs, arrays OUT and INOUT are copied back into their host memory.
+ * stats may be NULL. Errors name the step and the driver's error
+ * ("saxpy: launch failed: CUDA_ERROR_LAUNCH_FAILED (unspecified launch
+ * failure)"); MODAL_ENOMEM when device memory runs out, MODAL_EGPU
+ * otherwise. Thread-safe (launches on one device run one at a time).
+ */
+MODAL_API modal_status modal_gpu_run(const modal_gpu_launch *launch,
+                                     modal_gpu_stats *stats, modal_error *err);
+
+/**
+ * Remote kernel launch: send the launch (its image's bytes, the kernel's
+ * name, the shape and the arguments) to a GPU worker of the runtime, which
+ * runs it with modal_gpu_run on a device matching gpu (a .gpu request,
+ * "H100" or "any"), and write OUT and INOUT arrays back into their host
+ * memory. No program of the caller runs on the GPU machine, so this works
+ * from a client without CUDA. stats, when not NULL, gets the worker's
+ * times. launch->device picks among the worker's devices (gpu "H100:2"
+ * has 0 and 1).
+ */
+MODAL_API modal_status modal_gpu_run_remote(const char *gpu,
+                                            const modal_gpu_launch *launch,
+                                            modal_gpu_stats *stats,
+                                            modal_error *err);
+
+/** modal_gpu_run_remote on conn. */
+MODAL_API modal_status modal_gpu_run_remote_on(modal_connection *conn,
+                                               const char *gpu,
+                                               const modal_gpu_launch *launch,
+                                               modal_gpu_stats *stats,
+                                               modal_error *err);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
  * is doing; clients use it to find out that a runtime is up.
  */
 #include "http_routes.h"
+#include "kernel_offer.h"
 
 #include <unistd.h>
 
@@ -14,6 +15,7 @@ void rt_http_health(rt_hctx *h)
     cJSON_AddStringToObject(j, "version", MODAL_VERSION_STRING);
     cJSON_AddNumberToObject(j, "pid", getpid());
     cJSON_AddStringToObject(j, "state_dir", rt.state_dir);
+    rt_kernel_offer_status(j); /* file I/O at worst: before rt.mu */
     pthread_mutex_lock(&rt.mu);
     cJSON_AddNumberToObject(j, "workers", rt.running_workers);
     cJSON_AddNumberToObject(j, "calls", (double)rt.ncalls);

@@ -4,6 +4,7 @@
  */
 #include "rt.h"
 #include "httpd.h"
+#include "kernel_offer.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -74,7 +75,7 @@ static void usage(FILE *to)
             "                     [--max-body BYTES] [--log-level debug|info|warn|error]\n"
             "                     [--max-connections N] [--header-timeout SECONDS]\n"
             "                     [--idle-timeout SECONDS] [--cpus N] [--memory MiB]\n"
-            "                     [--max-queued N]\n"
+            "                     [--max-queued N] [--kernel-worker PATH]\n"
             "Runs libmodal functions in warm worker processes. See docs/runtime.md.\n"
             "  --max-body BYTES          largest request body, any encoding (default 8 GiB)\n"
             "  --max-connections N       open HTTP connections; more are answered 503 and\n"
@@ -88,7 +89,9 @@ static void usage(FILE *to)
             "  --memory MiB              memory workers may reserve with .memory (default:\n"
             "                            the physical memory)\n"
             "  --max-queued N            calls one function may have waiting for a worker\n"
-            "                            (default %d)\n",
+            "                            (default %d)\n"
+            "  --kernel-worker PATH      the program that runs remote kernel launches\n"
+            "                            (default: " RT_KERNEL_WORKER_NAME " next to this one)\n",
             RT_HTTP_MAX_CONNECTIONS, RT_HTTP_HEADER_TIMEOUT, RT_HTTP_IDLE_TIMEOUT,
             RT_QUEUE_MAX_DEFAULT);
 }
@@ -111,6 +114,7 @@ int main(int argc, char **argv)
 {
     const char *state = NULL, *token_file = NULL, *listens[8];
     const char *tls_cert = NULL, *tls_key = NULL;
+    const char *kernel_worker = NULL;
     bool insecure_plain = false;
     int nlisten = 0;
     double idle = 0, max_body = 8.0 * 1024 * 1024 * 1024, cpus = 0, memory = 0;
@@ -179,6 +183,8 @@ int main(int argc, char **argv)
             if (parse_count(a, v, 1, 100000000, &n))
                 return 2;
             rt_queue_max = (size_t)n;
+        } else if (strcmp(a, "--kernel-worker") == 0) {
+            kernel_worker = v;
         } else if (strcmp(a, "--log-level") == 0) {
             const char *lv[] = {"debug", "info", "warn", "error"};
             rt.log_level = -1;
@@ -244,6 +250,7 @@ int main(int argc, char **argv)
     if (rt.log == NULL)
         rt.log = stderr;
     rt_specs_load();
+    rt_kernel_offer_init(kernel_worker);
 
     rt.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     rt_res_init(cpus, (long long)memory, true);

@@ -535,6 +535,26 @@ modal_status modal__check_call(modal_function *fn, const modal_value *list,
 modal_status modal__remote_prepare(modal_connection *conn, modal_function *fn,
                                    const modal_value *list, const char *what,
                                    const char **artifact, char spec_id[65], modal_error *err);
+/*
+ * What a remote call runs: a function of this program (modal_fn_remote),
+ * or a spec another module registers (the runtime's kernel worker,
+ * lib/gpu_remote.c). prepare makes it callable on conn: registers its
+ * spec (id into spec_id) and names the artifact it runs from. When a call
+ * fails, lost says whether the runtime lost that artifact, forgetting it
+ * so the next prepare provides it again (true: worth one retry).
+ */
+typedef struct modal__call_target {
+    const char *name; /* shown with the call's output lines */
+    modal_status (*prepare)(modal_connection *conn, void *ctx, const char **artifact,
+                            char spec_id[65], modal_error *err);
+    bool (*lost)(modal_connection *conn, void *ctx, modal_status st, const modal_error *err,
+                 const char *artifact);
+    void *ctx;
+} modal__call_target;
+/* Call t with args (taken) and wait for its result, as modal_fn_remote_on
+ * does: a spec or artifact the runtime lost is provided again once. */
+modal_status modal__remote_call(modal_connection *conn, const modal__call_target *t,
+                                modal_value *args, modal_value **result, modal_error *err);
 /* A result frame's outcome (docs/wire.md): returns its status; MODAL_OK
  * with *v its value (owned by the caller), else *v NULL and msg filled
  * with its message (or why its value cannot be read). A frame without a
@@ -665,6 +685,12 @@ int modal__spec_hash(const modal__spec *s, char out[65]);
  * it was already. */
 modal_status modal__spec_ensure(modal_connection *conn, modal_function *fn,
                                 const char *artifact, char id[65], modal_error *err);
+/* Register the resolved spec s (artifact, app and fn filled) with conn's
+ * runtime unless it is known there already; its id into id. The path
+ * modal__spec_ensure takes, open to specs of functions this program does
+ * not define (the runtime's kernel worker, lib/gpu_remote.c). */
+modal_status modal__spec_register(modal_connection *conn, const modal__spec *s, char id[65],
+                                  modal_error *err);
 /* A request naming spec id failed with st/err: when conn's runtime no
  * longer knows the spec, forget its registration there and return true
  * (worth one retry after modal__spec_ensure). */

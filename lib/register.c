@@ -90,19 +90,15 @@ modal_status modal__spec_ensure(modal_connection *conn, modal_function *fn,
     if (known && modal__conn_spec_known(conn, id))
         return MODAL_OK;
 
-    unsigned long gen = modal__conn_generation(conn);
     modal__spec s;
     modal__spec_init(&s);
     modal_status st = spec_of(fn, artifact, &s, err);
-    if (st == MODAL_OK && modal__spec_hash(&s, id) != 0)
-        st = modal__fail(err, MODAL_ENOMEM, "out of memory hashing the spec of %s", fn->name);
     if (st == MODAL_OK)
-        st = post_spec(conn, &s, id, err);
+        st = modal__spec_register(conn, &s, id, err);
     modal__spec_clear(&s);
     if (st != MODAL_OK)
         return st;
-    /* Without memory to remember either, it is registered again next time. */
-    modal__conn_spec_add(conn, id, gen, NULL);
+    /* Without memory to remember it, it is resolved again next time. */
     pthread_mutex_lock(&reg_lock);
     reg_entry *e = NULL;
     for (e = resolved; e != NULL && e->fn != fn; e = e->next)
@@ -117,6 +113,22 @@ modal_status modal__spec_ensure(modal_connection *conn, modal_function *fn,
         snprintf(e->artifact, sizeof e->artifact, "%s", artifact);
     }
     pthread_mutex_unlock(&reg_lock);
+    return MODAL_OK;
+}
+
+modal_status modal__spec_register(modal_connection *conn, const modal__spec *s, char id[65],
+                                  modal_error *err)
+{
+    unsigned long gen = modal__conn_generation(conn);
+    if (modal__spec_hash(s, id) != 0)
+        return modal__fail(err, MODAL_ENOMEM, "out of memory hashing the spec of %s", s->fn);
+    if (modal__conn_spec_known(conn, id))
+        return MODAL_OK;
+    modal_status st = post_spec(conn, s, id, err);
+    if (st != MODAL_OK)
+        return st;
+    /* Without memory to remember it, it is registered again next time. */
+    modal__conn_spec_add(conn, id, gen, NULL);
     return MODAL_OK;
 }
 

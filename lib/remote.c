@@ -214,16 +214,15 @@ modal_status modal__remote_prepare(modal_connection *conn, modal_function *fn,
 }
 
 /* POST the call; wait up to `wait` seconds for it inside the request. */
-static modal_status submit_once(modal_function *fn, modal_value *args, double wait,
+static modal_status submit_once(const modal__call_target *t, modal_value *args, double wait,
                                 modal_call *c, modal__http_resp *resp, const char **artifact,
                                 char spec_id[65], modal_error *err)
 {
-    modal_status st = modal__remote_prepare(c->conn, fn, args, "argument", artifact, spec_id,
-                                            err);
+    modal_status st = t->prepare(c->conn, t->ctx, artifact, spec_id, err);
     if (st != MODAL_OK)
         return st;
     modal__random_id(MODAL__CALL_ID_PREFIX, c->id, sizeof c->id);
-    snprintf(c->fn, sizeof c->fn, "%s", fn->name);
+    snprintf(c->fn, sizeof c->fn, "%s", t->name);
     modal__enc enc;
     st = modal__msg_build(modal__call_envelope(spec_id, c->id), "args", args, &enc, err);
     if (st != MODAL_OK)
@@ -238,8 +237,8 @@ static modal_status submit_once(modal_function *fn, modal_value *args, double wa
     return st;
 }
 
-static modal_status submit(modal_function *fn, modal_value *args, double wait, modal_call *c,
-                           modal__http_resp *resp, modal_error *err)
+static modal_status submit(const modal__call_target *t, modal_value *args, double wait,
+                           modal_call *c, modal__http_resp *resp, modal_error *err)
 {
     const char *artifact = NULL;
     char spec_id[65] = "";
@@ -252,15 +251,61 @@ static modal_status submit(modal_function *fn, modal_value *args, double wait, m
      * runtime can have lost both, and says so one at a time. */
     bool spec_again = false, artifact_again = false;
     for (;;) {
-        modal_status st = submit_once(fn, args, wait, c, resp, &artifact, spec_id, err);
+        modal_status st = submit_once(t, args, wait, c, resp, &artifact, spec_id, err);
         if (st != MODAL_OK && !spec_again && modal__spec_refused(c->conn, st, err, spec_id))
             spec_again = true;
         else if (st != MODAL_OK && !artifact_again &&
-                 modal__artifact_refused(c->conn, st, err, artifact))
+                 t->lost(c->conn, t->ctx, st, err, artifact))
             artifact_again = true;
         else
             return st;
     }
+}
+
+/* A function of this program as a call target: its executable is
+ * uploaded, its spec registered, from its own options. */
+typedef struct fn_target {
+    modal_function *fn;
+    const modal_value *args;
+} fn_target;
+
+static modal_status fn_prepare(modal_connection *conn, void *ctx, const char **artifact,
+                               char spec_id[65], modal_error *err)
+{
+    const fn_target *f = ctx;
+    return modal__remote_prepare(conn, f->fn, f->args, "argument", artifact, spec_id, err);
+}
+
+static bool fn_lost(modal_connection *conn, void *ctx, modal_status st,
+                    const modal_error *err, const char *artifact)
+{
+    return modal__artifact_refused(conn, st, err, artifact);
+}
+
+static modal_status submit_fn(modal_function *fn, modal_value *args, double wait,
+                              modal_call *c, modal__http_resp *resp, modal_error *err)
+{
+    fn_target f = {fn, args};
+    modal__call_target t = {fn->name, fn_prepare, fn_lost, &f};
+    return submit(&t, args, wait, c, resp, err);
+}
+
+modal_status modal__remote_call(modal_connection *conn, const modal__call_target *t,
+                                modal_value *args, modal_value **result, modal_error *err)
+{
+    if (result != NULL)
+        *result = NULL;
+    modal_call c;
+    memset(&c, 0, sizeof c);
+    c.conn = modal__conn_acquire(conn);
+    modal__http_resp resp;
+    modal_status st = submit(t, args, POLL_SECONDS, &c, &resp, err);
+    modal_value_free(args);
+    if (st == MODAL_OK)
+        st = wait_result(&c, &resp, -1, result, err);
+    free(c.partial);
+    modal__conn_release(c.conn);
+    return st;
 }
 
 static modal_status remote_on(const char *api, modal_connection *conn, modal_function *fn,
@@ -272,17 +317,9 @@ static modal_status remote_on(const char *api, modal_connection *conn, modal_fun
         modal_value_free(args);
         return modal__null_arg(err, api, "fn", MODAL__FN_HINT);
     }
-    modal_call c;
-    memset(&c, 0, sizeof c);
-    c.conn = modal__conn_acquire(conn);
-    modal__http_resp resp;
-    modal_status st = submit(fn, args, POLL_SECONDS, &c, &resp, err);
-    modal_value_free(args);
-    if (st == MODAL_OK)
-        st = wait_result(&c, &resp, -1, result, err);
-    free(c.partial);
-    modal__conn_release(c.conn);
-    return st;
+    fn_target f = {fn, args};
+    modal__call_target t = {fn->name, fn_prepare, fn_lost, &f};
+    return modal__remote_call(conn, &t, args, result, err);
 }
 
 modal_status modal_fn_remote(modal_function *fn, modal_value *args, modal_value **result,
@@ -318,7 +355,7 @@ static modal_status spawn_on(const char *api, modal_connection *conn, modal_func
     }
     c->conn = modal__conn_acquire(conn);
     modal__http_resp resp;
-    modal_status st = submit(fn, args, 0, c, &resp, err);
+    modal_status st = submit_fn(fn, args, 0, c, &resp, err);
     modal_value_free(args);
     if (st != MODAL_OK) {
         modal_call_free(c);

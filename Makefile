@@ -160,6 +160,33 @@ $(BUILD)/tests/test_launch: tests/integration/test_launch.c runtime/launch.c run
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/launch.c \
 	    $(STATIC) $(ITLIBS)
 
+# The CUDA test double (tests/cuda_fake/fake_cuda.c), which every GPU test
+# loads through MODAL_CUDA_LIBRARY: the fake driver, a variant lacking a
+# required entry point and one lacking the optional error names.
+CUDA_FAKE_DIR := $(BUILD)/tests/cuda_fake
+CUDA_FAKE := $(CUDA_FAKE_DIR)/libcuda.so.1 $(CUDA_FAKE_DIR)/libcuda_partial.so.1 \
+             $(CUDA_FAKE_DIR)/libcuda_nonames.so.1 $(CUDA_FAKE_DIR)/libfake_selftest.so
+CUDA_FAKE_DEPS := tests/cuda_fake/fake_cuda.c lib/cuda.h include/modal.h
+$(CUDA_FAKE_DIR)/libcuda.so.1: $(CUDA_FAKE_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -fvisibility=hidden -shared -Wl,-soname,libcuda.so.1 \
+	    -o $@ $< -ldl -lpthread
+$(CUDA_FAKE_DIR)/libcuda_partial.so.1: $(CUDA_FAKE_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -fvisibility=hidden -DFAKE_OMIT_LAUNCH -shared \
+	    -Wl,-soname,libcuda.so.1 -o $@ $< -ldl -lpthread
+$(CUDA_FAKE_DIR)/libcuda_nonames.so.1: $(CUDA_FAKE_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -fvisibility=hidden -DFAKE_OMIT_ERROR_NAMES -shared \
+	    -Wl,-soname,libcuda.so.1 -o $@ $< -ldl -lpthread
+# The CPU stand-in of the kernel the fake's own test launches.
+$(CUDA_FAKE_DIR)/libfake_selftest.so: tests/cuda_fake/selftest_kernels.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -shared -o $@ $<
+$(BUILD)/tests/test_cuda: | $(CUDA_FAKE)
+cuda-fake: $(CUDA_FAKE)
+.PHONY: cuda-fake
+
 $(BUILD)/bench/%: bench/%.c bench/bench.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
@@ -169,7 +196,7 @@ examples: $(EX_BIN)
 # The examples test runs every built example.
 $(BUILD)/tests/test_examples: | $(EX_BIN)
 
-test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN)
+test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN) $(CUDA_FAKE)
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN) \
 	    "./tests/install_test.sh $(BUILD)" "./tests/deps_test.sh $(BUILD)" \
 	    "./tests/layering.sh $(BUILD)"

@@ -26,6 +26,9 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 SAN     ?=
+# nvcc, where there is one. Only GPU code and images are built with it;
+# without it they are skipped, saying so, and nothing else depends on it.
+NVCC ?= $(shell command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 ifeq ($(SAN),1)
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
@@ -104,6 +107,7 @@ $(BUILD)/bindir.stamp: FORCE
 	@echo '$(BINDIR)' | cmp -s - $@ || echo '$(BINDIR)' > $@
 $(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
 $(addprefix $(BUILD)/obj/lib/,client.o conn.o map.o register.o remote.o): lib/conn.h
+$(addprefix $(BUILD)/obj/lib/,cuda.o fatbin.o gpu_inventory.o): lib/cuda.h
 # Every object may use the protocol header (internal.h includes it).
 $(LIB_OBJ) $(RT_OBJ): lib/protocol.h
 .PHONY: FORCE
@@ -183,7 +187,15 @@ $(CUDA_FAKE_DIR)/libcuda_nonames.so.1: $(CUDA_FAKE_DEPS)
 $(CUDA_FAKE_DIR)/libfake_selftest.so: tests/cuda_fake/selftest_kernels.c
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -shared -o $@ $<
-$(BUILD)/tests/test_cuda: | $(CUDA_FAKE)
+# A real fatbin for the parser's tests, of the project's GPU targets: SASS
+# for sm_80 and sm_90, PTX for compute_90 (absent without nvcc: the tests
+# that read it are then skipped, saying so).
+CUDA_GENCODE := -gencode arch=compute_80,code=sm_80 -gencode 'arch=compute_90,code=[sm_90,compute_90]'
+CUDA_TEST_DATA := $(if $(NVCC),$(BUILD)/tests/data/arch.fatbin)
+$(BUILD)/tests/data/arch.fatbin: tests/cuda_fake/arch.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -fatbin $(CUDA_GENCODE) -o $@ $<
+$(BUILD)/tests/test_cuda: | $(CUDA_FAKE) $(CUDA_TEST_DATA)
 cuda-fake: $(CUDA_FAKE)
 .PHONY: cuda-fake
 

@@ -163,16 +163,22 @@ typedef struct allocation {
     unsigned char *bytes;
 } allocation;
 
-struct CUmod_st {
-    int device;
-    size_t size;
-    unsigned char *image; /* a copy, as the driver keeps one */
-};
+/* Modules, their functions and streams live until unloaded (streams for
+ * the process: the table has no cuStreamDestroy), linked from st. */
 struct CUfunc_st {
+    struct CUfunc_st *next;
     struct CUmod_st *mod;
     char name[256];
 };
+struct CUmod_st {
+    struct CUmod_st *next;
+    int device;
+    size_t size;
+    unsigned char *image; /* a copy, as the driver keeps one */
+    struct CUfunc_st *functions;
+};
 struct CUstream_st {
+    struct CUstream_st *next;
     unsigned flags;
 };
 struct CUevent_st {
@@ -195,6 +201,8 @@ static struct {
     int nrules;
     unsigned long calls[ID_COUNT];
     allocation *allocs;
+    struct CUmod_st *modules;
+    struct CUstream_st *streams;
     void *kernels;
 } st = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .log_fd = -1};
 
@@ -781,6 +789,10 @@ CUresult cuStreamCreate(CUstream *s, unsigned flags)
     if (*s == NULL)
         return MODAL__CUDA_ERROR_OUT_OF_MEMORY;
     (*s)->flags = flags;
+    pthread_mutex_lock(&st.lock);
+    (*s)->next = st.streams;
+    st.streams = *s;
+    pthread_mutex_unlock(&st.lock);
     return 0;
 }
 
@@ -917,6 +929,10 @@ CUresult cuModuleLoadData(CUmodule *mod, const void *image)
     memcpy(m->image, img, size);
     m->size = size;
     m->device = current->device;
+    pthread_mutex_lock(&st.lock);
+    m->next = st.modules;
+    st.modules = m;
+    pthread_mutex_unlock(&st.lock);
     *mod = m;
     return 0;
 }
@@ -927,7 +943,22 @@ CUresult cuModuleUnload(CUmodule mod)
     NEED_INIT();
     if (mod == NULL)
         return E_INVALID_HANDLE;
+    pthread_mutex_lock(&st.lock);
+    struct CUmod_st **pp = &st.modules;
+    while (*pp != NULL && *pp != mod)
+        pp = &(*pp)->next;
+    int found = *pp != NULL;
+    if (found)
+        *pp = mod->next;
+    pthread_mutex_unlock(&st.lock);
+    if (!found)
+        return E_INVALID_HANDLE;
     fake_log(ID_cuModuleUnload, "module=%p", (void *)mod);
+    while (mod->functions != NULL) {
+        struct CUfunc_st *f = mod->functions;
+        mod->functions = f->next;
+        free(f);
+    }
     free(mod->image);
     free(mod);
     return 0;
@@ -962,11 +993,21 @@ CUresult cuModuleGetFunction(CUfunction *fn, CUmodule mod, const char *name)
     fake_log(ID_cuModuleGetFunction, "%s %s", name, hit ? "found" : "not found");
     if (hit == NULL)
         return MODAL__CUDA_ERROR_NOT_FOUND;
-    *fn = calloc(1, sizeof **fn);
-    if (*fn == NULL)
+    /* One handle per name and module, as the driver gives. */
+    pthread_mutex_lock(&st.lock);
+    struct CUfunc_st *f = mod->functions;
+    while (f != NULL && strcmp(f->name, name) != 0)
+        f = f->next;
+    if (f == NULL && (f = calloc(1, sizeof *f)) != NULL) {
+        f->mod = mod;
+        memcpy(f->name, name, n + 1);
+        f->next = mod->functions;
+        mod->functions = f;
+    }
+    pthread_mutex_unlock(&st.lock);
+    if (f == NULL)
         return MODAL__CUDA_ERROR_OUT_OF_MEMORY;
-    (*fn)->mod = mod;
-    memcpy((*fn)->name, name, n + 1);
+    *fn = f;
     return 0;
 }
 

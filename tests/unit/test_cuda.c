@@ -76,8 +76,13 @@ static void in_child(void (*fn)(void), const char *const *env)
             unsetenv(clear[i]);
         setenv("MODAL_CUDA_LIBRARY", fake("libcuda.so.1"), 1);
         setenv("MODAL_FAKE_CUDA_LOG", log_path, 1);
-        for (size_t i = 0; env != NULL && env[i] != NULL; i++)
-            putenv(strdup(env[i]));
+        for (size_t i = 0; env != NULL && env[i] != NULL; i++) {
+            char name[64];
+            const char *eq = strchr(env[i], '=');
+            CHECK(eq != NULL && (size_t)(eq - env[i]) < sizeof name);
+            snprintf(name, sizeof name, "%.*s", (int)(eq - env[i]), env[i]);
+            setenv(name, eq + 1, 1);
+        }
         fn();
         fflush(NULL);
         _exit(0);
@@ -318,9 +323,13 @@ static void child_fake_memory_and_modules(void)
     CHECK_RC(cu->cuModuleLoadData(&mod, img));
     CUfunction fn;
     CHECK_RC(cu->cuModuleGetFunction(&fn, mod, "saxpy"));
+    CUfunction again;
+    CHECK_RC(cu->cuModuleGetFunction(&again, mod, "saxpy"));
+    CHECK(again == fn);
     CHECK(cu->cuModuleGetFunction(&fn, mod, "sax") == MODAL__CUDA_ERROR_NOT_FOUND);
     CHECK(cu->cuModuleGetFunction(&fn, mod, "gemm") == MODAL__CUDA_ERROR_NOT_FOUND);
     CHECK_RC(cu->cuModuleUnload(mod));
+    CHECK(cu->cuModuleUnload(mod) == 400);
     tiny_fatbin(img, 2, 80);
     CHECK(cu->cuModuleLoadData(&mod, img) == MODAL__CUDA_ERROR_NO_BINARY_FOR_GPU);
     tiny_fatbin(img, 2, 70);
@@ -448,6 +457,302 @@ static void test_fake_broken_config(void **state)
     in_child(child_fake_broken, env);
 }
 
+/* ---- inventory ------------------------------------------------------------ */
+
+static void child_inventory(void)
+{
+    modal__gpu_device d[MODAL__GPU_MAX_DEVICES];
+    size_t n = 99;
+    char why[300] = "x";
+    modal_error err;
+    memset(&err, 0, sizeof err);
+    CHECK(modal__gpu_inventory(d, MODAL__GPU_MAX_DEVICES, &n, why, sizeof why, &err) == MODAL_OK);
+    CHECK(n == 3);
+    CHECK(why[0] == '\0');
+    CHECK(d[0].ordinal == 0 && d[1].ordinal == 1 && d[2].ordinal == 2);
+    CHECK(strcmp(d[0].name, "NVIDIA H100 80GB HBM3") == 0);
+    CHECK(strcmp(d[0].type, "H100") == 0);
+    CHECK(strcmp(d[0].uuid, "GPU-11111111-2222-3333-4444-000000000001") == 0);
+    CHECK(d[0].memory == 81559ull << 20);
+    CHECK(d[0].cc_major == 9 && d[0].cc_minor == 0);
+    CHECK(strcmp(d[0].pci, "0000:18:00.0") == 0);
+    CHECK(strcmp(d[1].type, "A100-40GB") == 0);
+    CHECK(strcmp(d[1].uuid, "GPU-aaaaaaaa-2222-3333-4444-000000000002") == 0);
+    CHECK(d[1].memory == 40960ull << 20);
+    CHECK(d[1].cc_major == 8 && d[1].cc_minor == 0);
+    CHECK(strcmp(d[2].name, "Tesla T4") == 0);
+    CHECK(strcmp(d[2].type, "T4") == 0);
+    CHECK(d[2].cc_major == 7 && d[2].cc_minor == 5);
+    CHECK(strcmp(d[2].pci, "0000:1a:00.0") == 0);
+    /* At most max devices. */
+    CHECK(modal__gpu_inventory(d, 2, &n, NULL, 0, NULL) == MODAL_OK && n == 2);
+}
+static void test_inventory(void **state)
+{
+    const char *env[] = {THREE, NULL};
+    in_child(child_inventory, env);
+}
+
+static void child_inventory_visible(void)
+{
+    modal__gpu_device d[4];
+    size_t n = 0;
+    CHECK(modal__gpu_inventory(d, 4, &n, NULL, 0, NULL) == MODAL_OK);
+    const char *want = getenv("WANT"); /* the UUIDs' last digits, in order */
+    CHECK(n == strlen(want));
+    for (size_t i = 0; i < n; i++) {
+        CHECK(d[i].ordinal == (int)i);
+        CHECK(d[i].uuid[strlen(d[i].uuid) - 1] == want[i]);
+    }
+}
+static void test_inventory_visible(void **state)
+{
+    const char *by_uuid[] = {THREE, "CUDA_VISIBLE_DEVICES=GPU-7e7e7e7e-2222-3333-4444-000000000003,"
+                                    "GPU-11111111-2222-3333-4444-000000000001", "WANT=31", NULL};
+    in_child(child_inventory_visible, by_uuid);
+    const char *by_index[] = {THREE, "CUDA_VISIBLE_DEVICES=2,1", "WANT=32", NULL};
+    in_child(child_inventory_visible, by_index);
+    const char *by_prefix[] = {THREE, "CUDA_VISIBLE_DEVICES=GPU-aaaa", "WANT=2", NULL};
+    in_child(child_inventory_visible, by_prefix);
+    /* An unknown entry ends the list, as with the real driver. */
+    const char *unknown[] = {THREE, "CUDA_VISIBLE_DEVICES=1,GPU-deadbeef,0", "WANT=2", NULL};
+    in_child(child_inventory_visible, unknown);
+    const char *repeated[] = {THREE, "CUDA_VISIBLE_DEVICES=0,0,1", "WANT=1", NULL};
+    in_child(child_inventory_visible, repeated);
+}
+
+static void child_inventory_none(void)
+{
+    modal__gpu_device d[4];
+    size_t n = 7;
+    char why[300];
+    modal_error err;
+    memset(&err, 0, sizeof err);
+    CHECK(modal__gpu_inventory(d, 4, &n, why, sizeof why, &err) == MODAL_OK);
+    CHECK(n == 0);
+    CHECK(err.code == MODAL_OK);
+    CHECK_CONTAINS(why, getenv("WANT"));
+}
+static void test_inventory_none(void **state)
+{
+    const char *no_driver[] = {"MODAL_CUDA_LIBRARY=/nonexistent/libcuda.so.1",
+                               "WANT=no CUDA driver: /nonexistent/libcuda.so.1", NULL};
+    in_child(child_inventory_none, no_driver);
+    const char *no_device[] = {"WANT=cuInit failed: CUDA_ERROR_NO_DEVICE", NULL};
+    in_child(child_inventory_none, no_device);
+}
+
+static void child_inventory_fails(void)
+{
+    modal__gpu_device d[4];
+    size_t n = 7;
+    modal_error err;
+    memset(&err, 0, sizeof err);
+    CHECK(modal__gpu_inventory(d, 4, &n, NULL, 0, &err) == MODAL_EGPU);
+    CHECK(n == 0);
+    CHECK_CONTAINS(err.message, "cuDeviceGetUuid of CUDA device 1: CUDA_ERROR_DEVICE_UNAVAILABLE");
+}
+static void test_inventory_fails(void **state)
+{
+    const char *env[] = {THREE, "MODAL_FAKE_CUDA_FAIL=cuDeviceGetUuid_v2@2=CUDA_ERROR_DEVICE_UNAVAILABLE",
+                         NULL};
+    in_child(child_inventory_fails, env);
+}
+
+static void test_type_of(void **state)
+{
+    static const struct {
+        const char *name;
+        unsigned long long mib;
+        const char *type;
+    } cases[] = {
+        {"Tesla T4", 15360, "T4"},
+        {"NVIDIA L4", 23034, "L4"},
+        {"NVIDIA A10G", 23028, "A10G"},
+        {"NVIDIA A10", 23028, "A10"},
+        {"NVIDIA L40S", 46068, "L40S"},
+        {"NVIDIA A100-SXM4-40GB", 40960, "A100-40GB"},
+        {"NVIDIA A100-PCIE-40GB", 40536, "A100-40GB"},
+        {"NVIDIA A100-SXM4-80GB", 81920, "A100-80GB"},
+        {"NVIDIA A100 80GB PCIe", 81920, "A100-80GB"},
+        {"NVIDIA H100 80GB HBM3", 81559, "H100"},
+        {"NVIDIA H100 PCIe", 81559, "H100"},
+        {"NVIDIA H100 NVL", 95830, "H100"},
+        {"NVIDIA H200", 143771, "H200"},
+        {"NVIDIA H200 NVL", 143771, "H200"},
+        {"NVIDIA B200", 183359, "B200"},
+        /* Not Modal's: the driver's name without "NVIDIA ". */
+        {"NVIDIA H20", 97871, "H20"},
+        {"NVIDIA GH200 480GB", 97871, "GH200 480GB"},
+        {"NVIDIA RTX A6000", 49140, "RTX A6000"},
+        {"Quadro RTX 8000", 49152, "Quadro RTX 8000"},
+        {"NVIDIA A1000", 8192, "A1000"},
+        {"", 0, ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char out[24] = "garbage";
+        modal__gpu_type_of(cases[i].name, cases[i].mib << 20, out, sizeof out);
+        if (strcmp(out, cases[i].type) != 0)
+            print_error("\"%s\": got \"%s\", want \"%s\"\n", cases[i].name, out, cases[i].type);
+        assert_string_equal(out, cases[i].type);
+    }
+    char small[4];
+    modal__gpu_type_of("NVIDIA A100-SXM4-80GB", 81920ull << 20, small, sizeof small);
+    assert_string_equal(small, "A10");
+}
+
+/* ---- fatbin parsing ---------------------------------------------------------- */
+
+/* build/tests/data/arch.fatbin into buf (or skip, saying why). */
+static size_t read_arch_fatbin(unsigned char *buf, size_t cap)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/arch.fatbin", data_dir);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "SKIPPED: %s is missing: it is built only where nvcc is (NVCC is empty)\n",
+                path);
+        skip();
+    }
+    size_t n = fread(buf, 1, cap, f);
+    fclose(f);
+    assert_true(n > 0 && n < cap);
+    return n;
+}
+
+static void test_fatbin_real(void **state)
+{
+    static unsigned char buf[1 << 20];
+    size_t len = read_arch_fatbin(buf, sizeof buf);
+    modal__fatbin_arch a[8];
+    size_t size = 0, n = 0;
+    modal_error err;
+    memset(&err, 0, sizeof err);
+    /* Trailing bytes (a section's padding) are not the image's. */
+    memset(buf + len, 0xee, 100);
+    assert_int_equal(modal__fatbin_parse(buf, len + 100, &size, a, 8, &n, &err), MODAL_OK);
+    assert_int_equal(size, len);
+    assert_int_equal(n, 3);
+    /* What the Makefile's -gencode list asks for, in nvcc's order. */
+    assert_int_equal(a[0].sm, 80);
+    assert_int_equal(a[0].ptx, 0);
+    assert_int_equal(a[1].sm, 90);
+    assert_int_equal(a[1].ptx, 0);
+    assert_int_equal(a[2].sm, 90);
+    assert_int_equal(a[2].ptx, 1);
+    char text[100];
+    modal__fatbin_describe(a, n, text, sizeof text);
+    assert_string_equal(text, "sm_80, sm_90 and PTX for compute_90");
+    /* Fewer slots than entries: the first ones, and the same size. */
+    assert_int_equal(modal__fatbin_parse(buf, len, &size, a, 1, &n, NULL), MODAL_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(size, len);
+    /* Every truncation fails cleanly, naming what is cut. */
+    for (size_t cut = 0; cut < len; cut++) {
+        size = 1;
+        n = 1;
+        assert_int_equal(modal__fatbin_parse(buf, cut, &size, a, 8, &n, &err), MODAL_ECODEC);
+        assert_int_equal(size, 0);
+        assert_int_equal(n, 0);
+        assert_true(err.message[0] != '\0');
+    }
+    assert_int_equal(modal__fatbin_parse(buf, len - 1, &size, a, 8, &n, &err), MODAL_ECODEC);
+    assert_message_contains(err, "it is truncated");
+}
+
+/* One entry (kind, header size, payload, arch) after a 16-byte header. */
+static size_t fatbin_of(unsigned char *b, unsigned kind, uint32_t ehs, uint64_t payload,
+                        uint32_t arch, uint64_t body)
+{
+    memset(b, 0, 256);
+    modal__put32(b, MODAL__FATBIN_MAGIC);
+    modal__put16(b + 4, 1);
+    modal__put16(b + 6, 16);
+    modal__put64(b + 8, body);
+    modal__put16(b + 16, (uint16_t)kind);
+    modal__put32(b + 20, ehs);
+    modal__put64(b + 24, payload);
+    modal__put32(b + 16 + 28, arch);
+    return 256;
+}
+
+static void test_fatbin_corrupt(void **state)
+{
+    unsigned char b[256];
+    modal__fatbin_arch a[4];
+    size_t size, n;
+    modal_error err;
+    static const struct {
+        unsigned kind;
+        uint32_t ehs;
+        uint64_t payload;
+        uint32_t arch;
+        uint64_t body;
+        const char *needle;
+    } cases[] = {
+        {2, 64, 16, 80, 80, NULL},                             /* well formed */
+        {2, 64, 16, 80, 300, "bytes of entries after its header, but the image has 240"},
+        {2, 64, 16, 80, UINT64_MAX, "it is truncated"},
+        {2, 64, 200, 80, 80, "fatbin entry 1 runs past the image's end"},
+        {2, 64, UINT64_MAX, 80, 80, "fatbin entry 1 runs past the image's end"},
+        {2, 8, 16, 80, 80, "fatbin entry 1's header size 8 is outside 32..80"},
+        {2, 0xffffffffu, 16, 80, 80, "header size 4294967295"},
+        {2, 64, 16, 0, 80, "fatbin entry 1 names architecture 0"},
+        {1, 64, 16, 123456, 80, "names architecture 123456"},
+        {2, 64, 16, 80, 100, "fatbin entry 2's header runs past the image's end"},
+        {7, 64, 16, 0, 80, NULL},                              /* another kind: stepped over */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        fatbin_of(b, cases[i].kind, cases[i].ehs, cases[i].payload, cases[i].arch, cases[i].body);
+        memset(&err, 0, sizeof err);
+        modal_status st = modal__fatbin_parse(b, sizeof b, &size, a, 4, &n, &err);
+        if (cases[i].needle == NULL) {
+            assert_int_equal(st, MODAL_OK);
+            assert_int_equal(size, 96);
+            assert_int_equal(n, cases[i].kind == 2 ? 1 : 0);
+        } else {
+            if (st != MODAL_ECODEC)
+                print_error("case %zu parsed\n", i);
+            assert_int_equal(st, MODAL_ECODEC);
+            assert_int_equal(err.code, MODAL_ECODEC);
+            assert_message_contains(err, cases[i].needle);
+        }
+    }
+    /* Not a fatbin at all; too short for a header; a bad header size. */
+    memcpy(b, "\x7f" "ELF", 4);
+    assert_int_equal(modal__fatbin_parse(b, sizeof b, &size, a, 4, &n, &err), MODAL_ECODEC);
+    assert_message_contains(err, "not a fatbin: the image starts with 0x464c457f, not 0xba55ed50");
+    assert_int_equal(modal__fatbin_parse(b, 15, &size, a, 4, &n, &err), MODAL_ECODEC);
+    assert_message_contains(err, "the image has 15 bytes");
+    assert_int_equal(modal__fatbin_parse(NULL, 100, &size, a, 4, &n, &err), MODAL_ECODEC);
+    fatbin_of(b, 2, 64, 16, 80, 80);
+    modal__put16(b + 6, 8);
+    assert_int_equal(modal__fatbin_parse(b, sizeof b, &size, a, 4, &n, &err), MODAL_ECODEC);
+    assert_message_contains(err, "header size 8 is outside 16..256");
+    /* An empty body is a fatbin without code. */
+    fatbin_of(b, 2, 64, 16, 80, 0);
+    assert_int_equal(modal__fatbin_parse(b, sizeof b, &size, a, 4, &n, &err), MODAL_OK);
+    assert_int_equal(size, 16);
+    assert_int_equal(n, 0);
+}
+
+static void test_fatbin_describe(void **state)
+{
+    modal__fatbin_arch a[] = {{80, 0}, {90, 0}, {90, 1}, {100, 1}};
+    char text[100];
+    modal__fatbin_describe(a, 1, text, sizeof text);
+    assert_string_equal(text, "sm_80");
+    modal__fatbin_describe(a, 2, text, sizeof text);
+    assert_string_equal(text, "sm_80 and sm_90");
+    modal__fatbin_describe(a, 4, text, sizeof text);
+    assert_string_equal(text, "sm_80, sm_90, PTX for compute_90 and PTX for compute_100");
+    modal__fatbin_describe(a, 0, text, sizeof text);
+    assert_string_equal(text, "no code");
+    char small[10];
+    modal__fatbin_describe(a, 4, small, sizeof small);
+    assert_string_equal(small, "sm_80, sm");
+}
+
 int main(void)
 {
     char self[PATH_MAX];
@@ -471,6 +776,14 @@ int main(void)
         cmocka_unit_test(test_fake_injection),
         cmocka_unit_test(test_fake_launch),
         cmocka_unit_test(test_fake_broken_config),
+        cmocka_unit_test(test_inventory),
+        cmocka_unit_test(test_inventory_visible),
+        cmocka_unit_test(test_inventory_none),
+        cmocka_unit_test(test_inventory_fails),
+        cmocka_unit_test(test_type_of),
+        cmocka_unit_test(test_fatbin_real),
+        cmocka_unit_test(test_fatbin_corrupt),
+        cmocka_unit_test(test_fatbin_describe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

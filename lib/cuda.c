@@ -112,8 +112,10 @@ static void load(void)
     if (r != MODAL__CUDA_SUCCESS) {
         char text[160];
         modal__cuda_error_text(r, text, sizeof text);
-        snprintf(load_error, sizeof load_error, "cuInit failed: %s (driver at %s)", text,
-                 driver.path);
+        snprintf(load_error, sizeof load_error,
+                 "cuInit failed: %s (driver at %s); check that nvidia-smi lists a GPU and "
+                 "that CUDA_VISIBLE_DEVICES, if set, names it",
+                 text, driver.path);
         return;
     }
     loaded = &driver;

@@ -13,6 +13,7 @@
 #include "cuda.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -213,6 +214,29 @@ static void test_loads(void **state)
 {
     const char *env[] = {THREE, "MODAL_FAKE_CUDA_VERSION=12040", NULL};
     in_child(child_loads, env);
+}
+
+static void *get_in_thread(void *arg)
+{
+    return (void *)modal__cuda_get(NULL);
+}
+static void child_loads_once_across_threads(void)
+{
+    pthread_t t[8];
+    void *got[8];
+    for (int i = 0; i < 8; i++)
+        CHECK(pthread_create(&t[i], NULL, get_in_thread, NULL) == 0);
+    for (int i = 0; i < 8; i++)
+        CHECK(pthread_join(t[i], &got[i]) == 0);
+    for (int i = 0; i < 8; i++)
+        CHECK(got[i] != NULL && got[i] == got[0]);
+    const char *log = read_log(), *first = strstr(log, " cuInit ");
+    CHECK(first != NULL && strstr(first + 1, " cuInit ") == NULL);
+}
+static void test_loads_once_across_threads(void **state)
+{
+    const char *env[] = {THREE, NULL};
+    in_child(child_loads_once_across_threads, env);
 }
 
 /* ---- error texts ---------------------------------------------------------- */
@@ -770,6 +794,7 @@ int main(void)
         cmocka_unit_test(test_old_driver),
         cmocka_unit_test(test_cuinit_fails),
         cmocka_unit_test(test_loads),
+        cmocka_unit_test(test_loads_once_across_threads),
         cmocka_unit_test(test_error_text),
         cmocka_unit_test(test_cuda_fail),
         cmocka_unit_test(test_fake_memory_and_modules),

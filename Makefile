@@ -108,6 +108,7 @@ $(BUILD)/bindir.stamp: FORCE
 $(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
 $(addprefix $(BUILD)/obj/lib/,client.o conn.o map.o register.o remote.o): lib/conn.h
 $(addprefix $(BUILD)/obj/lib/,cuda.o fatbin.o gpu_inventory.o): lib/cuda.h
+$(BUILD)/obj/lib/gpu_remote.o: lib/conn.h lib/gpu_remote.h lib/cuda.h
 # Every object may use the protocol header (internal.h includes it).
 $(LIB_OBJ) $(RT_OBJ): lib/protocol.h
 .PHONY: FORCE

@@ -84,6 +84,10 @@ struct modal_connection {
     char (*specs)[65];        /* spec hashes registered there */
     size_t nspecs, spec_cap;
     modal__shown *shown;      /* default connection only */
+    /* The runtime's kernel worker artifact (lib/gpu_remote.c), "" until
+     * asked; valid in generation kernel_worker_gen only. */
+    char kernel_worker[65];
+    unsigned long kernel_worker_gen;
 };
 
 /*

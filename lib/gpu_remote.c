@@ -243,14 +243,27 @@ static modal_value *arg_value(const modal_gpu_arg *a)
     return modal_list_of(pair, 2);
 }
 
+/* The image's name as the worker takes names: at most MODAL__KW_NAME_MAX
+ * bytes, no control characters. It only labels messages. */
+static void image_label(const modal_gpu_image *im, char out[MODAL__KW_NAME_MAX + 1])
+{
+    const char *n = im->name != NULL && im->name[0] != '\0' ? im->name : "image";
+    size_t i = 0;
+    for (; n[i] != '\0' && i < MODAL__KW_NAME_MAX; i++)
+        out[i] = (unsigned char)n[i] < 0x20 || n[i] == 0x7f ? '?' : n[i];
+    out[i] = '\0';
+}
+
 /* The call's argument list (lib/gpu_remote.h), or NULL out of memory. */
 static modal_value *launch_args(const modal_gpu_launch *l, size_t image_len)
 {
+    char label[MODAL__KW_NAME_MAX + 1];
+    image_label(l->image, label);
     const unsigned grid[3] = {l->grid.x, l->grid.y, l->grid.z};
     const unsigned block[3] = {l->block.x, l->block.y, l->block.z};
     modal_value *v[MODAL__KW_NARGS] = {
         [MODAL__KW_IMAGE] = modal_bytes(l->image->data, image_len),
-        [MODAL__KW_IMAGE_NAME] = modal_string(l->image->name != NULL ? l->image->name : "image"),
+        [MODAL__KW_IMAGE_NAME] = modal_string(label),
         [MODAL__KW_KERNEL] = modal_string(l->kernel),
         [MODAL__KW_GRID] = modal_array(MODAL_U32, grid, 3),
         [MODAL__KW_BLOCK] = modal_array(MODAL_U32, block, 3),

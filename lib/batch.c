@@ -24,9 +24,10 @@ modal_status modal__batch_columns(modal_value *const *calls, size_t n, modal_val
     size_t m = n > 0 ? modal_value_len(calls[0]) : 0;
     for (size_t i = 0; i < n; i++)
         if (modal_value_type(calls[i]) != MODAL_TYPE_LIST || modal_value_len(calls[i]) != m)
-            return modal__fail(err, MODAL_EINVAL, "batch: call %zu has %zu arguments, call 0 "
+            return modal__fail(err, MODAL_EINVAL, "batch: call %zu has %zu argument%s, call 0 "
                                "has %zu; every call of a batch takes the same number", i,
-                               modal_value_len(calls[i]), m);
+                               modal_value_len(calls[i]), modal_value_len(calls[i]) == 1 ? "" : "s",
+                               m);
     modal_value *cols = modal_list();
     if (cols == NULL)
         return modal__fail(err, MODAL_ENOMEM, "out of memory building a batch's arguments");
@@ -64,7 +65,7 @@ modal_status modal__batch_result_check(const modal_function *fn, const modal_val
                                        size_t n, modal_error *err)
 {
     if (modal_value_type(result) != MODAL_TYPE_LIST)
-        return modal__fail(err, MODAL_EFUNC, "%s: batched function returned a %s, not a list "
+        return modal__fail(err, MODAL_EFUNC, "%s: batched function returned a value of type %s, not a list "
                            "of %zu result%s (one per call of the batch)", fn->name,
                            modal_type_name(modal_value_type(result)), n, n == 1 ? "" : "s");
     if (modal_value_len(result) != n)

@@ -1164,7 +1164,8 @@ void rt_sched_status(cJSON *j)
         for (rt_worker *w = rt.workers; w; w = w->next)
             if (w->pool == p) {
                 workers++;
-                running += w->inflight != NULL;
+                /* Every call of a batch runs; of a pipeline, the head. */
+                running += w->batch ? (size_t)w->ninflight : w->inflight != NULL;
             }
         size_t queued = rt_queue_length(p), taken = rt_queue_taken(p);
         size_t ahead = taken > running ? taken - running : 0;

@@ -15,8 +15,6 @@ int rt_queue_put(rt_pool *p, rt_call *c, enum rt_queue_end end)
         return -1;
     c->state = RT_QUEUED;
     c->qnext = NULL;
-    if (end != RT_QUEUE_FRONT)
-        c->queued_at = rt_now(); /* a call given back keeps its place and its wait */
     if (end == RT_QUEUE_FRONT) {
         c->qnext = p->qhead;
         p->qhead = c;

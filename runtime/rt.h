@@ -67,7 +67,7 @@ typedef struct rt_call {
     struct rt_call *qnext;   /* pool queue, delayed list, or worker inflight list */
     struct rt_call *hnext;   /* hash chain */
     struct rt_call *dnext;   /* map done list */
-    double queued_at;        /* when it last joined its pool's queue (put, not requeue) */
+    double queued_at;        /* when it last joined its pool's queue (new or retried) */
 } rt_call;
 
 struct rt_pool {

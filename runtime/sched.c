@@ -404,6 +404,15 @@ static size_t pipeline_depth(const rt_pool *p)
     return n >= PIPELINE_MAX ? PIPELINE_MAX : (size_t)n;
 }
 
+/* Queue c (new, or a retry that is due), noting when: a batch is due
+ * once its oldest call has waited batch_wait_ms. A call given back
+ * (rt_queue_requeue) keeps its place and its time. */
+static int enqueue(rt_pool *p, rt_call *c, enum rt_queue_end end)
+{
+    c->queued_at = rt_now();
+    return rt_queue_put(p, c, end);
+}
+
 /* An idle ready worker of p, or NULL; *all counts p's workers. */
 static rt_worker *idle_worker(const rt_pool *p, int *all)
 {
@@ -696,7 +705,7 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, r
     c->args = modal__buf_ref(frame);
     c->args_fd = frame_fd >= 0 ? dup(frame_fd) : -1;
     c->args_len = frame_len;
-    rt_queue_put(p, c, RT_QUEUE_NEW); /* pool_admits made room */
+    enqueue(p, c, RT_QUEUE_NEW); /* pool_admits made room */
     rt.last_activity = rt_now();
     rt_dispatch(p);
     *out = c;
@@ -853,7 +862,7 @@ modal_status rt_map_add_inputs(rt_map *m, rt_map_inputs *in, size_t *accepted,
         m->calls[idx] = c;
         if (idx + 1 > m->ncalls)
             m->ncalls = idx + 1;
-        rt_queue_put(m->pool, c, RT_QUEUE_NEW); /* pool_admits made room */
+        enqueue(m->pool, c, RT_QUEUE_NEW); /* pool_admits made room */
         (*accepted)++;
     }
     if (st == MODAL_OK && in->st != MODAL_OK) {
@@ -943,7 +952,7 @@ static void tick(double now)
     /* Retries that are due go back to their queue. */
     for (rt_call *c = rt_queue_due(now), *next; c != NULL; c = next) {
         next = c->qnext;
-        rt_queue_put(c->pool, c, RT_QUEUE_RETRY);
+        enqueue(c->pool, c, RT_QUEUE_RETRY);
         rt_dispatch(c->pool);
     }
     /* Batches whose wait is over go to their idle workers. */

@@ -117,6 +117,25 @@ MODAL_FUNCTION(slow_batch, .batch_max_size = 3, .batch_wait_ms = 2000, .max_cont
     return modal_value_copy(modal_arg(args, 1));
 }
 
+/* Returns [element count of the array, batch length] for each call. */
+MODAL_FUNCTION(array_sizes, .batch_max_size = 4, .batch_wait_ms = 300, .max_containers = 1,
+               .scaledown_window = 5)
+{
+    const modal_value *arrays = modal_arg(args, 0);
+    size_t n = modal_value_len(arrays);
+    modal_value *out = modal_list();
+    for (size_t i = 0; i < n; i++) {
+        const void *p = NULL;
+        size_t count = 0;
+        if (modal_get_array(modal_list_get(arrays, i), MODAL_F64, &p, &count, NULL) != MODAL_OK) {
+            modal_value_free(out);
+            return modal_ctx_fail(ctx, "item %zu is not an f64 array", i);
+        }
+        modal_list_append(out, modal_args(modal_int((int64_t)count), modal_int((int64_t)n)), NULL);
+    }
+    return out;
+}
+
 /* ---- helpers -------------------------------------------------------- */
 
 /* The [sum, length] pair a sum_pairs call answered. */
@@ -285,6 +304,10 @@ static void test_cancel_one_of_a_running_batch(void **state)
                                  &calls[i], &err), err);
     for (double end = harness_now() + 20; access(marker, F_OK) != 0; harness_sleep(0.01))
         assert_true(harness_now() < end);
+    /* All three run: none is shown as waiting (sent ahead) meanwhile. */
+    cJSON *h = harness_health(&rt);
+    assert_null(harness_waiting_entry(h, "slow_batch"));
+    cJSON_Delete(h);
     assert_ok(modal_call_cancel(calls[1], &err), err);
     for (int i = 0; i < N; i++) {
         modal_value *r = NULL;
@@ -297,6 +320,35 @@ static void test_cancel_one_of_a_running_batch(void **state)
             assert_true(x == i);
             modal_value_free(r);
         }
+        modal_call_free(calls[i]);
+    }
+}
+
+/* A call whose arguments are large (they reach the worker in a memfd) runs
+ * as a batch of its own; the small calls queued behind it batch together. */
+static void test_large_argument_runs_alone(void **state)
+{
+    enum { BIG = 300000 };
+    modal_error err;
+    double *data = calloc(BIG, sizeof *data);
+    assert_non_null(data);
+    modal_call *calls[3];
+    assert_ok(modal_fn_spawn(&array_sizes, modal_args(modal_array(MODAL_F64, data, BIG)),
+                             &calls[0], &err), err);
+    free(data);
+    double one = 1.5;
+    for (int i = 1; i < 3; i++)
+        assert_ok(modal_fn_spawn(&array_sizes, modal_args(modal_array(MODAL_F64, &one, 1)),
+                                 &calls[i], &err), err);
+    for (int i = 0; i < 3; i++) {
+        modal_value *r = NULL;
+        assert_ok(modal_call_get(calls[i], 30, &r, &err), err);
+        int64_t count = -1, len = -1;
+        get_pair(r, &count, &len);
+        assert_true(count == (i == 0 ? BIG : 1));
+        if (i == 0)
+            assert_true(len == 1);
+        modal_value_free(r);
         modal_call_free(calls[i]);
     }
 }
@@ -351,7 +403,7 @@ static void test_health_after_batches(void **state)
         cJSON *h = harness_health(&rt);
         bool waiting = false;
         const char *fns[] = {"batch_add", "batch_map", "batch_pairs", "lone", "short_result",
-                             "crash_once", "sleepy", "slow_batch"};
+                             "crash_once", "sleepy", "slow_batch", "array_sizes"};
         for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
             waiting = waiting || harness_waiting_entry(h, fns[i]) != NULL;
         cJSON_Delete(h);
@@ -376,6 +428,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_crash_retries_each_call),
         cmocka_unit_test(test_timeout_ends_every_call),
         cmocka_unit_test(test_cancel_one_of_a_running_batch),
+        cmocka_unit_test(test_large_argument_runs_alone),
         cmocka_unit_test(test_starmap_of_100),
         cmocka_unit_test(test_local_call),
         cmocka_unit_test(test_health_after_batches),

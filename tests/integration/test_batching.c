@@ -136,6 +136,17 @@ MODAL_FUNCTION(array_sizes, .batch_max_size = 4, .batch_wait_ms = 300, .max_cont
     return out;
 }
 
+/* Returns [pid, batch length] for each call; a worker serves 4 calls. */
+MODAL_FUNCTION(counted, .batch_max_size = 3, .batch_wait_ms = 2000, .max_inputs = 4,
+               .max_containers = 1, .scaledown_window = 5)
+{
+    size_t n = modal_value_len(modal_arg(args, 0));
+    modal_value *out = modal_list();
+    for (size_t i = 0; i < n; i++)
+        modal_list_append(out, modal_args(modal_int(getpid()), modal_int((int64_t)n)), NULL);
+    return out;
+}
+
 /* ---- helpers -------------------------------------------------------- */
 
 /* The [sum, length] pair a sum_pairs call answered. */
@@ -353,6 +364,32 @@ static void test_large_argument_runs_alone(void **state)
     }
 }
 
+/* .max_inputs counts calls: a worker that may serve 4 takes a batch of 3,
+ * then a batch of 1, and exits; a new worker takes the last 2. */
+static void test_max_inputs_counts_calls(void **state)
+{
+    enum { N = 6 };
+    modal_error err;
+    modal_call *calls[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(modal_fn_spawn(&counted, modal_args(modal_int(i)), &calls[i], &err), err);
+    int64_t pid[N], len[N];
+    for (int i = 0; i < N; i++) {
+        modal_value *r = NULL;
+        assert_ok(modal_call_get(calls[i], 30, &r, &err), err);
+        get_pair(r, &pid[i], &len[i]);
+        modal_value_free(r);
+        modal_call_free(calls[i]);
+    }
+    static const int64_t want_len[N] = {3, 3, 3, 1, 2, 2};
+    for (int i = 0; i < N; i++)
+        assert_true(len[i] == want_len[i]);
+    for (int i = 1; i < 4; i++)
+        assert_true(pid[i] == pid[0]);
+    assert_true(pid[4] != pid[0]);
+    assert_true(pid[5] == pid[4]);
+}
+
 /* starmap of 100 pairs over batches: 100 results, in order. */
 static void test_starmap_of_100(void **state)
 {
@@ -403,7 +440,7 @@ static void test_health_after_batches(void **state)
         cJSON *h = harness_health(&rt);
         bool waiting = false;
         const char *fns[] = {"batch_add", "batch_map", "batch_pairs", "lone", "short_result",
-                             "crash_once", "sleepy", "slow_batch", "array_sizes"};
+                             "crash_once", "sleepy", "slow_batch", "array_sizes", "counted"};
         for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
             waiting = waiting || harness_waiting_entry(h, fns[i]) != NULL;
         cJSON_Delete(h);
@@ -429,6 +466,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_timeout_ends_every_call),
         cmocka_unit_test(test_cancel_one_of_a_running_batch),
         cmocka_unit_test(test_large_argument_runs_alone),
+        cmocka_unit_test(test_max_inputs_counts_calls),
         cmocka_unit_test(test_starmap_of_100),
         cmocka_unit_test(test_local_call),
         cmocka_unit_test(test_health_after_batches),

@@ -5,7 +5,8 @@
  * item of the returned list; a lone call runs after batch_wait_ms; a bad
  * result fails every call of the batch, a call with another argument
  * count fails alone; a crash, a timeout and a cancel act on each call of
- * the running batch; map and local calls work unchanged for the caller.
+ * the running batch; a call with large arguments runs alone; max_inputs
+ * counts calls; map and local calls work unchanged for the caller.
  *
  * This binary is also the worker the runtime starts.
  */

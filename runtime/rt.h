@@ -67,6 +67,7 @@ typedef struct rt_call {
     struct rt_call *qnext;   /* pool queue, delayed list, or worker inflight list */
     struct rt_call *hnext;   /* hash chain */
     struct rt_call *dnext;   /* map done list */
+    double queued_at;        /* when it last joined its pool's queue (new or retried) */
 } rt_call;
 
 struct rt_pool {
@@ -113,6 +114,7 @@ struct rt_worker {
     size_t tail_len;
     struct rt_worker *next;
     rt_res_grant res;        /* what it holds (sched.c reserves and releases) */
+    bool batch;              /* its in-flight calls are one batch, running together */
 };
 
 struct rt_map {
@@ -319,6 +321,10 @@ void rt_loop_hooks_set(const rt_loop_hooks *hooks);
 int rt_worker_spawn(rt_pool *p);
 /* Send n calls to w in one message (n >= 1). */
 void rt_worker_send(rt_worker *w, rt_call **calls, size_t n);
+/* Send n calls (n >= 1) to idle worker w as one batch: each starts an
+ * attempt now, and all run together in one invocation of the function.
+ * w takes no other call until every call of the batch is back. */
+void rt_worker_send_batch(rt_worker *w, rt_call **calls, size_t n);
 void *rt_loop(void *arg);       /* the event loop thread; takes rt.mu itself */
 void rt_wake(void);
 /* Stop w: its running call ends (call_ended, MODAL_ECRASH with why), the

@@ -404,8 +404,88 @@ static size_t pipeline_depth(const rt_pool *p)
     return n >= PIPELINE_MAX ? PIPELINE_MAX : (size_t)n;
 }
 
+/* Queue c (new, or a retry that is due), noting when: a batch is due
+ * once its oldest call has waited batch_wait_ms. A call given back
+ * (rt_queue_requeue) keeps its place and its time. */
+static int enqueue(rt_pool *p, rt_call *c, enum rt_queue_end end)
+{
+    c->queued_at = rt_now();
+    return rt_queue_put(p, c, end);
+}
+
+/* An idle ready worker of p, or NULL; *all counts p's workers. */
+static rt_worker *idle_worker(const rt_pool *p, int *all)
+{
+    rt_worker *idle = NULL;
+    *all = 0;
+    for (rt_worker *w = rt.workers; w; w = w->next)
+        if (w->pool == p) {
+            (*all)++;
+            if (idle == NULL && w->state == RT_W_READY && w->ninflight == 0)
+                idle = w;
+        }
+    return idle;
+}
+
+/* When p's next batch is due: once its queue holds batch_max_size calls
+ * (now), or its oldest call has waited batch_wait_ms. */
+static double batch_due(const rt_pool *p)
+{
+    const rt_call *oldest = rt_queue_peek(p);
+    if (oldest == NULL)
+        return INFINITY;
+    if (rt_queue_length(p) >= (size_t)p->spec->batch_max_size)
+        return 0;
+    return oldest->queued_at + p->spec->batch_wait_ms / 1000.0;
+}
+
+/*
+ * Dispatch for a batched function (batch_max_size > 0): an idle worker
+ * takes up to batch_max_size queued calls as one batch once a batch is
+ * due (batch_due); next_timer wakes the loop for the wait. A worker runs
+ * one batch at a time, so nothing is sent ahead; workers start while
+ * the first calls wait, one per batch_max_size queued calls.
+ */
+static void dispatch_batches(rt_pool *p)
+{
+    size_t most = (size_t)p->spec->batch_max_size;
+    while (rt_queue_peek(p) != NULL && !p->broken) {
+        int all;
+        rt_worker *idle = idle_worker(p, &all);
+        if (idle == NULL) {
+            if (all >= p->spec->max_containers)
+                set_waits(p, "max_containers");
+            else if ((size_t)p->nstarting * most < rt_queue_length(p) && pool_spawn(p) == 0)
+                continue;
+            return; /* a worker that starts or comes back dispatches again */
+        }
+        if (batch_due(p) > rt_now())
+            return;
+        size_t n = most;
+        if (p->spec->max_inputs > 0) {
+            long left = (long)p->spec->max_inputs - idle->served;
+            if (left <= 0) {
+                rt_worker_retire(idle);
+                continue;
+            }
+            if ((size_t)left < n)
+                n = (size_t)left;
+        }
+        rt_call **batch = malloc(n * sizeof *batch);
+        if (batch == NULL)
+            abort(); /* the daemon may abort on out-of-memory */
+        size_t k = rt_queue_take(p, batch, n);
+        rt_worker_send_batch(idle, batch, k);
+        free(batch);
+    }
+}
+
 void rt_dispatch(rt_pool *p)
 {
+    if (p->spec->batch_max_size > 0) {
+        dispatch_batches(p);
+        return;
+    }
     size_t depth = pipeline_depth(p);
     while (rt_queue_peek(p) != NULL) {
         if (p->broken)
@@ -625,7 +705,7 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, r
     c->args = modal__buf_ref(frame);
     c->args_fd = frame_fd >= 0 ? dup(frame_fd) : -1;
     c->args_len = frame_len;
-    rt_queue_put(p, c, RT_QUEUE_NEW); /* pool_admits made room */
+    enqueue(p, c, RT_QUEUE_NEW); /* pool_admits made room */
     rt.last_activity = rt_now();
     rt_dispatch(p);
     *out = c;
@@ -641,6 +721,8 @@ void rt_call_cancel(rt_call *c)
      * gives it back: one sent ahead is never started, and the worker
      * running one is stopped (its call_ended then only releases it). */
     rt_worker *owner = rt_worker_running(c);
+    if (owner != NULL && owner->batch)
+        owner = NULL; /* the others of its batch run on: only its result is dropped */
     c->cancelled = c->state == RT_SENT;
     if (c->cancelled && owner == NULL)
         rt_worker_cancel_sent(c); /* so it never starts */
@@ -780,7 +862,7 @@ modal_status rt_map_add_inputs(rt_map *m, rt_map_inputs *in, size_t *accepted,
         m->calls[idx] = c;
         if (idx + 1 > m->ncalls)
             m->ncalls = idx + 1;
-        rt_queue_put(m->pool, c, RT_QUEUE_NEW); /* pool_admits made room */
+        enqueue(m->pool, c, RT_QUEUE_NEW); /* pool_admits made room */
         (*accepted)++;
     }
     if (st == MODAL_OK && in->st != MODAL_OK) {
@@ -805,6 +887,16 @@ void rt_map_ack(rt_map *m, long long seq)
         else
             c->orphan = true;
     }
+}
+
+/* Whether every call of w's batch belongs to a map that is gone: only
+ * then is the batch stopped, as no call of it needs its result. */
+static bool batch_orphaned(const rt_worker *w)
+{
+    for (const rt_call *c = w->inflight; c != NULL; c = c->qnext)
+        if (!c->orphan)
+            return false;
+    return true;
 }
 
 static bool of_map(const rt_call *c, const void *m)
@@ -850,7 +942,8 @@ void rt_map_free(rt_map *m)
      * puts the calls behind its running one back in the queue, and the
      * map's own must already be marked so they are dropped, not requeued. */
     for (rt_worker *w = rt.workers; w; w = w->next)
-        if (w->inflight != NULL && w->inflight->orphan && w->state != RT_W_DEAD)
+        if (w->inflight != NULL && w->inflight->orphan && w->state != RT_W_DEAD &&
+            (!w->batch || batch_orphaned(w)))
             rt_worker_kill(w, "its map was cancelled");
 }
 
@@ -859,9 +952,13 @@ static void tick(double now)
     /* Retries that are due go back to their queue. */
     for (rt_call *c = rt_queue_due(now), *next; c != NULL; c = next) {
         next = c->qnext;
-        rt_queue_put(c->pool, c, RT_QUEUE_RETRY);
+        enqueue(c->pool, c, RT_QUEUE_RETRY);
         rt_dispatch(c->pool);
     }
+    /* Batches whose wait is over go to their idle workers. */
+    for (rt_pool *p = rt.pools; p; p = p->next)
+        if (p->spec->batch_max_size > 0 && batch_due(p) <= now)
+            rt_dispatch(p);
     /* Keep min_containers warm. */
     for (rt_pool *p = rt.pools; p; p = p->next)
         if (!p->broken && p->nworkers < p->spec->min_containers && now >= p->warm_after)
@@ -917,6 +1014,16 @@ static double next_timer(double now)
             if (d < t)
                 t = d;
         }
+    /* A batch that waits for more calls while a worker idles for it. */
+    for (rt_pool *p = rt.pools; p; p = p->next) {
+        int all;
+        if (p->spec->batch_max_size > 0 && rt_queue_peek(p) != NULL && !p->broken &&
+            idle_worker(p, &all) != NULL) {
+            double d = batch_due(p);
+            if (d < t)
+                t = d;
+        }
+    }
     return t;
 }
 
@@ -1066,7 +1173,8 @@ void rt_sched_status(cJSON *j)
         for (rt_worker *w = rt.workers; w; w = w->next)
             if (w->pool == p) {
                 workers++;
-                running += w->inflight != NULL;
+                /* Every call of a batch runs; of a pipeline, the head. */
+                running += w->batch ? (size_t)w->ninflight : w->inflight != NULL;
             }
         size_t queued = rt_queue_length(p), taken = rt_queue_taken(p);
         size_t ahead = taken > running ? taken - running : 0;

@@ -319,15 +319,17 @@ static void child_fake_memory_and_modules(void)
     const modal__cuda *cu = load_ok();
     CUcontext ctx;
     CUdevice dev;
-    CHECK_RC(cu->cuDeviceGet(&dev, 2)); /* the T4: 15360 MiB, cc 7.5 */
+    CHECK_RC(cu->cuDeviceGet(&dev, 1)); /* a small T4: 64 MiB, cc 7.5 */
     CHECK(cu->cuMemAlloc(&(CUdeviceptr){0}, 16) == 201); /* no context yet */
     CHECK_RC(cu->cuDevicePrimaryCtxRetain(&ctx, dev));
     CHECK_RC(cu->cuCtxSetCurrent(ctx));
 
-    /* Memory is accounted per device: 15 GiB fit, then 1 GiB more does not. */
+    /* Memory is accounted per device: 60 MiB fit, then 8 MiB more do not. */
     CUdeviceptr big, small;
-    CHECK_RC(cu->cuMemAlloc(&big, 15ull << 30));
-    CHECK(cu->cuMemAlloc(&small, 1ull << 30) == MODAL__CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK_RC(cu->cuMemAlloc(&big, 60u << 20));
+    CHECK(cu->cuMemAlloc(&small, 8u << 20) == MODAL__CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK_RC(cu->cuMemFree(big));
+    CHECK_RC(cu->cuMemAlloc(&big, 64u << 20));
     CHECK_RC(cu->cuMemFree(big));
     CHECK_RC(cu->cuMemAlloc(&small, 64));
     float in[16], back[16];
@@ -380,14 +382,15 @@ static void child_fake_memory_and_modules(void)
     CHECK_RC(cu->cuEventDestroy(b));
 
     const char *log = read_log();
-    CHECK_CONTAINS(log, "cuDevicePrimaryCtxRetain device=2 retained=1");
+    CHECK_CONTAINS(log, "cuDevicePrimaryCtxRetain device=1 retained=1");
     CHECK_CONTAINS(log, "cuModuleGetFunction saxpy found");
     CHECK_CONTAINS(log, "cuModuleLoadData image=");
-    CHECK_CONTAINS(log, "archs=compute_80 device=2 cc=7.5 no binary for gpu");
+    CHECK_CONTAINS(log, "archs=compute_80 device=1 cc=7.5 no binary for gpu");
 }
 static void test_fake_memory_and_modules(void **state)
 {
-    const char *env[] = {THREE, NULL};
+    const char *env[] = {"MODAL_FAKE_CUDA_DEVICES=" H100 ";Tesla T4|64|7.5|GPU-7e7e7e7e-2222-3333-4444-000000000003",
+                         NULL};
     in_child(child_fake_memory_and_modules, env);
 }
 

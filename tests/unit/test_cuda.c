@@ -193,6 +193,29 @@ static void test_cuinit_fails(void **state)
     in_child(child_cuinit_fails, hidden);
 }
 
+static void child_stub(void)
+{
+    /* Every symbol resolved (the table's names are the driver's), then the first call fails. */
+    load_fails("cuDriverGetVersion failed at ", "CUDA_ERROR_STUB_LIBRARY");
+    modal_error err;
+    modal__cuda_get(&err);
+    CHECK_CONTAINS(err.message, "take its directory (.../stubs) out of LD_LIBRARY_PATH");
+}
+static void test_stub_library(void **state)
+{
+    /* The double answering as the toolkit's stub does. */
+    const char *fake_stub[] = {THREE, "MODAL_FAKE_CUDA_FAIL=cuDriverGetVersion=34", NULL};
+    in_child(child_stub, fake_stub);
+    /* NVIDIA's own stub, where the toolkit is installed. */
+    const char *stub = "/usr/local/cuda/lib64/stubs/libcuda.so";
+    if (access(stub, R_OK) != 0) {
+        fprintf(stderr, "SKIPPED: %s is missing (no CUDA toolkit here)\n", stub);
+        skip();
+    }
+    const char *real_stub[] = {"MODAL_CUDA_LIBRARY=/usr/local/cuda/lib64/stubs/libcuda.so", NULL};
+    in_child(child_stub, real_stub);
+}
+
 static void child_loads(void)
 {
     const modal__cuda *cu = load_ok();
@@ -804,6 +827,7 @@ int main(void)
         cmocka_unit_test(test_missing_symbol),
         cmocka_unit_test(test_old_driver),
         cmocka_unit_test(test_cuinit_fails),
+        cmocka_unit_test(test_stub_library),
         cmocka_unit_test(test_loads),
         cmocka_unit_test(test_loads_once_across_threads),
         cmocka_unit_test(test_error_text),

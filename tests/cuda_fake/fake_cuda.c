@@ -75,6 +75,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -334,7 +335,12 @@ static void parse_devices(const char *spec, fake_device *all, int *nall)
             return;
         }
         strcpy(d->name, f[0]);
-        snprintf(d->uuid_text, sizeof d->uuid_text, "%s", f[3]);
+        /* Written as the driver's tools write it (lower case), whatever the spelling. */
+        const unsigned char *b = d->uuid.bytes;
+        snprintf(d->uuid_text, sizeof d->uuid_text,
+                 "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+                 b[12], b[13], b[14], b[15]);
         d->memory = mib << 20;
         (*nall)++;
     }
@@ -353,7 +359,7 @@ static void apply_visible(const char *vis, const fake_device *all, int nall)
         int pick = -1;
         if (strncmp(item, "GPU-", 4) == 0) {
             for (int i = 0; i < nall; i++)
-                if (strncmp(all[i].uuid_text, item, strlen(item)) == 0) {
+                if (strncasecmp(all[i].uuid_text, item, strlen(item)) == 0) {
                     if (pick >= 0)
                         return; /* an ambiguous prefix */
                     pick = i;

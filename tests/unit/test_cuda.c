@@ -570,7 +570,7 @@ static void test_inventory_visible(void **state)
     in_child(child_inventory_visible, by_uuid);
     const char *by_index[] = {THREE, "CUDA_VISIBLE_DEVICES=2,1", "WANT=32", NULL};
     in_child(child_inventory_visible, by_index);
-    const char *by_prefix[] = {THREE, "CUDA_VISIBLE_DEVICES=GPU-aaaa", "WANT=2", NULL};
+    const char *by_prefix[] = {THREE, "CUDA_VISIBLE_DEVICES=GPU-AAAA", "WANT=2", NULL};
     in_child(child_inventory_visible, by_prefix);
     /* An unknown entry ends the list, as with the real driver. */
     const char *unknown[] = {THREE, "CUDA_VISIBLE_DEVICES=1,GPU-deadbeef,0", "WANT=2", NULL};

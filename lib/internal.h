@@ -343,6 +343,14 @@ typedef struct modal__gpu_choice {
 modal_status modal__gpu_spec_parse(const char *spec, modal__gpu_choice *out,
                                    size_t *n, modal_error *err);
 
+/*
+ * Whether a device of Modal type `type` ("H200", see modal__gpu_type_of)
+ * may serve choice c: 0 no, 1 exactly (its own type; every type for
+ * "any"), 2 as an upgrade (H100 -> H200, A100 and A100-40GB -> A100-80GB),
+ * never for a choice with "!". Placement prefers exact devices.
+ */
+int modal__gpu_accepts(const modal__gpu_choice *c, const char *type);
+
 /* ---- worker IPC (lib/ipc.c) ------------------------------------- */
 
 /*

@@ -395,12 +395,17 @@ enum {
 /* A fork request is this struct, sent alone (not in the framing above)
  * with n descriptors as SCM_RIGHTS: the new worker makes the i-th its fd
  * targets[i] (its socket, output pipes and counters, as an exec'd worker
- * has them), then serves as a worker. */
+ * has them), sets CUDA_VISIBLE_DEVICES to cuda_visible (the GPUs it holds;
+ * the template itself sees none) when has_cuda_visible, then serves as a
+ * worker. */
 #define MODAL__FORK_MAX_FDS 16
+#define MODAL__FORK_CUDA_VISIBLE_MAX 512
 typedef struct modal__fork_req {
     uint32_t type; /* MODAL__MSG_FORK */
     uint32_t n;
     int32_t targets[MODAL__FORK_MAX_FDS];
+    uint32_t has_cuda_visible;
+    char cuda_visible[MODAL__FORK_CUDA_VISIBLE_MAX]; /* NUL-terminated */
 } modal__fork_req;
 
 /*

@@ -26,6 +26,9 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 SAN     ?=
+# nvcc, where there is one. Only GPU code and images are built with it;
+# without it they are skipped, saying so, and nothing else depends on it.
+NVCC ?= $(shell command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 ifeq ($(SAN),1)
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
@@ -104,6 +107,7 @@ $(BUILD)/bindir.stamp: FORCE
 	@echo '$(BINDIR)' | cmp -s - $@ || echo '$(BINDIR)' > $@
 $(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
 $(addprefix $(BUILD)/obj/lib/,client.o conn.o map.o register.o remote.o): lib/conn.h
+$(addprefix $(BUILD)/obj/lib/,cuda.o fatbin.o gpu_inventory.o): lib/cuda.h
 # Every object may use the protocol header (internal.h includes it).
 $(LIB_OBJ) $(RT_OBJ): lib/protocol.h
 .PHONY: FORCE
@@ -160,6 +164,41 @@ $(BUILD)/tests/test_launch: tests/integration/test_launch.c runtime/launch.c run
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests/integration -Iruntime -o $@ $< runtime/launch.c \
 	    $(STATIC) $(ITLIBS)
 
+# The CUDA test double (tests/cuda_fake/fake_cuda.c), which every GPU test
+# loads through MODAL_CUDA_LIBRARY: the fake driver, a variant lacking a
+# required entry point and one lacking the optional error names.
+CUDA_FAKE_DIR := $(BUILD)/tests/cuda_fake
+CUDA_FAKE := $(CUDA_FAKE_DIR)/libcuda.so.1 $(CUDA_FAKE_DIR)/libcuda_partial.so.1 \
+             $(CUDA_FAKE_DIR)/libcuda_nonames.so.1 $(CUDA_FAKE_DIR)/libfake_selftest.so
+CUDA_FAKE_DEPS := tests/cuda_fake/fake_cuda.c lib/cuda.h include/modal.h
+$(CUDA_FAKE_DIR)/libcuda.so.1: $(CUDA_FAKE_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -fvisibility=hidden -shared -Wl,-soname,libcuda.so.1 \
+	    -o $@ $< -ldl -lpthread
+$(CUDA_FAKE_DIR)/libcuda_partial.so.1: $(CUDA_FAKE_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -fvisibility=hidden -DFAKE_OMIT_LAUNCH -shared \
+	    -Wl,-soname,libcuda.so.1 -o $@ $< -ldl -lpthread
+$(CUDA_FAKE_DIR)/libcuda_nonames.so.1: $(CUDA_FAKE_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -fvisibility=hidden -DFAKE_OMIT_ERROR_NAMES -shared \
+	    -Wl,-soname,libcuda.so.1 -o $@ $< -ldl -lpthread
+# The CPU stand-in of the kernel the fake's own test launches.
+$(CUDA_FAKE_DIR)/libfake_selftest.so: tests/cuda_fake/selftest_kernels.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -shared -o $@ $<
+# A real fatbin for the parser's tests, of the project's GPU targets: SASS
+# for sm_80 and sm_90, PTX for compute_90 (absent without nvcc: the tests
+# that read it are then skipped, saying so).
+CUDA_GENCODE := -gencode arch=compute_80,code=sm_80 -gencode 'arch=compute_90,code=[sm_90,compute_90]'
+CUDA_TEST_DATA := $(if $(NVCC),$(BUILD)/tests/data/arch.fatbin)
+$(BUILD)/tests/data/arch.fatbin: tests/cuda_fake/arch.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -fatbin $(CUDA_GENCODE) -o $@ $<
+$(BUILD)/tests/test_cuda: | $(CUDA_FAKE) $(CUDA_TEST_DATA)
+cuda-fake: $(CUDA_FAKE)
+.PHONY: cuda-fake
+
 $(BUILD)/bench/%: bench/%.c bench/bench.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
@@ -169,7 +208,7 @@ examples: $(EX_BIN)
 # The examples test runs every built example.
 $(BUILD)/tests/test_examples: | $(EX_BIN)
 
-test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN)
+test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN) $(CUDA_FAKE)
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN) \
 	    "./tests/install_test.sh $(BUILD)" "./tests/deps_test.sh $(BUILD)" \
 	    "./tests/layering.sh $(BUILD)"

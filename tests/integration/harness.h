@@ -1168,4 +1168,21 @@ HARNESS_FN char *harness_call_logs(const harness *h, const char *call_id)
     return logs;
 }
 
+/*
+ * The path of FILE of the CUDA test double, built beside the test binaries
+ * (build/tests/cuda_fake/FILE, e.g. "libcuda.so.1"), for MODAL_CUDA_LIBRARY.
+ * Returns a static buffer.
+ */
+HARNESS_FN const char *harness_cuda_fake(const char *file)
+{
+    static char path[4096 + 64];
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    *strrchr(self, '/') = '\0';
+    snprintf(path, sizeof path, "%s/cuda_fake/%s", self, file);
+    return path;
+}
+
 #endif /* MODAL_HARNESS_H */

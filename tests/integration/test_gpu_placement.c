@@ -82,15 +82,13 @@ static const char *str(const modal_value *v)
  */
 static void start_with(const char *devices)
 {
-    char lib[PATH_MAX];
     if (devices != NULL) {
-        harness_sibling("cuda_fake/libcuda.so.1", lib, sizeof lib);
+        setenv("MODAL_CUDA_LIBRARY", harness_cuda_fake("libcuda.so.1"), 1);
         setenv("MODAL_FAKE_CUDA_DEVICES", devices, 1);
     } else {
-        snprintf(lib, sizeof lib, "/nonexistent/libcuda.so.1");
+        setenv("MODAL_CUDA_LIBRARY", "/nonexistent/libcuda.so.1", 1);
         unsetenv("MODAL_FAKE_CUDA_DEVICES");
     }
-    setenv("MODAL_CUDA_LIBRARY", lib, 1);
     unsetenv("CUDA_VISIBLE_DEVICES");
     assert_int_equal(harness_start_with(&rt, NULL, true), 0);
 }
@@ -321,9 +319,7 @@ static void test_no_gpus(void **state)
 
 static void test_gpus_flag(void **state)
 {
-    char lib[PATH_MAX];
-    harness_sibling("cuda_fake/libcuda.so.1", lib, sizeof lib);
-    setenv("MODAL_CUDA_LIBRARY", lib, 1);
+    setenv("MODAL_CUDA_LIBRARY", harness_cuda_fake("libcuda.so.1"), 1);
     setenv("MODAL_FAKE_CUDA_DEVICES", H100(U_H100A) ";" A100_80(U_A80A), 1);
     unsetenv("CUDA_VISIBLE_DEVICES");
     char *const argv[] = {(char *)harness_runtime_bin(), "--gpus", NULL};

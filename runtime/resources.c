@@ -279,8 +279,9 @@ static uint64_t gpu_fit(const modal__gpu_choice *c, bool free_only)
 }
 
 /* "1 H200 (141 GiB) and 2 A100-80GB (80 GiB)": the GPUs, by type and
- * size, in the order of their first index; or "no GPU (why)". */
-static void gpus_describe(char *out, size_t outsz)
+ * size, in the order of their first index; or "no GPU (why)". Returns
+ * whether there is a GPU. */
+static bool gpus_describe(char *out, size_t outsz)
 {
     int first[RT_RES_MAX_DEVICES], count[RT_RES_MAX_DEVICES], ngroups = 0;
     for (int i = 0; i < res.ndevices; i++) {
@@ -297,7 +298,7 @@ static void gpus_describe(char *out, size_t outsz)
     if (ngroups == 0) {
         snprintf(out, outsz, "no GPU (%s)", res.no_gpu_why[0] ? res.no_gpu_why
                                                            : "none was found");
-        return;
+        return false;
     }
     size_t len = 0;
     out[0] = '\0';
@@ -305,6 +306,7 @@ static void gpus_describe(char *out, size_t outsz)
         len += (size_t)snprintf(out + len, outsz - len, "%s%d %s (%lld GiB)",
                                 g == 0 ? "" : g == ngroups - 1 ? " and " : ", ", count[g],
                                 res.types[first[g]], (res.device_mib[first[g]] + 512) / 1024);
+    return true;
 }
 
 static modal_status gpu_check(const rt_res_req *req, const char *fn, modal_error *err)
@@ -313,11 +315,12 @@ static modal_status gpu_check(const rt_res_req *req, const char *fn, modal_error
         if (gpu_fit(&req->gpu[i], false) != 0)
             return MODAL_OK;
     char have[1200];
-    gpus_describe(have, sizeof have);
-    return modal__fail(err, MODAL_EGPU, "%s: asks for gpu \"%s\" but this runtime has %s; "
-                       "ask for a GPU it has (a fallback list, \"any\", or no \"!\") or run "
-                       "it on a runtime with such GPUs", fn,
-                       req->gpu_spec ? req->gpu_spec : "", have);
+    bool some = gpus_describe(have, sizeof have);
+    return modal__fail(err, MODAL_EGPU, "%s: asks for gpu \"%s\" but this runtime has %s; %s",
+                       fn, req->gpu_spec ? req->gpu_spec : "", have,
+                       some ? "ask for a GPU it has (a fallback list, \"any\", or no \"!\") "
+                              "or run it on a runtime with such GPUs"
+                            : "run it on a runtime with GPUs, or drop .gpu to run on the CPU");
 }
 
 bool rt_res_grant_serves(const rt_res_grant *g, const rt_res_req *req)

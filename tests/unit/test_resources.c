@@ -203,7 +203,7 @@ static void test_gpu_never_fits(void **state)
     assert_int_equal(rt_res_check(&r, "train", &err), MODAL_EGPU);
     assert_non_null(strstr(err.message, "train: asks for gpu \"H100:4\" but this runtime has "
                                         "2 H100 (80 GiB), 1 H200 (141 GiB) and 2 A100-80GB "
-                                        "(80 GiB)"));
+                                        "(80 GiB); ask for a GPU it has"));
     r = gpu_req("H200!:2", c);
     assert_int_equal(rt_res_check(&r, "train", &err), MODAL_EGPU);
     r = gpu_req("B200, H100:3", c);
@@ -218,6 +218,7 @@ static void test_gpu_never_fits(void **state)
     assert_int_equal(rt_res_check(&r, "f", &err), MODAL_EGPU);
     assert_non_null(strstr(err.message, "f: asks for gpu \"any\" but this runtime has no GPU "
                                         "(no CUDA driver: libcuda.so.1: cannot open"));
+    assert_non_null(strstr(err.message, "); run it on a runtime with GPUs, or drop .gpu"));
 }
 
 int main(void)

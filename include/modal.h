@@ -582,7 +582,8 @@ typedef struct modal_function_options {
      * argument of every call in the batch (in the same order), and must
      * return a list with one result per call, which the runtime hands back
      * to each caller. Callers pass single inputs as for any function. A
-     * call waits at most batch_wait_ms for others to join its batch. 0 (the
+     * call waits at most batch_wait_ms for others to join its batch (longer
+     * only while every worker the function may have is busy). 0 (the
      * default): no batching.
      */
     int batch_max_size;

@@ -334,11 +334,23 @@ modal_status modal_fn_local(modal_function *fn, modal_value *args,
     modal__random_id("local-", id, sizeof id);
     modal_ctx ctx = {.fn = fn, .call_id = id, .attempt = 1, .remote = false};
     modal_value *raw = NULL;
+    bool batched = modal__batched(fn);
+    if (batched) {
+        /* A batched body takes lists: this call is a batch of one. */
+        modal_value *cols = NULL;
+        st = modal__batch_columns(&wire_args, 1, &cols, err);
+        modal_value_free(wire_args);
+        wire_args = cols;
+        if (st != MODAL_OK)
+            goto out;
+    }
     st = modal__invoke(fn, &ctx, wire_args, &raw, err);
     modal_value_free(wire_args);
+    if (st == MODAL_OK && batched && (st = modal__batch_result_check(fn, raw, 1, err)) != MODAL_OK)
+        modal_value_free(raw);
     if (st != MODAL_OK)
         goto out;
-    st = wire_round_trip("result", raw, &ret, err);
+    st = wire_round_trip("result", batched ? modal_list_get(raw, 0) : raw, &ret, err);
     modal_value_free(raw);
     if (st == MODAL_OK) {
         if (result != NULL)

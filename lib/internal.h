@@ -343,6 +343,14 @@ typedef struct modal__gpu_choice {
 modal_status modal__gpu_spec_parse(const char *spec, modal__gpu_choice *out,
                                    size_t *n, modal_error *err);
 
+/*
+ * Whether a device of Modal type `type` ("H200", see modal__gpu_type_of)
+ * may serve choice c: 0 no, 1 exactly (its own type; every type for
+ * "any"), 2 as an upgrade (H100 -> H200, A100 and A100-40GB -> A100-80GB),
+ * never for a choice with "!". Placement prefers exact devices.
+ */
+int modal__gpu_accepts(const modal__gpu_choice *c, const char *type);
+
 /* ---- worker IPC (lib/ipc.c) ------------------------------------- */
 
 /*
@@ -362,8 +370,11 @@ enum {
                             * "" for output outside calls, stream 1 stdout or 2 stderr */
     MODAL__MSG_CANCEL = 7, /* runtime -> worker: {"call_id"}: skip that call if not started */
     MODAL__MSG_FORK = 8,   /* runtime -> template: a modal__fork_req with its fds */
-    MODAL__MSG_FORKED = 9  /* template -> runtime: {"pid"} of the new worker, or
+    MODAL__MSG_FORKED = 9, /* template -> runtime: {"pid"} of the new worker, or
                             * {"error","errno"} */
+    MODAL__MSG_BATCH = 10  /* runtime -> worker: {"n"}, a bundle of n + 1 parts: the call
+                            * metas as a JSON list, then the n call frames, which run
+                            * together as one invocation of a batched function */
 };
 #define MODAL__IPC_HEADER 24
 #define MODAL__IPC_INLINE_MAX (64 * 1024)
@@ -387,12 +398,17 @@ enum {
 /* A fork request is this struct, sent alone (not in the framing above)
  * with n descriptors as SCM_RIGHTS: the new worker makes the i-th its fd
  * targets[i] (its socket, output pipes and counters, as an exec'd worker
- * has them), then serves as a worker. */
+ * has them), sets CUDA_VISIBLE_DEVICES to cuda_visible (the GPUs it holds;
+ * the template itself sees none) when has_cuda_visible, then serves as a
+ * worker. */
 #define MODAL__FORK_MAX_FDS 16
+#define MODAL__FORK_CUDA_VISIBLE_MAX 512
 typedef struct modal__fork_req {
     uint32_t type; /* MODAL__MSG_FORK */
     uint32_t n;
     int32_t targets[MODAL__FORK_MAX_FDS];
+    uint32_t has_cuda_visible;
+    char cuda_visible[MODAL__FORK_CUDA_VISIBLE_MAX]; /* NUL-terminated */
 } modal__fork_req;
 
 /*
@@ -701,5 +717,24 @@ bool modal__spec_refused(modal_connection *conn, modal_status st, const modal_er
  * when fn is not a MODAL_FUNCTION or memory runs out. Lives as long as
  * the program. */
 const modal_function_options *modal__fn_options(const modal_function *fn);
+
+/* ---- dynamic batching (batch.c) -------------------------------------- */
+
+/* Whether fn is batched (.batch_max_size > 0). */
+bool modal__batched(const modal_function *fn);
+/*
+ * The body's arguments for a batch of n calls: calls[i] is call i's
+ * argument list, and every one must have as many as calls[0] (else
+ * MODAL_EINVAL naming the call and both counts, nothing moved). *out is
+ * a list with, for each position k, the list of argument k of every call
+ * in order. The items move out of calls (their slots become NULL).
+ */
+modal_status modal__batch_columns(modal_value *const *calls, size_t n, modal_value **out,
+                                  modal_error *err);
+/* Whether result, what a batched body returned for n calls, is a list of
+ * exactly n items; else MODAL_EFUNC: "fn: batched function returned a
+ * list of 3 results for a batch of 4 calls". */
+modal_status modal__batch_result_check(const modal_function *fn, const modal_value *result,
+                                       size_t n, modal_error *err);
 
 #endif /* MODAL_INTERNAL_H */

@@ -440,6 +440,140 @@ static void serve_calls(int sock, modal_function *fn, const cJSON *metas, modal_
     free(parts);
 }
 
+/*
+ * Calls of a batched function, run together: the body is invoked once
+ * with, for each position, the list of that argument across the calls
+ * that can run (not cancelled, arguments that decode, as many as the
+ * first's), and item i of its result answers the i-th of them. A call
+ * that cannot run fails alone; a failure of the body, or a result that
+ * is not a list of one item per call, fails every call that ran. The
+ * answers go back in the order of the calls, as the runtime expects.
+ * Output written meanwhile is tagged with the first call that runs; the
+ * runtime gives it to every call of the batch.
+ */
+static void serve_batch(int sock, modal_function *fn, const cJSON *const *metas,
+                        modal__buf *const *frames, size_t n)
+{
+    const char **ids = calloc(n, sizeof *ids);
+    modal_value **args = calloc(n, sizeof *args);
+    modal_value **run = calloc(n, sizeof *run);
+    modal_error *errs = calloc(n, sizeof *errs); /* code MODAL_OK: the call runs */
+    if (ids == NULL || args == NULL || run == NULL || errs == NULL) {
+        fprintf(stderr, "modal worker: out of memory taking a batch of %zu calls\n", n);
+        exit(4); /* the runtime reports the worker's death */
+    }
+    take_waiting(sock, fn);
+    size_t nrun = 0, first = n, want = 0;
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *jid = cJSON_GetObjectItemCaseSensitive(metas[i], "call_id");
+        ids[i] = cJSON_IsString(jid) ? jid->valuestring : "?";
+        modal_error *e = &errs[i];
+        modal__dec dec;
+        modal_status st = MODAL_OK;
+        e->code = MODAL_OK;
+        if (cancel_take(ids[i])) {
+            modal__fail(e, MODAL_ECANCELLED, "the call was cancelled before it started");
+            continue;
+        }
+        st = frames[i] != NULL ? modal__dec_open(frames[i], 1, &dec, e)
+                               : modal__fail(e, MODAL_ECODEC, "the call carries no arguments");
+        if (st == MODAL_OK) {
+            st = modal__msg_value(&dec, "args", &args[i], e);
+            modal__dec_close(&dec);
+        }
+        if (st == MODAL_OK && modal_value_type(args[i]) != MODAL_TYPE_LIST)
+            st = modal__fail(e, MODAL_ECODEC, "%s: arguments are a %s, not a list", fn->name,
+                             modal_type_name(modal_value_type(args[i])));
+        if (st == MODAL_OK && first == n) {
+            first = i;
+            want = modal_value_len(args[i]);
+        } else if (st == MODAL_OK && modal_value_len(args[i]) != want) {
+            size_t got = modal_value_len(args[i]);
+            st = modal__fail(e, MODAL_EINVAL, "%s: call %zu of a batch of %zu has %zu "
+                             "argument%s, call %zu has %zu; every call of a batched function "
+                             "takes the same number of arguments", fn->name, i, n, got,
+                             got == 1 ? "" : "s", first, want);
+        }
+        if (st == MODAL_OK)
+            run[nrun++] = args[i];
+    }
+    modal_value *cols = NULL, *result = NULL;
+    modal_error berr = {MODAL_OK, ""};
+    modal_status bst = MODAL_OK;
+    if (nrun > 0) {
+        const cJSON *jatt = cJSON_GetObjectItemCaseSensitive(metas[first], "attempt");
+        cap_begin(ids[first]);
+        bst = modal__batch_columns(run, nrun, &cols, &berr);
+        if (bst == MODAL_OK) {
+            modal_ctx ctx = {.fn = fn, .call_id = ids[first],
+                             .attempt = cJSON_IsNumber(jatt) ? jatt->valueint : 1,
+                             .remote = true};
+            bst = modal__invoke(fn, &ctx, cols, &result, &berr);
+        }
+        if (bst == MODAL_OK)
+            bst = modal__batch_result_check(fn, result, nrun, &berr);
+    }
+    for (size_t i = 0, j = 0; i < n; i++) {
+        const cJSON *jidx = cJSON_GetObjectItemCaseSensitive(metas[i], "index");
+        modal_status st;
+        if (errs[i].code != MODAL_OK)
+            st = send_result(sock, ids[i], jidx, errs[i].code, errs[i].message, NULL);
+        else if (bst != MODAL_OK)
+            st = send_result(sock, ids[i], jidx, bst, berr.message, NULL);
+        else
+            st = send_result(sock, ids[i], jidx, MODAL_OK, NULL, modal_list_get(result, j++));
+        if (st != MODAL_OK)
+            socket_failed(sock, fn, "sending a result failed");
+    }
+    modal_value_free(result);
+    modal_value_free(cols);
+    for (size_t i = 0; i < n; i++)
+        modal_value_free(args[i]);
+    free(errs);
+    free(run);
+    free(args);
+    free(ids);
+}
+
+/* A BATCH message: {"n"} and a bundle of the call metas (a JSON list)
+ * then the n call frames. */
+static void serve_batch_msg(int sock, modal_function *fn, const cJSON *meta, modal__buf *payload)
+{
+    modal__bundle_part *parts = NULL;
+    size_t np = 0;
+    modal_error err;
+    const cJSON *jn = cJSON_GetObjectItemCaseSensitive(meta, "n");
+    cJSON *list = NULL;
+    if (payload == NULL || !cJSON_IsNumber(jn) || jn->valuedouble < 1 ||
+        modal__bundle_parse(payload, &parts, &np, &err) != MODAL_OK ||
+        np != (size_t)jn->valuedouble + 1 ||
+        (list = cJSON_ParseWithLength(parts[0].p, parts[0].len)) == NULL ||
+        (size_t)cJSON_GetArraySize(list) != np - 1) {
+        fprintf(stderr, "modal worker: malformed batch of calls from the runtime\n");
+        exit(4); /* the runtime reports the worker's death */
+    }
+    size_t n = np - 1;
+    const cJSON **metas = calloc(n, sizeof *metas);
+    modal__buf **frames = calloc(n, sizeof *frames);
+    if (metas == NULL || frames == NULL) {
+        fprintf(stderr, "modal worker: out of memory taking a batch of %zu calls\n", n);
+        exit(4);
+    }
+    size_t i = 0;
+    for (const cJSON *m = list->child; m != NULL; m = m->next, i++) {
+        metas[i] = m;
+        frames[i] = modal__buf_view(payload, (size_t)((const uint8_t *)parts[i + 1].p -
+                                                      payload->base), parts[i + 1].len);
+    }
+    serve_batch(sock, fn, metas, frames, n);
+    for (i = 0; i < n; i++)
+        modal__buf_unref(frames[i]);
+    free(frames);
+    free(metas);
+    cJSON_Delete(list);
+    free(parts);
+}
+
 static void run_exit_hook(modal_function *fn)
 {
     const modal_function_options *o = modal__fn_options(fn);
@@ -471,9 +605,10 @@ static void socket_failed(int sock, modal_function *fn, const char *what)
 /* ---- memory-snapshot templates --------------------------------------- */
 
 /* Receive one fork request: its descriptors into fds, their targets into
- * targets. Returns the number of descriptors, 0 when the runtime closed
- * the socket, -1 on a malformed request (its descriptors closed). */
-static int fork_req_recv(int sock, int *fds, int *targets)
+ * targets, the worker's CUDA_VISIBLE_DEVICES into cvd (NULL when it is
+ * not to be set). Returns the number of descriptors, 0 when the runtime
+ * closed the socket, -1 on a malformed request (its descriptors closed). */
+static int fork_req_recv(int sock, int *fds, int *targets, char *cvd, const char **cvdp)
 {
     modal__fork_req req;
     union {
@@ -510,6 +645,9 @@ static int fork_req_recv(int sock, int *fds, int *targets)
     }
     for (int i = 0; i < n; i++)
         targets[i] = req.targets[i];
+    memcpy(cvd, req.cuda_visible, sizeof req.cuda_visible);
+    cvd[sizeof req.cuda_visible - 1] = '\0';
+    *cvdp = req.has_cuda_visible ? cvd : NULL;
     return n;
 }
 
@@ -585,7 +723,9 @@ static void template_serve(int sock, const char *name)
         exit(3);
     for (;;) {
         int fds[MODAL__FORK_MAX_FDS], targets[MODAL__FORK_MAX_FDS];
-        int n = fork_req_recv(sock, fds, targets);
+        char cvd[MODAL__FORK_CUDA_VISIBLE_MAX];
+        const char *visible = NULL;
+        int n = fork_req_recv(sock, fds, targets, cvd, &visible);
         if (n == 0)
             exit(0); /* the runtime stopped the pool, or went away */
         if (n < 0) {
@@ -601,6 +741,9 @@ static void template_serve(int sock, const char *name)
             /* The new worker: its own process group, so a timeout stops
              * what it starts; then its descriptors, as exec gives them. */
             setpgid(0, 0);
+            /* The GPUs it holds, before any of its code runs. */
+            if (visible != NULL)
+                setenv("CUDA_VISIBLE_DEVICES", visible, 1);
             int moved[MODAL__FORK_MAX_FDS];
             for (int i = 0; i < n; i++) {
                 moved[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 64);
@@ -695,7 +838,11 @@ void modal_worker_serve_if_worker(int argc, char **argv)
         jq_head = j->next;
         if (jq_head == NULL)
             jq_tail = NULL;
-        if (j->type == MODAL__MSG_CALL)
+        if (j->type == MODAL__MSG_BATCH)
+            serve_batch_msg((int)sock, fn, j->meta, j->payload);
+        else if (j->type == MODAL__MSG_CALL && modal__batched(fn))
+            serve_batch((int)sock, fn, (const cJSON *const[]){j->meta}, &j->payload, 1);
+        else if (j->type == MODAL__MSG_CALL)
             serve_call((int)sock, fn, j->meta, j->payload);
         else if (j->type == MODAL__MSG_CALLS)
             serve_calls((int)sock, fn, j->meta, j->payload);

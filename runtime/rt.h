@@ -67,6 +67,9 @@ typedef struct rt_call {
     struct rt_call *qnext;   /* pool queue, delayed list, or worker inflight list */
     struct rt_call *hnext;   /* hash chain */
     struct rt_call *dnext;   /* map done list */
+    double queued_at;        /* when it last joined its pool's queue (new or retried) */
+    double gpu_seconds;      /* its ended attempts' run time x the GPUs their worker held */
+    int batch_size;          /* calls in the batch its attempt runs in (1: alone) */
 } rt_call;
 
 struct rt_pool {
@@ -79,13 +82,14 @@ struct rt_pool {
     bool broken;             /* the executable cannot be a worker */
     struct rt_pool *next;
     size_t taken;            /* queue.c: calls taken and not yet acknowledged */
-    const char *waits_for;   /* "cpu", "memory", "devices": what keeps a worker
+    const char *waits_for;   /* "cpu", "memory", "devices", "gpu": what keeps a worker
                               * from starting, NULL when nothing does */
     double waiting_since;    /* since when it waits for that */
     double warm_after;       /* min_containers starts no worker before this */
     double warm_pause;       /* the pause after the last failed start, 0 after a good one */
     double call_s;           /* recent mean run time of its calls, from the results
                               * (worker.c); 0 before the first */
+    double gpu_seconds;      /* summed over its calls' attempts (sched.c), in memory */
 };
 
 enum rt_worker_state { RT_W_STARTING, RT_W_READY, RT_W_EXITING, RT_W_DEAD };
@@ -113,6 +117,7 @@ struct rt_worker {
     size_t tail_len;
     struct rt_worker *next;
     rt_res_grant res;        /* what it holds (sched.c reserves and releases) */
+    bool batch;              /* its in-flight calls are one batch, running together */
 };
 
 struct rt_map {
@@ -315,10 +320,16 @@ typedef struct rt_loop_hooks {
 } rt_loop_hooks;
 void rt_loop_hooks_set(const rt_loop_hooks *hooks);
 
-/* Start a worker for p. On success it is the first of rt.workers. */
-int rt_worker_spawn(rt_pool *p);
+/* Start a worker for p holding g (its GPUs go into CUDA_VISIBLE_DEVICES
+ * and the launch spec's devices). On success it is the first of
+ * rt.workers. */
+int rt_worker_spawn(rt_pool *p, const rt_res_grant *g);
 /* Send n calls to w in one message (n >= 1). */
 void rt_worker_send(rt_worker *w, rt_call **calls, size_t n);
+/* Send n calls (n >= 1) to idle worker w as one batch: each starts an
+ * attempt now, and all run together in one invocation of the function.
+ * w takes no other call until every call of the batch is back. */
+void rt_worker_send_batch(rt_worker *w, rt_call **calls, size_t n);
 void *rt_loop(void *arg);       /* the event loop thread; takes rt.mu itself */
 void rt_wake(void);
 /* Stop w: its running call ends (call_ended, MODAL_ECRASH with why), the

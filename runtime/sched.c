@@ -11,6 +11,7 @@
  * comes through one function, settle_running.
  */
 #include "rt.h"
+#include "gpus.h"
 
 #include <math.h>
 #include <signal.h>
@@ -188,8 +189,13 @@ void rt_call_complete(rt_call *c, modal_status st, modal__buf *result)
             c->map->done_head = c;
         c->map->done_tail = c;
     }
-    rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s", c->id,
-           c->pool->spec->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
+    if (c->pool->spec->gpu[0] != '\0')
+        rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s, "
+               "gpu_seconds %.6f", c->id, c->pool->spec->fn, modal_status_name(st), c->attempt,
+               c->attempt == 1 ? "" : "s", c->gpu_seconds);
+    else
+        rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s", c->id,
+               c->pool->spec->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
     listener.call_changed(c);
 }
 
@@ -315,11 +321,25 @@ static void set_waits(rt_pool *p, const char *kind)
     p->waiting_since = rt_now();
 }
 
-/* Whether w holds some of the kind of resource named (see rt_res_reserve). */
-static bool holds(const rt_worker *w, const char *kind)
+/* What a worker of p asks for; its GPU choices go into gpu (the spec's
+ * .gpu was checked when it was registered). */
+static rt_res_req pool_req(const rt_pool *p, modal__gpu_choice *gpu)
 {
-    return strcmp(kind, "cpu") == 0 ? w->res.cpu > 0
-           : strcmp(kind, "memory") == 0 ? w->res.memory > 0 : w->res.devices != 0;
+    rt_res_req req = {.cpu = p->spec->cpu, .memory = p->spec->memory, .gpu = gpu,
+                      .gpu_spec = p->spec->gpu};
+    if (modal__gpu_spec_parse(p->spec->gpu, gpu, &req.ngpu, NULL) != MODAL_OK)
+        req.ngpu = 0;
+    return req;
+}
+
+/* Whether w holds some of the kind of resource named (see rt_res_reserve)
+ * that req could use: for GPUs, devices one of its choices takes. */
+static bool holds(const rt_worker *w, const char *kind, const rt_res_req *req)
+{
+    return strcmp(kind, "cpu") == 0      ? w->res.cpu > 0
+           : strcmp(kind, "memory") == 0 ? w->res.memory > 0
+           : strcmp(kind, "gpu") == 0    ? rt_res_grant_serves(&w->res, req)
+                                         : w->res.devices != 0;
 }
 
 /*
@@ -332,9 +352,11 @@ static void reclaim_for(rt_pool *p, const char *kind)
 {
     if (p->nworkers > 0)
         return; /* its own workers take its calls */
+    modal__gpu_choice gpu[MODAL__GPU_MAX_CHOICES];
+    rt_res_req req = pool_req(p, gpu);
     rt_worker *idle = NULL;
     for (rt_worker *w = rt.workers; w; w = w->next) {
-        if (w->pool == p || !holds(w, kind))
+        if (w->pool == p || !holds(w, kind, &req))
             continue;
         if (w->state == RT_W_EXITING || w->state == RT_W_DEAD)
             return; /* one is leaving already */
@@ -355,7 +377,8 @@ static void reclaim_for(rt_pool *p, const char *kind)
  */
 static int pool_spawn(rt_pool *p)
 {
-    rt_res_req req = {.cpu = p->spec->cpu, .memory = p->spec->memory};
+    modal__gpu_choice gpu[MODAL__GPU_MAX_CHOICES];
+    rt_res_req req = pool_req(p, gpu);
     rt_res_grant g;
     /* A function that can never fit has its calls refused (pool_admits);
      * its pool, made before that refusal, waits for nothing and takes
@@ -366,14 +389,16 @@ static int pool_spawn(rt_pool *p)
     if (short_of != NULL) {
         if (p->waits_for != short_of) {
             set_waits(p, short_of);
-            rt_log(1, "%s: calls wait for %s (each worker asks for %g CPU and %d MiB)", p->spec->fn,
-                   short_of, p->spec->cpu, p->spec->memory);
+            rt_log(1, "%s: calls wait for %s (each worker asks for %g CPU, %d MiB%s%s%s)",
+                   p->spec->fn, short_of, p->spec->cpu, p->spec->memory,
+                   req.ngpu ? " and gpu \"" : "", req.ngpu ? p->spec->gpu : "",
+                   req.ngpu ? "\"" : "");
         }
         reclaim_for(p, short_of);
         return -1;
     }
     p->waits_for = NULL;
-    if (rt_worker_spawn(p) != 0) {
+    if (rt_worker_spawn(p, &g) != 0) {
         rt_res_release(&g);
         return -1;
     }
@@ -404,8 +429,88 @@ static size_t pipeline_depth(const rt_pool *p)
     return n >= PIPELINE_MAX ? PIPELINE_MAX : (size_t)n;
 }
 
+/* Queue c (new, or a retry that is due), noting when: a batch is due
+ * once its oldest call has waited batch_wait_ms. A call given back
+ * (rt_queue_requeue) keeps its place and its time. */
+static int enqueue(rt_pool *p, rt_call *c, enum rt_queue_end end)
+{
+    c->queued_at = rt_now();
+    return rt_queue_put(p, c, end);
+}
+
+/* An idle ready worker of p, or NULL; *all counts p's workers. */
+static rt_worker *idle_worker(const rt_pool *p, int *all)
+{
+    rt_worker *idle = NULL;
+    *all = 0;
+    for (rt_worker *w = rt.workers; w; w = w->next)
+        if (w->pool == p) {
+            (*all)++;
+            if (idle == NULL && w->state == RT_W_READY && w->ninflight == 0)
+                idle = w;
+        }
+    return idle;
+}
+
+/* When p's next batch is due: once its queue holds batch_max_size calls
+ * (now), or its oldest call has waited batch_wait_ms. */
+static double batch_due(const rt_pool *p)
+{
+    const rt_call *oldest = rt_queue_peek(p);
+    if (oldest == NULL)
+        return INFINITY;
+    if (rt_queue_length(p) >= (size_t)p->spec->batch_max_size)
+        return 0;
+    return oldest->queued_at + p->spec->batch_wait_ms / 1000.0;
+}
+
+/*
+ * Dispatch for a batched function (batch_max_size > 0): an idle worker
+ * takes up to batch_max_size queued calls as one batch once a batch is
+ * due (batch_due); next_timer wakes the loop for the wait. A worker runs
+ * one batch at a time, so nothing is sent ahead; workers start while
+ * the first calls wait, one per batch_max_size queued calls.
+ */
+static void dispatch_batches(rt_pool *p)
+{
+    size_t most = (size_t)p->spec->batch_max_size;
+    while (rt_queue_peek(p) != NULL && !p->broken) {
+        int all;
+        rt_worker *idle = idle_worker(p, &all);
+        if (idle == NULL) {
+            if (all >= p->spec->max_containers)
+                set_waits(p, "max_containers");
+            else if ((size_t)p->nstarting * most < rt_queue_length(p) && pool_spawn(p) == 0)
+                continue;
+            return; /* a worker that starts or comes back dispatches again */
+        }
+        if (batch_due(p) > rt_now())
+            return;
+        size_t n = most;
+        if (p->spec->max_inputs > 0) {
+            long left = (long)p->spec->max_inputs - idle->served;
+            if (left <= 0) {
+                rt_worker_retire(idle);
+                continue;
+            }
+            if ((size_t)left < n)
+                n = (size_t)left;
+        }
+        rt_call **batch = malloc(n * sizeof *batch);
+        if (batch == NULL)
+            abort(); /* the daemon may abort on out-of-memory */
+        size_t k = rt_queue_take(p, batch, n);
+        rt_worker_send_batch(idle, batch, k);
+        free(batch);
+    }
+}
+
 void rt_dispatch(rt_pool *p)
 {
+    if (p->spec->batch_max_size > 0) {
+        dispatch_batches(p);
+        return;
+    }
     size_t depth = pipeline_depth(p);
     while (rt_queue_peek(p) != NULL) {
         if (p->broken)
@@ -558,7 +663,8 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
  */
 static modal_status pool_admits(rt_pool *p, size_t n, modal_error *err)
 {
-    rt_res_req req = {.cpu = p->spec->cpu, .memory = p->spec->memory};
+    modal__gpu_choice gpu[MODAL__GPU_MAX_CHOICES];
+    rt_res_req req = pool_req(p, gpu);
     modal_status st = rt_res_check(&req, p->spec->fn, err);
     if (st != MODAL_OK)
         return st;
@@ -625,7 +731,7 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, r
     c->args = modal__buf_ref(frame);
     c->args_fd = frame_fd >= 0 ? dup(frame_fd) : -1;
     c->args_len = frame_len;
-    rt_queue_put(p, c, RT_QUEUE_NEW); /* pool_admits made room */
+    enqueue(p, c, RT_QUEUE_NEW); /* pool_admits made room */
     rt.last_activity = rt_now();
     rt_dispatch(p);
     *out = c;
@@ -641,6 +747,8 @@ void rt_call_cancel(rt_call *c)
      * gives it back: one sent ahead is never started, and the worker
      * running one is stopped (its call_ended then only releases it). */
     rt_worker *owner = rt_worker_running(c);
+    if (owner != NULL && owner->batch)
+        owner = NULL; /* the others of its batch run on: only its result is dropped */
     c->cancelled = c->state == RT_SENT;
     if (c->cancelled && owner == NULL)
         rt_worker_cancel_sent(c); /* so it never starts */
@@ -780,7 +888,7 @@ modal_status rt_map_add_inputs(rt_map *m, rt_map_inputs *in, size_t *accepted,
         m->calls[idx] = c;
         if (idx + 1 > m->ncalls)
             m->ncalls = idx + 1;
-        rt_queue_put(m->pool, c, RT_QUEUE_NEW); /* pool_admits made room */
+        enqueue(m->pool, c, RT_QUEUE_NEW); /* pool_admits made room */
         (*accepted)++;
     }
     if (st == MODAL_OK && in->st != MODAL_OK) {
@@ -805,6 +913,16 @@ void rt_map_ack(rt_map *m, long long seq)
         else
             c->orphan = true;
     }
+}
+
+/* Whether every call of w's batch belongs to a map that is gone: only
+ * then is the batch stopped, as no call of it needs its result. */
+static bool batch_orphaned(const rt_worker *w)
+{
+    for (const rt_call *c = w->inflight; c != NULL; c = c->qnext)
+        if (!c->orphan)
+            return false;
+    return true;
 }
 
 static bool of_map(const rt_call *c, const void *m)
@@ -850,7 +968,8 @@ void rt_map_free(rt_map *m)
      * puts the calls behind its running one back in the queue, and the
      * map's own must already be marked so they are dropped, not requeued. */
     for (rt_worker *w = rt.workers; w; w = w->next)
-        if (w->inflight != NULL && w->inflight->orphan && w->state != RT_W_DEAD)
+        if (w->inflight != NULL && w->inflight->orphan && w->state != RT_W_DEAD &&
+            (!w->batch || batch_orphaned(w)))
             rt_worker_kill(w, "its map was cancelled");
 }
 
@@ -859,9 +978,13 @@ static void tick(double now)
     /* Retries that are due go back to their queue. */
     for (rt_call *c = rt_queue_due(now), *next; c != NULL; c = next) {
         next = c->qnext;
-        rt_queue_put(c->pool, c, RT_QUEUE_RETRY);
+        enqueue(c->pool, c, RT_QUEUE_RETRY);
         rt_dispatch(c->pool);
     }
+    /* Batches whose wait is over go to their idle workers. */
+    for (rt_pool *p = rt.pools; p; p = p->next)
+        if (p->spec->batch_max_size > 0 && batch_due(p) <= now)
+            rt_dispatch(p);
     /* Keep min_containers warm. */
     for (rt_pool *p = rt.pools; p; p = p->next)
         if (!p->broken && p->nworkers < p->spec->min_containers && now >= p->warm_after)
@@ -917,6 +1040,16 @@ static double next_timer(double now)
             if (d < t)
                 t = d;
         }
+    /* A batch that waits for more calls while a worker idles for it. */
+    for (rt_pool *p = rt.pools; p; p = p->next) {
+        int all;
+        if (p->spec->batch_max_size > 0 && rt_queue_peek(p) != NULL && !p->broken &&
+            idle_worker(p, &all) != NULL) {
+            double d = batch_due(p);
+            if (d < t)
+                t = d;
+        }
+    }
     return t;
 }
 
@@ -982,9 +1115,44 @@ static void on_start_failed(rt_pool *p, modal_status st, const char *msg, bool p
     pool_fail_queue(p, st, msg);
 }
 
+/* GPU-seconds of each app (usage in health): kept in memory only. */
+typedef struct app_usage {
+    char app[MODAL__NAME_MAX + 1];
+    double gpu_seconds;
+    long long calls;         /* attempts run on GPUs */
+    struct app_usage *next;
+} app_usage;
+static app_usage *usage;
+
+/* The attempt of c that w ran has ended: it used its run time times the
+ * GPUs w holds, counted for the call, its pool and its app. The calls of
+ * a batch ran in one invocation: each is charged its share. */
+static void count_gpu_seconds(rt_worker *w, rt_call *c)
+{
+    int n = rt_res_grant_count(&w->res);
+    if (n == 0 || c->started_at <= 0)
+        return;
+    double s = (rt_now() - c->started_at) * n / (c->batch_size > 1 ? c->batch_size : 1);
+    c->gpu_seconds += s;
+    w->pool->gpu_seconds += s;
+    app_usage *u = usage;
+    while (u != NULL && strcmp(u->app, w->pool->spec->app) != 0)
+        u = u->next;
+    if (u == NULL && (u = calloc(1, sizeof *u)) != NULL) {
+        snprintf(u->app, sizeof u->app, "%s", w->pool->spec->app);
+        u->next = usage;
+        usage = u;
+    }
+    if (u != NULL) {
+        u->gpu_seconds += s;
+        u->calls++;
+    }
+}
+
 static void on_call_ended(rt_worker *w, rt_call *c, modal_status st, const char *msg,
                           modal__buf *frame, int fd)
 {
+    count_gpu_seconds(w, c);
     settle_running(c, st, msg, frame, fd);
 }
 
@@ -1053,8 +1221,29 @@ void rt_sched_init(const rt_sched_listener *l)
 
 /* ---- status ---------------------------------------------------------- */
 
+/* The worker holding the allocator's slot, for health's gpus. */
+static cJSON *gpu_holder(int slot, void *arg)
+{
+    for (rt_worker *w = rt.workers; w; w = w->next)
+        if (w->res.devices & (1ull << slot)) {
+            cJSON *h = cJSON_CreateObject();
+            cJSON_AddNumberToObject(h, "pid", w->pid);
+            cJSON_AddStringToObject(h, "fn", w->pool->spec->fn);
+            cJSON_AddStringToObject(h, "app", w->pool->spec->app);
+            return h;
+        }
+    return NULL;
+}
+
 void rt_sched_status(cJSON *j)
 {
+    cJSON_AddItemToObject(j, "gpus", rt_gpus_status(gpu_holder, NULL));
+    cJSON *u = cJSON_AddObjectToObject(j, "usage");
+    for (app_usage *a = usage; a; a = a->next) {
+        cJSON *e = cJSON_AddObjectToObject(u, a->app);
+        cJSON_AddNumberToObject(e, "gpu_seconds", a->gpu_seconds);
+        modal__json_num(e, "calls", (double)a->calls);
+    }
     cJSON_AddItemToObject(j, "resources", rt_resources_status());
     cJSON *q = cJSON_AddObjectToObject(j, "queue");
     modal__json_num(q, "max_queued", (double)rt_queue_max);
@@ -1066,7 +1255,8 @@ void rt_sched_status(cJSON *j)
         for (rt_worker *w = rt.workers; w; w = w->next)
             if (w->pool == p) {
                 workers++;
-                running += w->inflight != NULL;
+                /* Every call of a batch runs; of a pipeline, the head. */
+                running += w->batch ? (size_t)w->ninflight : w->inflight != NULL;
             }
         size_t queued = rt_queue_length(p), taken = rt_queue_taken(p);
         size_t ahead = taken > running ? taken - running : 0;

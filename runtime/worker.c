@@ -110,7 +110,29 @@ static int devnull_fd(void)
     return fd;
 }
 
-int rt_worker_spawn(rt_pool *p)
+/*
+ * CUDA_VISIBLE_DEVICES=<uuid>[,<uuid>...] for a worker holding g, in slot
+ * order (the order the grant was made in), and its slots into the launch
+ * spec's devices. A worker without GPUs gets it empty on a runtime with
+ * GPUs, so it never touches another worker's devices. Returns out.
+ */
+static const char *visible_devices(const rt_res_grant *g, rt_launch_spec *spec, char *out,
+                                   size_t outsz)
+{
+    size_t len = (size_t)snprintf(out, outsz, "CUDA_VISIBLE_DEVICES=");
+    bool first = true;
+    for (int i = 0; i < RT_RES_MAX_DEVICES; i++)
+        if (g != NULL && (g->devices & (1ull << i)) && rt_res_device_name(i) != NULL) {
+            rt_launch_add_device(spec, i);
+            if (len < outsz)
+                len += (size_t)snprintf(out + len, outsz - len, "%s%s", first ? "" : ",",
+                                        rt_res_device_name(i));
+            first = false;
+        }
+    return out;
+}
+
+int rt_worker_spawn(rt_pool *p, const rt_res_grant *g)
 {
     if (rt.stopping)
         return -1; /* no new workers while shutting down */
@@ -179,8 +201,15 @@ int rt_worker_spawn(rt_pool *p)
             extra[5] = pinvar;
     }
     char **env = modal__env_inherited_list(extra);
+    /* The runtime's own CUDA_VISIBLE_DEVICES chose what it sees; each
+     * worker sees what it holds. */
     for (size_t i = 0; env != NULL && env[i] != NULL; i++)
-        rt_launch_add_env(&spec, env[i]);
+        if (strncmp(env[i], "CUDA_VISIBLE_DEVICES=", 21) != 0)
+            rt_launch_add_env(&spec, env[i]);
+    char cvd[RT_RES_MAX_DEVICES * 48 + 32];
+    if (visible_devices(g, &spec, cvd, sizeof cvd) != NULL &&
+        (spec.ndevices > 0 || rt_res_device_name(0) != NULL))
+        rt_launch_add_env(&spec, cvd);
     if (env == NULL)
         spec.alloc_failed = true;
     free(env);
@@ -259,6 +288,7 @@ void rt_worker_send(rt_worker *w, rt_call **calls, size_t n)
         w->inflight_tail = c;
         w->ninflight++;
         c->state = RT_SENT;
+        c->batch_size = 1;
         if (head) {
             c->attempt++;
             c->started_at = rt_now();
@@ -297,6 +327,66 @@ void rt_worker_send(rt_worker *w, rt_call **calls, size_t n)
         rt_log(3, "worker %d: %s", (int)w->pid, err.message); /* its death follows */
 }
 
+void rt_worker_send_batch(rt_worker *w, rt_call **calls, size_t n)
+{
+    /* The metas travel as the bundle's first part, not as the message's
+     * metadata: a batch of up to 1000 calls would not fit there. */
+    size_t cap = 2 + n * 160;
+    char *metas = malloc(cap);
+    modal__bundle_part *parts = malloc((n + 1) * sizeof *parts);
+    if (metas == NULL || parts == NULL)
+        abort(); /* the daemon may abort on out-of-memory */
+    size_t used = 0;
+    double now = rt_now();
+    for (size_t i = 0; i < n; i++) {
+        rt_call *c = calls[i];
+        c->qnext = NULL;
+        if (w->inflight_tail)
+            w->inflight_tail->qnext = c;
+        else
+            w->inflight = c;
+        w->inflight_tail = c;
+        w->ninflight++;
+        c->state = RT_SENT;
+        c->attempt++; /* every call of the batch runs now */
+        c->batch_size = (int)n;
+        c->started_at = now;
+        metas[used++] = i == 0 ? '[' : ',';
+        used += (size_t)call_meta(c, c->attempt, metas + used, cap - used - 2);
+        parts[i + 1].p = c->args->base;
+        parts[i + 1].len = c->args->len;
+    }
+    metas[used++] = ']';
+    metas[used] = '\0';
+    parts[0].p = metas;
+    parts[0].len = used;
+    w->batch = true;
+    modal_error err;
+    modal_status st;
+    rt_call *c = calls[0];
+    if (n == 1 && c->args_fd >= 0) {
+        /* A call whose arguments lie in a memfd goes alone (rt_queue_take),
+         * as a plain CALL with its memfd: a worker of a batched function
+         * runs any CALL as a batch of one. */
+        call_meta(c, c->attempt, metas, cap);
+        st = modal__ipc_send(w->sock, MODAL__MSG_CALL, metas, NULL, c->args_len, c->args_fd,
+                             &err);
+    } else {
+        modal__buf *bundle = NULL;
+        char meta[32];
+        snprintf(meta, sizeof meta, "{\"n\":%zu}", n);
+        st = modal__bundle_build(parts, n + 1, &bundle, &err);
+        if (st == MODAL_OK)
+            st = modal__ipc_send(w->sock, MODAL__MSG_BATCH, meta, bundle->base, bundle->len, -1,
+                                 &err);
+        modal__buf_unref(bundle);
+    }
+    free(parts);
+    free(metas);
+    if (st != MODAL_OK)
+        rt_log(3, "worker %d: %s", (int)w->pid, err.message); /* its death follows */
+}
+
 /* ---- output -------------------------------------------------------- */
 
 /* Keep the last output for crash reports. */
@@ -319,6 +409,7 @@ static void keep_tail(rt_worker *w, const char *line, size_t len)
 /* Lines for one call's output, gathered so the call is appended to (and
  * its waiters woken) once per message rather than once per line. */
 typedef struct staging {
+    rt_worker *worker; /* whose call it is */
     rt_call *call;
     char *buf;
     size_t len, cap;
@@ -326,10 +417,18 @@ typedef struct staging {
 
 static void stage_commit(staging *st)
 {
-    if (st->call != NULL && st->len > 0)
+    if (st->call != NULL && st->len > 0) {
         ev->output(st->call, st->buf, st->len);
+        /* A batch runs as one invocation: what it writes belongs to every
+         * call of it (the worker tags it with the first). */
+        if (st->worker != NULL && st->worker->batch)
+            for (rt_call *x = st->worker->inflight; x != NULL; x = x->qnext)
+                if (x != st->call)
+                    ev->output(x, st->buf, st->len);
+    }
     st->len = 0;
     st->call = NULL;
+    st->worker = NULL;
 }
 
 /* The call of w that an id names, or NULL. */
@@ -355,6 +454,7 @@ static void emit_line(rt_worker *w, staging *st, const char *id, int s, const ch
     if (st->call != c)
         stage_commit(st);
     st->call = c;
+    st->worker = w;
     size_t mark = cut ? sizeof CUT_MARK - 1 : 0;
     size_t need = st->len + 2 + len + mark + 1;
     char *nb = modal__reserve(st->buf, &st->cap, need, 4096);
@@ -486,10 +586,13 @@ static rt_call *pop_head(rt_worker *w)
     w->ninflight--;
     c->qnext = NULL;
     if (w->inflight != NULL) {
-        w->inflight->attempt++;
-        w->inflight->started_at = rt_now();
+        if (!w->batch) { /* the calls of a batch started together */
+            w->inflight->attempt++;
+            w->inflight->started_at = rt_now();
+        }
     } else {
         w->idle_since = rt_now();
+        w->batch = false;
     }
     return c;
 }
@@ -533,6 +636,25 @@ static void stop_worker(rt_worker *w, const char *why, modal_status st, const ch
     /* The whole group: children it forked must not outlive it. */
     if (kill(-w->pid, SIGKILL) != 0)
         kill(w->pid, SIGKILL);
+    if (head != NULL && w->batch) {
+        /* Every call of a batch was running: each ends, none is given back. */
+        w->batch = false;
+        head->qnext = rest;
+        for (rt_call *c = head, *next; c != NULL; c = next) {
+            next = c->qnext;
+            c->qnext = NULL;
+            char own[400];
+            if (st == MODAL_ETIMEOUT)
+                snprintf(own, sizeof own, "%s: timed out after %d s in a batch (attempt %d of "
+                         "%d); the worker was stopped", w->pool->spec->fn, w->pool->spec->timeout,
+                         c->attempt, 1 + w->pool->spec->retry_policy.max_retries);
+            else
+                snprintf(own, sizeof own, "%s: the worker (pid %d) was stopped while running "
+                         "the call's batch: %s", w->pool->spec->fn, (int)w->pid, why);
+            ev->call_ended(w, c, st, st == MODAL_ETIMEOUT || msg == NULL ? own : msg, NULL, -1);
+        }
+        return;
+    }
     if (head != NULL) {
         char dflt[400];
         snprintf(dflt, sizeof dflt, "%s: the worker (pid %d) was stopped while running the "
@@ -695,6 +817,26 @@ static bool worker_died(rt_worker *w)
         c->qnext = NULL;
         w->inflight = w->inflight_tail = NULL;
         w->ninflight = 0;
+        if (w->batch) {
+            /* Every call of a batch was running: each is charged the crash
+             * (and retried by its own policy). */
+            w->batch = false;
+            c->qnext = rest;
+            for (rt_call *x = c, *next; x != NULL; x = next) {
+                next = x->qnext;
+                x->qnext = NULL;
+                char msg[2048];
+                snprintf(msg, sizeof msg, "%s: the worker (pid %d) crashed: it %s during attempt "
+                         "%d of %d, running a batch of calls%s%s", p->spec->fn, (int)w->pid, how,
+                         x->attempt, 1 + p->spec->retry_policy.max_retries,
+                         tail[0] ? ". Its last output:\n" : "", tail);
+                if (x == c)
+                    rt_log(3, "%s", msg);
+                ev->call_ended(w, x, MODAL_ECRASH, msg, NULL, -1);
+            }
+            worker_remove(w);
+            return true;
+        }
         char msg[2048];
         snprintf(msg, sizeof msg, "%s: the worker (pid %d) crashed: it %s during attempt %d of "
                  "%d%s%s", p->spec->fn, (int)w->pid, how, c->attempt, 1 + p->spec->retry_policy.max_retries,

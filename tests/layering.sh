@@ -15,8 +15,7 @@ obj=$build/obj/runtime
 
 layer_of() {
     case $1 in
-    state | artifacts | tls | http_parse | queue | resources | launch | specs) echo 0 ;;
-    kernel_offer) echo 0 ;;
+    state | artifacts | tls | http_parse | queue | resources | launch | specs | gpus | kernel_offer) echo 0 ;;
     worker | template) echo 1 ;;
     sched) echo 2 ;;
     httpd) echo 3 ;;

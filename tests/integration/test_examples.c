@@ -28,6 +28,7 @@ static const expectation known[] = {
     {"retries", {NULL}, {"flaky_download: succeeded on attempt 3", "long_training: timed out as expected", NULL}},
     {"sweep", {NULL}, {"Best config: lr=0.0001 batch_size=32 epochs=10 accuracy=0.900", NULL}},
     {"batch_inference", {NULL}, {"10 batches, 1000 completions", "first: completion of 'prompt 0': PROMPT 0", "last: completion of 'prompt 999': PROMPT 999", NULL}},
+    {"batched", {NULL}, {"batch_add: [0, 11, 22, 33, 44, 55, 66, 77, 88, 99]", "embed: 20 prompts, 20 vectors of 4 floats; first: [", NULL}},
 };
 
 static char examples_dir[PATH_MAX];

@@ -44,6 +44,20 @@ RT_SRC  := $(sort $(wildcard runtime/*.c))
 RT_MAIN := runtime/main.c
 RT_LIB_SRC := $(filter-out $(RT_MAIN),$(RT_SRC))
 EX_SRC  := $(sort $(wildcard examples/*.c))
+# The rules that build kernels into programs (NVCC, %.fatbin, %.fatbin.o),
+# installed for users' own Makefiles. Without nvcc the GPU examples
+# (examples/gpu_*.c, whose kernels are examples/kernels/*.cu) are not built.
+include mk/gpu.mk
+# The CUDA test double finds kernel names only in uncompressed images.
+MODAL_NVCCFLAGS := -O3 --no-compress
+KERN_SRC := $(sort $(wildcard examples/kernels/*.cu))
+GPU_EX_SRC := $(sort $(wildcard examples/gpu_*.c))
+ifeq ($(strip $(NVCC)),)
+EX_SRC  := $(filter-out $(GPU_EX_SRC),$(EX_SRC))
+ifneq ($(GPU_EX_SRC),)
+$(info examples: nvcc not found (set NVCC=/path/to/nvcc), so the GPU examples are not built: $(notdir $(GPU_EX_SRC:.c=)))
+endif
+endif
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 INTEG_SRC := $(sort $(wildcard tests/integration/test_*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -108,6 +122,7 @@ $(BUILD)/bindir.stamp: FORCE
 $(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
 $(addprefix $(BUILD)/obj/lib/,client.o conn.o map.o register.o remote.o): lib/conn.h
 $(addprefix $(BUILD)/obj/lib/,cuda.o fatbin.o gpu_inventory.o): lib/cuda.h
+$(BUILD)/obj/lib/gpu.o $(BUILD)/obj/lib/worker.o $(BUILD)/obj/runtime/worker.o: lib/gpu.h lib/cuda.h
 # Every object may use the protocol header (internal.h includes it).
 $(LIB_OBJ) $(RT_OBJ): lib/protocol.h
 .PHONY: FORCE
@@ -136,6 +151,27 @@ $(PCFILE): pkgconfig/modal.pc.in include/modal.h $(BUILD)/bindir.stamp
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
+
+# GPU examples link every kernel of examples/kernels, each a fatbin in an
+# object of its own (mk/gpu.mk).
+KERN_OBJ := $(KERN_SRC:examples/kernels/%.cu=$(BUILD)/kernels/%.fatbin.o)
+$(BUILD)/kernels/%.fatbin: examples/kernels/%.cu
+	@mkdir -p $(dir $@)
+	$(MODAL_FATBIN_RECIPE)
+$(BUILD)/kernels/%.fatbin.o: $(BUILD)/kernels/%.fatbin
+	$(MODAL_FATBIN_OBJ_RECIPE)
+$(BUILD)/examples/gpu_%: examples/gpu_%.c $(KERN_OBJ) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(KERN_OBJ) $(STATIC) $(LIBS)
+
+# CPU stand-ins for those kernels, which the CUDA test double runs.
+FAKE_KERNELS := $(BUILD)/tests/cuda_fake/libfake_kernels.so
+$(FAKE_KERNELS): tests/cuda_fake/kernels.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -shared -o $@ $<
+# The GPU tests run the examples and their kernels' stand-ins.
+$(BUILD)/tests/test_gpu_examples: | $(EX_BIN) $(FAKE_KERNELS)
+$(BUILD)/tests/test_gpu_kernels: | $(FAKE_KERNELS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(STATIC) tests/unit/testutil.h | deps-test
 	@mkdir -p $(dir $@)
@@ -190,7 +226,7 @@ $(CUDA_FAKE_DIR)/libfake_selftest.so: tests/cuda_fake/selftest_kernels.c
 # A real fatbin for the parser's tests, of the project's GPU targets: SASS
 # for sm_80 and sm_90, PTX for compute_90 (absent without nvcc: the tests
 # that read it are then skipped, saying so).
-CUDA_GENCODE := -gencode arch=compute_80,code=sm_80 -gencode 'arch=compute_90,code=[sm_90,compute_90]'
+CUDA_GENCODE := $(MODAL_GPU_ARCHS)
 CUDA_TEST_DATA := $(if $(NVCC),$(BUILD)/tests/data/arch.fatbin)
 $(BUILD)/tests/data/arch.fatbin: tests/cuda_fake/arch.cu
 	@mkdir -p $(dir $@)
@@ -208,7 +244,7 @@ examples: $(EX_BIN)
 # The examples test runs every built example.
 $(BUILD)/tests/test_examples: | $(EX_BIN)
 
-test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN) $(CUDA_FAKE)
+test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN) $(CUDA_FAKE) $(FAKE_KERNELS)
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN) \
 	    "./tests/install_test.sh $(BUILD)" "./tests/deps_test.sh $(BUILD)" \
 	    "./tests/layering.sh $(BUILD)"
@@ -256,11 +292,14 @@ install: all
 	ln -sf libmodal.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libmodal.so
 	install -m 755 $(RUNTIME) $(DESTDIR)$(BINDIR)/modal-runtime
 	install -m 644 $(PCFILE) $(DESTDIR)$(PCDIR)/modal.pc
+	install -d $(DESTDIR)$(PREFIX)/share/modal
+	install -m 644 mk/gpu.mk $(DESTDIR)$(PREFIX)/share/modal/gpu.mk
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/modal.h $(DESTDIR)$(LIBDIR)/libmodal.a \
 	      $(DESTDIR)$(LIBDIR)/libmodal.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libmodal.so \
-	      $(DESTDIR)$(BINDIR)/modal-runtime $(DESTDIR)$(PCDIR)/modal.pc
+	      $(DESTDIR)$(BINDIR)/modal-runtime $(DESTDIR)$(PCDIR)/modal.pc \
+	      $(DESTDIR)$(PREFIX)/share/modal/gpu.mk
 
 clean:
 	rm -rf build build-asan

@@ -130,6 +130,11 @@ static modal_value *saxpy_body(modal_ctx *ctx, const modal_value *args)
         return NULL;
     if (n != ny)
         return modal_ctx_fail(ctx, "x and y differ in length");
+    /* An optional fifth argument: milliseconds to wait before the launch. */
+    const modal_value *wait = modal_list_get(args, 4);
+    int64_t ms = 0;
+    if (wait != NULL && modal_get_int(wait, &ms, NULL) == MODAL_OK && ms > 0)
+        harness_sleep((double)ms / 1e3);
     modal_value *out = modal_array_new(MODAL_F32, 1, &n);
     float *r = modal_array_data_mut(out);
     memcpy(r, y, n * sizeof *r);
@@ -279,6 +284,42 @@ static void test_remote_launch_failure_restarts_worker(void **state)
     modal_value_free(out);
     assert_true(pid != bad_pid);
     assert_false(harness_pid_alive((pid_t)bad_pid));
+    harness_stop(&h);
+    fake_env_clear();
+}
+
+static void test_remote_calls_sent_ahead_go_to_a_fresh_worker(void **state)
+{
+    harness h;
+    fake_env(H100, NULL);
+    assert_int_equal(harness_start(&h), 0);
+    random_inputs(6);
+    modal_call *calls[4];
+    modal_error err;
+    /* The first call's launch fails after a while; the others, sent to the
+     * same worker meanwhile (the runtime has one GPU), were not started. */
+    modal_status st = modal_fn_spawn(&gpu_saxpy, modal_args(modal_string("crash"), modal_float(1),
+                                                            modal_array(MODAL_F32, xs, N),
+                                                            modal_array(MODAL_F32, ys, N),
+                                                            modal_int(500)),
+                                     &calls[0], &err);
+    if (st != MODAL_OK)
+        skip_without_placement(&h, &err);
+    assert_ok(st, err);
+    for (int i = 1; i < 4; i++)
+        assert_ok(modal_fn_spawn(&gpu_saxpy, saxpy_args("saxpy", 2), &calls[i], &err), err);
+    modal_value *out = NULL;
+    st = modal_call_get(calls[0], 30, &out, &err);
+    assert_int_equal(st, MODAL_EFUNC);
+    assert_message_contains(err, "CUDA_ERROR_LAUNCH_FAILED");
+    long bad_pid = atol(strstr(err.message, "pid ") + 4);
+    for (int i = 1; i < 4; i++) {
+        assert_ok(modal_call_get(calls[i], 30, &out, &err), err);
+        assert_true(check_saxpy(out, 2) != bad_pid);
+        modal_value_free(out);
+    }
+    for (int i = 0; i < 4; i++)
+        modal_call_free(calls[i]);
     harness_stop(&h);
     fake_env_clear();
 }
@@ -627,6 +668,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_no_driver),
         cmocka_unit_test(test_remote_saxpy_and_warm_reuse),
         cmocka_unit_test(test_remote_launch_failure_restarts_worker),
+        cmocka_unit_test(test_remote_calls_sent_ahead_go_to_a_fresh_worker),
         cmocka_unit_test(test_remote_device_lost),
         cmocka_unit_test(test_remote_context_failure_fails_start),
     };

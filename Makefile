@@ -232,6 +232,7 @@ $(BUILD)/tests/data/arch.fatbin: tests/cuda_fake/arch.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) -fatbin $(CUDA_GENCODE) -o $@ $<
 $(BUILD)/tests/test_cuda: | $(CUDA_FAKE) $(CUDA_TEST_DATA)
+$(BUILD)/tests/test_gpu_placement: | $(CUDA_FAKE)
 cuda-fake: $(CUDA_FAKE)
 .PHONY: cuda-fake
 

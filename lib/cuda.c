@@ -23,6 +23,9 @@ static int resolved;                /* every symbol found: error names usable */
 static char load_error[640];
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 
+/* CUDA_ERROR_STUB_LIBRARY: the toolkit's link-time stub was found first. */
+#define CUDA_ERROR_STUB_LIBRARY 34
+
 /* The common codes, for drivers without cuGetErrorName. */
 static const struct {
     CUresult code;
@@ -33,7 +36,7 @@ static const struct {
     {2, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
     {3, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"},
     {4, "CUDA_ERROR_DEINITIALIZED", "driver shutting down"},
-    {34, "CUDA_ERROR_STUB_LIBRARY", "CUDA driver is a stub library"},
+    {CUDA_ERROR_STUB_LIBRARY, "CUDA_ERROR_STUB_LIBRARY", "CUDA driver is a stub library"},
     {35, "CUDA_ERROR_INSUFFICIENT_DRIVER",
      "CUDA driver version is insufficient for CUDA runtime version"},
     {46, "CUDA_ERROR_DEVICE_UNAVAILABLE", "CUDA-capable device(s) is/are busy or unavailable"},
@@ -55,6 +58,15 @@ static const struct {
     {719, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure"},
     {999, "CUDA_ERROR_UNKNOWN", "unknown error"},
 };
+
+/* What to do when the driver's first calls fail with r. */
+static const char *first_call_hint(CUresult r)
+{
+    if (r == CUDA_ERROR_STUB_LIBRARY)
+        return "this is the CUDA toolkit's link-time stub, not a driver: take its directory "
+               "(.../stubs) out of LD_LIBRARY_PATH and install the NVIDIA driver";
+    return "check that nvidia-smi lists a GPU and that CUDA_VISIBLE_DEVICES, if set, names it";
+}
 
 static void load(void)
 {
@@ -95,8 +107,8 @@ static void load(void)
     if (r != MODAL__CUDA_SUCCESS) {
         char text[160];
         modal__cuda_error_text(r, text, sizeof text);
-        snprintf(load_error, sizeof load_error, "cuDriverGetVersion failed at %s: %s",
-                 driver.path, text);
+        snprintf(load_error, sizeof load_error, "cuDriverGetVersion failed at %s: %s; %s",
+                 driver.path, text, first_call_hint(r));
         return;
     }
     driver.driver_version = version;
@@ -112,10 +124,8 @@ static void load(void)
     if (r != MODAL__CUDA_SUCCESS) {
         char text[160];
         modal__cuda_error_text(r, text, sizeof text);
-        snprintf(load_error, sizeof load_error,
-                 "cuInit failed: %s (driver at %s); check that nvidia-smi lists a GPU and "
-                 "that CUDA_VISIBLE_DEVICES, if set, names it",
-                 text, driver.path);
+        snprintf(load_error, sizeof load_error, "cuInit failed: %s (driver at %s); %s", text,
+                 driver.path, first_call_hint(r));
         return;
     }
     loaded = &driver;

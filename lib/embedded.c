@@ -35,7 +35,8 @@ extern char **environ;
  * from its runtime. The runtime outlives that client and passes its
  * environment on to every worker, so nothing else of the client's (its
  * secrets, its MODAL_* settings) may reach them. The runtime reads no
- * MODAL_* variable: its settings come from its command line.
+ * MODAL_* variable but MODAL_CUDA_LIBRARY (lib/cuda.c; tests point it at
+ * the CUDA test double): its settings come from its command line.
  * docs/runtime.md lists the same names.
  */
 static const char *const env_inherited[] = {

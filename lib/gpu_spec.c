@@ -108,3 +108,41 @@ modal_status modal__gpu_spec_parse(const char *spec, modal__gpu_choice *out,
         p = comma + 1;
     }
 }
+
+/*
+ * Modal's placement rule, written once: the device type that a request
+ * name runs on exactly, and the one it may be upgraded to without "!".
+ * A type no row names is taken only by "any".
+ */
+static const struct {
+    const char *request, *exact, *upgrade;
+} gpu_rules[] = {
+    {"T4", "T4", NULL},
+    {"L4", "L4", NULL},
+    {"A10G", "A10G", NULL},
+    {"A10", "A10G", NULL},
+    {"L40S", "L40S", NULL},
+    {"A100", "A100-40GB", "A100-80GB"},
+    {"A100-40GB", "A100-40GB", "A100-80GB"},
+    {"A100-80GB", "A100-80GB", NULL},
+    {"H100", "H100", "H200"},
+    {"H200", "H200", NULL},
+    {"B200", "B200", NULL},
+};
+
+int modal__gpu_accepts(const modal__gpu_choice *c, const char *type)
+{
+    if (strcmp(c->name, "any") == 0)
+        return 1;
+    for (size_t i = 0; i < sizeof gpu_rules / sizeof *gpu_rules; i++) {
+        if (strcmp(gpu_rules[i].request, c->name) != 0)
+            continue;
+        if (strcmp(gpu_rules[i].exact, type) == 0)
+            return 1;
+        if (!c->exact && gpu_rules[i].upgrade != NULL &&
+            strcmp(gpu_rules[i].upgrade, type) == 0)
+            return 2;
+        return 0;
+    }
+    return 0;
+}

@@ -343,6 +343,14 @@ typedef struct modal__gpu_choice {
 modal_status modal__gpu_spec_parse(const char *spec, modal__gpu_choice *out,
                                    size_t *n, modal_error *err);
 
+/*
+ * Whether a device of Modal type `type` ("H200", see modal__gpu_type_of)
+ * may serve choice c: 0 no, 1 exactly (its own type; every type for
+ * "any"), 2 as an upgrade (H100 -> H200, A100 and A100-40GB -> A100-80GB),
+ * never for a choice with "!". Placement prefers exact devices.
+ */
+int modal__gpu_accepts(const modal__gpu_choice *c, const char *type);
+
 /* ---- worker IPC (lib/ipc.c) ------------------------------------- */
 
 /*
@@ -390,12 +398,17 @@ enum {
 /* A fork request is this struct, sent alone (not in the framing above)
  * with n descriptors as SCM_RIGHTS: the new worker makes the i-th its fd
  * targets[i] (its socket, output pipes and counters, as an exec'd worker
- * has them), then serves as a worker. */
+ * has them), sets CUDA_VISIBLE_DEVICES to cuda_visible (the GPUs it holds;
+ * the template itself sees none) when has_cuda_visible, then serves as a
+ * worker. */
 #define MODAL__FORK_MAX_FDS 16
+#define MODAL__FORK_CUDA_VISIBLE_MAX 512
 typedef struct modal__fork_req {
     uint32_t type; /* MODAL__MSG_FORK */
     uint32_t n;
     int32_t targets[MODAL__FORK_MAX_FDS];
+    uint32_t has_cuda_visible;
+    char cuda_visible[MODAL__FORK_CUDA_VISIBLE_MAX]; /* NUL-terminated */
 } modal__fork_req;
 
 /*

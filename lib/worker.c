@@ -612,9 +612,10 @@ static void socket_failed(int sock, modal_function *fn, const char *what)
 /* ---- memory-snapshot templates --------------------------------------- */
 
 /* Receive one fork request: its descriptors into fds, their targets into
- * targets. Returns the number of descriptors, 0 when the runtime closed
- * the socket, -1 on a malformed request (its descriptors closed). */
-static int fork_req_recv(int sock, int *fds, int *targets)
+ * targets, the worker's CUDA_VISIBLE_DEVICES into cvd (NULL when it is
+ * not to be set). Returns the number of descriptors, 0 when the runtime
+ * closed the socket, -1 on a malformed request (its descriptors closed). */
+static int fork_req_recv(int sock, int *fds, int *targets, char *cvd, const char **cvdp)
 {
     modal__fork_req req;
     union {
@@ -651,6 +652,9 @@ static int fork_req_recv(int sock, int *fds, int *targets)
     }
     for (int i = 0; i < n; i++)
         targets[i] = req.targets[i];
+    memcpy(cvd, req.cuda_visible, sizeof req.cuda_visible);
+    cvd[sizeof req.cuda_visible - 1] = '\0';
+    *cvdp = req.has_cuda_visible ? cvd : NULL;
     return n;
 }
 
@@ -733,7 +737,9 @@ static void template_serve(int sock, const char *name)
         exit(3);
     for (;;) {
         int fds[MODAL__FORK_MAX_FDS], targets[MODAL__FORK_MAX_FDS];
-        int n = fork_req_recv(sock, fds, targets);
+        char cvd[MODAL__FORK_CUDA_VISIBLE_MAX];
+        const char *visible = NULL;
+        int n = fork_req_recv(sock, fds, targets, cvd, &visible);
         if (n == 0)
             exit(0); /* the runtime stopped the pool, or went away */
         if (n < 0) {
@@ -749,6 +755,9 @@ static void template_serve(int sock, const char *name)
             /* The new worker: its own process group, so a timeout stops
              * what it starts; then its descriptors, as exec gives them. */
             setpgid(0, 0);
+            /* The GPUs it holds, before any of its code runs. */
+            if (visible != NULL)
+                setenv("CUDA_VISIBLE_DEVICES", visible, 1);
             int moved[MODAL__FORK_MAX_FDS];
             for (int i = 0; i < n; i++) {
                 moved[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 64);

@@ -66,6 +66,7 @@ static int answer_call(rt_hctx *h, rt_call *c)
     cJSON_AddStringToObject(j, "state", state_name(c));
     cJSON_AddNumberToObject(j, "attempt", c->attempt);
     cJSON_AddNumberToObject(j, "log_size", (double)c->logs_len);
+    cJSON_AddNumberToObject(j, "gpu_seconds", c->gpu_seconds);
     if ((long long)c->logs_len > h->log_offset && h->log_offset >= 0)
         cJSON_AddStringToObject(j, "logs", c->logs + h->log_offset);
     rt_http_send_json(r, 202, j);

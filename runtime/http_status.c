@@ -20,6 +20,5 @@ void rt_http_health(rt_hctx *h)
     rt_sched_status(j);
     cJSON_AddItemToObject(j, "pools", rt_pools_status());
     pthread_mutex_unlock(&rt.mu);
-    cJSON_AddNumberToObject(j, "gpus", 0);
     rt_http_send_json(h->r, 200, j);
 }

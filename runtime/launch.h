@@ -49,8 +49,13 @@ typedef struct rt_launch_spec {
     size_t nenv;
     rt_launch_fd fds[RT_LAUNCH_MAX_FDS];
     size_t nfds;
-    int *devices;             /* device ids given to the worker; empty today:
-                               * the GPU work sets CUDA_VISIBLE_DEVICES from it */
+    int *devices;             /* the allocator's slots of the GPUs the worker holds
+                               * (CUDA_VISIBLE_DEVICES names the same ones by UUID).
+                               * Once workers are sandboxed, the child binds only
+                               * /dev/nvidia<minor> of these devices (the minor from
+                               * the driver's PCI bus id) plus /dev/nvidiactl,
+                               * /dev/nvidia-uvm and /dev/nvidia-uvm-tools; today
+                               * nothing is bound and this list is informational */
     size_t ndevices;
     rt_launch_mount *mounts;  /* empty today: the volumes work fills it */
     size_t nmounts;

@@ -3,6 +3,7 @@
  * handlers only set a flag; the main thread notices and shuts down.
  */
 #include "rt.h"
+#include "gpus.h"
 #include "httpd.h"
 #include "tls.h"
 
@@ -75,6 +76,7 @@ static void usage(FILE *to)
             "                     [--max-connections N] [--header-timeout SECONDS]\n"
             "                     [--idle-timeout SECONDS] [--cpus N] [--memory MiB]\n"
             "                     [--max-queued N]\n"
+            "       modal-runtime --gpus\n"
             "Runs libmodal functions in warm worker processes. See docs/runtime.md.\n"
             "  --max-body BYTES          largest request body, any encoding (default 8 GiB)\n"
             "  --max-connections N       open HTTP connections; more are answered 503 and\n"
@@ -88,7 +90,8 @@ static void usage(FILE *to)
             "  --memory MiB              memory workers may reserve with .memory (default:\n"
             "                            the physical memory)\n"
             "  --max-queued N            calls one function may have waiting for a worker\n"
-            "                            (default %d)\n",
+            "                            (default %d)\n"
+            "  --gpus                    print the GPUs this runtime would use and exit\n",
             RT_HTTP_MAX_CONNECTIONS, RT_HTTP_HEADER_TIMEOUT, RT_HTTP_IDLE_TIMEOUT,
             RT_QUEUE_MAX_DEFAULT);
 }
@@ -122,6 +125,9 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--version") == 0) {
             printf("modal-runtime %s\n", MODAL_VERSION_STRING);
+            return 0;
+        } else if (strcmp(a, "--gpus") == 0) {
+            rt_gpus_print(stdout);
             return 0;
         } else if (strcmp(a, "--insecure-plain-http") == 0) {
             insecure_plain = true;
@@ -247,6 +253,7 @@ int main(int argc, char **argv)
 
     rt.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     rt_res_init(cpus, (long long)memory, true);
+    rt_gpus_init();
     static const rt_sched_listener http_listener = {rt_http_call_changed, rt_http_map_changed};
     rt_sched_init(&http_listener);
     static const rt_loop_hooks loop_hooks = {rt_httpd_hold_wakes, rt_httpd_release_wakes};

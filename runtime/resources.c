@@ -21,7 +21,10 @@ static struct {
     long long memory;                /* MiB */
     bool cpus_flag, memory_flag;     /* set by --cpus / --memory */
     char devices[RT_RES_MAX_DEVICES][64];
+    char types[RT_RES_MAX_DEVICES][24]; /* a GPU's Modal type, "" for an untyped slot */
+    long long device_mib[RT_RES_MAX_DEVICES];
     int ndevices;
+    char no_gpu_why[400];            /* why there is no GPU, "" when not known */
     double cpu_used;                 /* reserved */
     long long memory_used;
     uint64_t devices_used;
@@ -212,6 +215,124 @@ int rt_res_add_device(const char *name)
     return res.ndevices++;
 }
 
+int rt_res_add_gpu(const char *uuid, const char *type, long long memory_mib)
+{
+    int i = rt_res_add_device(uuid);
+    if (i >= 0) {
+        snprintf(res.types[i], sizeof res.types[i], "%s", type);
+        res.device_mib[i] = memory_mib;
+    }
+    return i;
+}
+
+void rt_res_set_no_gpu_why(const char *why)
+{
+    snprintf(res.no_gpu_why, sizeof res.no_gpu_why, "%s", why);
+}
+
+const char *rt_res_device_name(int i)
+{
+    return i >= 0 && i < res.ndevices ? res.devices[i] : NULL;
+}
+
+int rt_res_grant_count(const rt_res_grant *g)
+{
+    return __builtin_popcountll(g->devices);
+}
+
+/* Slots of type type, the free ones only when free_only, lowest first,
+ * up to max into pick (a bit set). Returns how many. */
+static int slots_of(const char *type, bool free_only, int max, uint64_t *pick)
+{
+    int got = 0;
+    *pick = 0;
+    for (int i = 0; i < res.ndevices && got < max; i++)
+        if (strcmp(res.types[i], type) == 0 &&
+            !(free_only && (res.devices_used & (1ull << i)))) {
+            *pick |= 1ull << i;
+            got++;
+        }
+    return got;
+}
+
+/*
+ * Devices for choice c: of its own type first, then of an upgrade; all of
+ * one type; among types alike, the one with the lowest index first. With
+ * free_only, those free now; else whether it can ever fit. Returns the
+ * slots (a bit set), 0 when it does not fit.
+ */
+static uint64_t gpu_fit(const modal__gpu_choice *c, bool free_only)
+{
+    for (int rank = 1; rank <= 2; rank++)
+        for (int i = 0; i < res.ndevices; i++) {
+            const char *t = res.types[i];
+            if (t[0] == '\0' || modal__gpu_accepts(c, t) != rank)
+                continue;
+            bool seen = false; /* each type once, at its lowest index */
+            for (int k = 0; k < i && !seen; k++)
+                seen = strcmp(res.types[k], t) == 0;
+            uint64_t pick;
+            if (!seen && slots_of(t, free_only, c->count, &pick) == c->count)
+                return pick;
+        }
+    return 0;
+}
+
+/* "1 H200 (141 GiB) and 2 A100-80GB (80 GiB)": the GPUs, by type and
+ * size, in the order of their first index; or "no GPU (why)". Returns
+ * whether there is a GPU. */
+static bool gpus_describe(char *out, size_t outsz)
+{
+    int first[RT_RES_MAX_DEVICES], count[RT_RES_MAX_DEVICES], ngroups = 0;
+    for (int i = 0; i < res.ndevices; i++) {
+        if (res.types[i][0] == '\0')
+            continue;
+        int g = 0;
+        while (g < ngroups && (strcmp(res.types[first[g]], res.types[i]) != 0 ||
+                               res.device_mib[first[g]] != res.device_mib[i]))
+            g++;
+        if (g == ngroups)
+            first[ngroups] = i, count[ngroups++] = 0;
+        count[g]++;
+    }
+    if (ngroups == 0) {
+        snprintf(out, outsz, "no GPU (%s)", res.no_gpu_why[0] ? res.no_gpu_why
+                                                           : "none was found");
+        return false;
+    }
+    size_t len = 0;
+    out[0] = '\0';
+    for (int g = 0; g < ngroups && len < outsz; g++)
+        len += (size_t)snprintf(out + len, outsz - len, "%s%d %s (%lld GiB)",
+                                g == 0 ? "" : g == ngroups - 1 ? " and " : ", ", count[g],
+                                res.types[first[g]], (res.device_mib[first[g]] + 512) / 1024);
+    return true;
+}
+
+static modal_status gpu_check(const rt_res_req *req, const char *fn, modal_error *err)
+{
+    for (size_t i = 0; i < req->ngpu; i++)
+        if (gpu_fit(&req->gpu[i], false) != 0)
+            return MODAL_OK;
+    char have[1200];
+    bool some = gpus_describe(have, sizeof have);
+    return modal__fail(err, MODAL_EGPU, "%s: asks for gpu \"%s\" but this runtime has %s; %s",
+                       fn, req->gpu_spec ? req->gpu_spec : "", have,
+                       some ? "ask for a GPU it has (a fallback list, \"any\", or no \"!\") "
+                              "or run it on a runtime with such GPUs"
+                            : "run it on a runtime with GPUs, or drop .gpu to run on the CPU");
+}
+
+bool rt_res_grant_serves(const rt_res_grant *g, const rt_res_req *req)
+{
+    for (int i = 0; i < res.ndevices; i++)
+        if ((g->devices & (1ull << i)) && res.types[i][0] != '\0')
+            for (size_t k = 0; k < req->ngpu; k++)
+                if (modal__gpu_accepts(&req->gpu[k], res.types[i]) != 0)
+                    return true;
+    return false;
+}
+
 modal_status rt_res_check(const rt_res_req *req, const char *fn, modal_error *err)
 {
     if (req->cpu > res.cpus)
@@ -228,6 +349,8 @@ modal_status rt_res_check(const rt_res_req *req, const char *fn, modal_error *er
         return modal__fail(err, MODAL_ERESOURCE, "%s: asks for %d device%s but this runtime "
                            "has %d", fn, req->devices, req->devices == 1 ? "" : "s",
                            res.ndevices);
+    if (req->ngpu > 0)
+        return gpu_check(req, fn, err);
     return MODAL_OK;
 }
 
@@ -243,12 +366,21 @@ const char *rt_res_reserve(const rt_res_req *req, rt_res_grant *g)
     uint64_t pick = 0;
     int got = 0;
     for (int i = 0; i < res.ndevices && got < req->devices; i++)
-        if (!(res.devices_used & (1ull << i))) {
+        if (!(res.devices_used & (1ull << i)) && res.types[i][0] == '\0') {
             pick |= 1ull << i;
             got++;
         }
     if (got < req->devices)
         return "devices";
+    if (req->ngpu > 0) {
+        uint64_t gpus = 0;
+        for (size_t i = 0; i < req->ngpu && gpus == 0; i++)
+            gpus = gpu_fit(&req->gpu[i], true);
+        /* Untyped slots are never GPUs, so the two picks never overlap. */
+        if (gpus == 0)
+            return "gpu";
+        pick |= gpus;
+    }
     g->held = true;
     g->cpu = req->cpu;
     g->memory = req->memory;

@@ -7,10 +7,12 @@
  * own whose cpu.max and memory.max enforce the reservation; elsewhere the
  * reservation is accounted only (health and the log say which, and why).
  *
- * Devices are abstract slots with names (none today): the GPU module adds
- * one per device it finds with rt_res_add_device, a request asks for a
- * count, and a grant says which slots it got (to fill CUDA_VISIBLE_DEVICES
- * and the worker's device nodes). A new kind of resource is one more field
+ * Devices are slots with names. GPUs (runtime/gpus.c adds one typed slot
+ * per device it finds, with rt_res_add_gpu) are asked for by Modal's rules:
+ * a request carries the parsed choices of the function's .gpu option, and
+ * a grant says which slots it got (to fill CUDA_VISIBLE_DEVICES and the
+ * worker's device nodes). Untyped slots (rt_res_add_device) are asked for
+ * by count. A new kind of resource is one more field
  * in rt_res_req and rt_res_grant, one more line in the fit check, and its
  * enforcement in rt_res_enforce.
  *
@@ -25,7 +27,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "modal.h"
+#include "internal.h"
 
 typedef struct cJSON cJSON;
 
@@ -36,6 +38,9 @@ typedef struct rt_res_req {
     double cpu;              /* cores, 0.125..256 */
     long long memory;        /* MiB */
     int devices;             /* device slots */
+    const modal__gpu_choice *gpu; /* GPU choices, tried in order; ngpu 0: none */
+    size_t ngpu;
+    const char *gpu_spec;    /* the .gpu option as registered, for messages */
 } rt_res_req;
 
 /* What one worker holds. */
@@ -62,16 +67,41 @@ void rt_res_init(double cpus, long long memory_mib, bool use_cgroups);
 int rt_res_add_device(const char *name);
 
 /*
+ * Add a GPU slot: name its UUID (what CUDA_VISIBLE_DEVICES takes), type
+ * Modal's name for it ("H100"), memory_mib its memory. Returns its index,
+ * or -1 when RT_RES_MAX_DEVICES are known already.
+ */
+int rt_res_add_gpu(const char *uuid, const char *type, long long memory_mib);
+
+/* Why this runtime has no GPU ("no CUDA driver: ..."), for the refusal of
+ * GPU requests; copied. */
+void rt_res_set_no_gpu_why(const char *why);
+
+/* The name of slot i (a GPU's UUID), or NULL. */
+const char *rt_res_device_name(int i);
+
+/* How many slots g holds. */
+int rt_res_grant_count(const rt_res_grant *g);
+
+/* Whether g holds a GPU that some choice of req would take: a worker
+ * holding it is worth stopping for req. */
+bool rt_res_grant_serves(const rt_res_grant *g, const rt_res_req *req);
+
+/*
  * Whether req can ever fit on this runtime. Returns MODAL_OK, or
  * MODAL_ERESOURCE with err naming fn, what it asks for and what this
- * runtime has ("fn: asks for 64 CPUs but this runtime has 2 (--cpus)").
+ * runtime has ("fn: asks for 64 CPUs but this runtime has 2 (--cpus)");
+ * MODAL_EGPU when no GPU choice can ever be met ("fn: asks for gpu
+ * \"H100:4\" but this runtime has 1 H200 (141 GiB) ...").
  */
 modal_status rt_res_check(const rt_res_req *req, const char *fn, modal_error *err);
 
 /*
  * Reserve req into g. Returns NULL, or when it does not fit now, the name
- * of the first kind that is short ("cpu", "memory", "devices"), a static
- * string; nothing is reserved then.
+ * of the first kind that is short ("cpu", "memory", "devices", "gpu"), a
+ * static string; nothing is reserved then. GPUs: the first choice that
+ * fits now wins; within it, devices of its own type before upgrades, all
+ * of one type, lowest indexes first; all or nothing.
  */
 const char *rt_res_reserve(const rt_res_req *req, rt_res_grant *g);
 

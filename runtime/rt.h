@@ -68,6 +68,8 @@ typedef struct rt_call {
     struct rt_call *hnext;   /* hash chain */
     struct rt_call *dnext;   /* map done list */
     double queued_at;        /* when it last joined its pool's queue (new or retried) */
+    double gpu_seconds;      /* its ended attempts' run time x the GPUs their worker held */
+    int batch_size;          /* calls in the batch its attempt runs in (1: alone) */
 } rt_call;
 
 struct rt_pool {
@@ -80,13 +82,14 @@ struct rt_pool {
     bool broken;             /* the executable cannot be a worker */
     struct rt_pool *next;
     size_t taken;            /* queue.c: calls taken and not yet acknowledged */
-    const char *waits_for;   /* "cpu", "memory", "devices": what keeps a worker
+    const char *waits_for;   /* "cpu", "memory", "devices", "gpu": what keeps a worker
                               * from starting, NULL when nothing does */
     double waiting_since;    /* since when it waits for that */
     double warm_after;       /* min_containers starts no worker before this */
     double warm_pause;       /* the pause after the last failed start, 0 after a good one */
     double call_s;           /* recent mean run time of its calls, from the results
                               * (worker.c); 0 before the first */
+    double gpu_seconds;      /* summed over its calls' attempts (sched.c), in memory */
 };
 
 enum rt_worker_state { RT_W_STARTING, RT_W_READY, RT_W_EXITING, RT_W_DEAD };
@@ -317,8 +320,10 @@ typedef struct rt_loop_hooks {
 } rt_loop_hooks;
 void rt_loop_hooks_set(const rt_loop_hooks *hooks);
 
-/* Start a worker for p. On success it is the first of rt.workers. */
-int rt_worker_spawn(rt_pool *p);
+/* Start a worker for p holding g (its GPUs go into CUDA_VISIBLE_DEVICES
+ * and the launch spec's devices). On success it is the first of
+ * rt.workers. */
+int rt_worker_spawn(rt_pool *p, const rt_res_grant *g);
 /* Send n calls to w in one message (n >= 1). */
 void rt_worker_send(rt_worker *w, rt_call **calls, size_t n);
 /* Send n calls (n >= 1) to idle worker w as one batch: each starts an

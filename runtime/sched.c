@@ -11,6 +11,7 @@
  * comes through one function, settle_running.
  */
 #include "rt.h"
+#include "gpus.h"
 
 #include <math.h>
 #include <signal.h>
@@ -188,8 +189,13 @@ void rt_call_complete(rt_call *c, modal_status st, modal__buf *result)
             c->map->done_head = c;
         c->map->done_tail = c;
     }
-    rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s", c->id,
-           c->pool->spec->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
+    if (c->pool->spec->gpu[0] != '\0')
+        rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s, "
+               "gpu_seconds %.6f", c->id, c->pool->spec->fn, modal_status_name(st), c->attempt,
+               c->attempt == 1 ? "" : "s", c->gpu_seconds);
+    else
+        rt_log(st == MODAL_OK ? 0 : 2, "call %s (%s) finished: %s after %d attempt%s", c->id,
+               c->pool->spec->fn, modal_status_name(st), c->attempt, c->attempt == 1 ? "" : "s");
     listener.call_changed(c);
 }
 
@@ -315,11 +321,25 @@ static void set_waits(rt_pool *p, const char *kind)
     p->waiting_since = rt_now();
 }
 
-/* Whether w holds some of the kind of resource named (see rt_res_reserve). */
-static bool holds(const rt_worker *w, const char *kind)
+/* What a worker of p asks for; its GPU choices go into gpu (the spec's
+ * .gpu was checked when it was registered). */
+static rt_res_req pool_req(const rt_pool *p, modal__gpu_choice *gpu)
 {
-    return strcmp(kind, "cpu") == 0 ? w->res.cpu > 0
-           : strcmp(kind, "memory") == 0 ? w->res.memory > 0 : w->res.devices != 0;
+    rt_res_req req = {.cpu = p->spec->cpu, .memory = p->spec->memory, .gpu = gpu,
+                      .gpu_spec = p->spec->gpu};
+    if (modal__gpu_spec_parse(p->spec->gpu, gpu, &req.ngpu, NULL) != MODAL_OK)
+        req.ngpu = 0;
+    return req;
+}
+
+/* Whether w holds some of the kind of resource named (see rt_res_reserve)
+ * that req could use: for GPUs, devices one of its choices takes. */
+static bool holds(const rt_worker *w, const char *kind, const rt_res_req *req)
+{
+    return strcmp(kind, "cpu") == 0      ? w->res.cpu > 0
+           : strcmp(kind, "memory") == 0 ? w->res.memory > 0
+           : strcmp(kind, "gpu") == 0    ? rt_res_grant_serves(&w->res, req)
+                                         : w->res.devices != 0;
 }
 
 /*
@@ -332,9 +352,11 @@ static void reclaim_for(rt_pool *p, const char *kind)
 {
     if (p->nworkers > 0)
         return; /* its own workers take its calls */
+    modal__gpu_choice gpu[MODAL__GPU_MAX_CHOICES];
+    rt_res_req req = pool_req(p, gpu);
     rt_worker *idle = NULL;
     for (rt_worker *w = rt.workers; w; w = w->next) {
-        if (w->pool == p || !holds(w, kind))
+        if (w->pool == p || !holds(w, kind, &req))
             continue;
         if (w->state == RT_W_EXITING || w->state == RT_W_DEAD)
             return; /* one is leaving already */
@@ -355,7 +377,8 @@ static void reclaim_for(rt_pool *p, const char *kind)
  */
 static int pool_spawn(rt_pool *p)
 {
-    rt_res_req req = {.cpu = p->spec->cpu, .memory = p->spec->memory};
+    modal__gpu_choice gpu[MODAL__GPU_MAX_CHOICES];
+    rt_res_req req = pool_req(p, gpu);
     rt_res_grant g;
     /* A function that can never fit has its calls refused (pool_admits);
      * its pool, made before that refusal, waits for nothing and takes
@@ -366,14 +389,16 @@ static int pool_spawn(rt_pool *p)
     if (short_of != NULL) {
         if (p->waits_for != short_of) {
             set_waits(p, short_of);
-            rt_log(1, "%s: calls wait for %s (each worker asks for %g CPU and %d MiB)", p->spec->fn,
-                   short_of, p->spec->cpu, p->spec->memory);
+            rt_log(1, "%s: calls wait for %s (each worker asks for %g CPU, %d MiB%s%s%s)",
+                   p->spec->fn, short_of, p->spec->cpu, p->spec->memory,
+                   req.ngpu ? " and gpu \"" : "", req.ngpu ? p->spec->gpu : "",
+                   req.ngpu ? "\"" : "");
         }
         reclaim_for(p, short_of);
         return -1;
     }
     p->waits_for = NULL;
-    if (rt_worker_spawn(p) != 0) {
+    if (rt_worker_spawn(p, &g) != 0) {
         rt_res_release(&g);
         return -1;
     }
@@ -638,7 +663,8 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
  */
 static modal_status pool_admits(rt_pool *p, size_t n, modal_error *err)
 {
-    rt_res_req req = {.cpu = p->spec->cpu, .memory = p->spec->memory};
+    modal__gpu_choice gpu[MODAL__GPU_MAX_CHOICES];
+    rt_res_req req = pool_req(p, gpu);
     modal_status st = rt_res_check(&req, p->spec->fn, err);
     if (st != MODAL_OK)
         return st;
@@ -1089,9 +1115,44 @@ static void on_start_failed(rt_pool *p, modal_status st, const char *msg, bool p
     pool_fail_queue(p, st, msg);
 }
 
+/* GPU-seconds of each app (usage in health): kept in memory only. */
+typedef struct app_usage {
+    char app[MODAL__NAME_MAX + 1];
+    double gpu_seconds;
+    long long calls;         /* attempts run on GPUs */
+    struct app_usage *next;
+} app_usage;
+static app_usage *usage;
+
+/* The attempt of c that w ran has ended: it used its run time times the
+ * GPUs w holds, counted for the call, its pool and its app. The calls of
+ * a batch ran in one invocation: each is charged its share. */
+static void count_gpu_seconds(rt_worker *w, rt_call *c)
+{
+    int n = rt_res_grant_count(&w->res);
+    if (n == 0 || c->started_at <= 0)
+        return;
+    double s = (rt_now() - c->started_at) * n / (c->batch_size > 1 ? c->batch_size : 1);
+    c->gpu_seconds += s;
+    w->pool->gpu_seconds += s;
+    app_usage *u = usage;
+    while (u != NULL && strcmp(u->app, w->pool->spec->app) != 0)
+        u = u->next;
+    if (u == NULL && (u = calloc(1, sizeof *u)) != NULL) {
+        snprintf(u->app, sizeof u->app, "%s", w->pool->spec->app);
+        u->next = usage;
+        usage = u;
+    }
+    if (u != NULL) {
+        u->gpu_seconds += s;
+        u->calls++;
+    }
+}
+
 static void on_call_ended(rt_worker *w, rt_call *c, modal_status st, const char *msg,
                           modal__buf *frame, int fd)
 {
+    count_gpu_seconds(w, c);
     settle_running(c, st, msg, frame, fd);
 }
 
@@ -1160,8 +1221,29 @@ void rt_sched_init(const rt_sched_listener *l)
 
 /* ---- status ---------------------------------------------------------- */
 
+/* The worker holding the allocator's slot, for health's gpus. */
+static cJSON *gpu_holder(int slot, void *arg)
+{
+    for (rt_worker *w = rt.workers; w; w = w->next)
+        if (w->res.devices & (1ull << slot)) {
+            cJSON *h = cJSON_CreateObject();
+            cJSON_AddNumberToObject(h, "pid", w->pid);
+            cJSON_AddStringToObject(h, "fn", w->pool->spec->fn);
+            cJSON_AddStringToObject(h, "app", w->pool->spec->app);
+            return h;
+        }
+    return NULL;
+}
+
 void rt_sched_status(cJSON *j)
 {
+    cJSON_AddItemToObject(j, "gpus", rt_gpus_status(gpu_holder, NULL));
+    cJSON *u = cJSON_AddObjectToObject(j, "usage");
+    for (app_usage *a = usage; a; a = a->next) {
+        cJSON *e = cJSON_AddObjectToObject(u, a->app);
+        cJSON_AddNumberToObject(e, "gpu_seconds", a->gpu_seconds);
+        modal__json_num(e, "calls", (double)a->calls);
+    }
     cJSON_AddItemToObject(j, "resources", rt_resources_status());
     cJSON *q = cJSON_AddObjectToObject(j, "queue");
     modal__json_num(q, "max_queued", (double)rt_queue_max);

@@ -188,10 +188,6 @@ void rt_specs_load(void)
  */
 modal_status rt_spec_servable(const modal__spec *s, modal_error *err)
 {
-    if (s->gpu[0] != '\0')
-        return modal__fail(err, MODAL_EGPU,
-                           "%s requests gpu \"%s\", but this runtime has no GPU placement yet; "
-                           "run it on a runtime with GPUs or drop the .gpu option", s->fn, s->gpu);
     if (s->volumes != NULL && s->volumes->child != NULL) {
         const cJSON *v = s->volumes->child;
         const cJSON *vname = cJSON_GetObjectItemCaseSensitive(v, "name");
@@ -226,6 +222,7 @@ cJSON *rt_pools_status(void)
         cJSON_AddStringToObject(j, "app", p->spec->app);
         cJSON_AddNumberToObject(j, "workers", p->nworkers);
         cJSON_AddNumberToObject(j, "queued", (double)p->queued);
+        cJSON_AddNumberToObject(j, "gpu_seconds", p->gpu_seconds);
     }
     return list;
 }

@@ -35,6 +35,8 @@
 
 /* How long a ready template may take to answer a fork request. */
 #define FORK_REPLY_TIMEOUT_MS 5000
+/* The variable naming a process's GPUs, as an environment entry's start. */
+#define CUDA_VISIBLE "CUDA_VISIBLE_DEVICES="
 /* snapshot_enter runs under the function's timeout plus this. */
 #define TEMPLATE_START_GRACE 10.0
 
@@ -150,8 +152,13 @@ static int template_start(rt_pool *p, const rt_launch_spec *w, rt_launch_error *
     rt_launch_spec s;
     rt_launch_init(&s);
     rt_launch_set_path(&s, w->path);
+    /* The template must not touch GPUs: it sees none. Each worker forked
+     * from it is told its own in the fork request, and no device nodes
+     * are the template's. */
     for (size_t i = 0; i < w->nenv; i++)
-        rt_launch_add_env(&s, w->env[i]);
+        if (strncmp(w->env[i], CUDA_VISIBLE, sizeof CUDA_VISIBLE - 1) != 0)
+            rt_launch_add_env(&s, w->env[i]);
+    rt_launch_add_env(&s, CUDA_VISIBLE);
     rt_launch_add_env(&s, MODAL__WORKER_TEMPLATE_ENV "=1");
     for (size_t i = 0; i < w->nfds; i++)
         if (w->fds[i].target == 0)
@@ -164,8 +171,6 @@ static int template_start(rt_pool *p, const rt_launch_spec *w, rt_launch_error *
                              w->rlimits[i].limit.rlim_max);
     for (size_t i = 0; i < w->nmounts; i++)
         rt_launch_add_mount(&s, w->mounts[i].source, w->mounts[i].target, w->mounts[i].flags);
-    for (size_t i = 0; i < w->ndevices; i++)
-        rt_launch_add_device(&s, w->devices[i]);
     rt_launch_set_cgroup(&s, w->cgroup);
     s.new_namespaces = w->new_namespaces;
     s.new_pgrp = true;
@@ -232,6 +237,12 @@ static pid_t fork_from(rt_template *t, const rt_launch_spec *s, rt_launch_error 
         req.targets[req.n] = s->fds[i].target;
         fds[req.n++] = s->fds[i].source;
     }
+    for (size_t i = 0; i < s->nenv; i++)
+        if (strncmp(s->env[i], CUDA_VISIBLE, sizeof CUDA_VISIBLE - 1) == 0) {
+            req.has_cuda_visible = 1;
+            snprintf(req.cuda_visible, sizeof req.cuda_visible, "%s",
+                     s->env[i] + sizeof CUDA_VISIBLE - 1);
+        }
     struct iovec iov = {&req, sizeof req};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
                         .msg_controllen = CMSG_SPACE(sizeof(int) * req.n)};

@@ -111,7 +111,29 @@ static int devnull_fd(void)
     return fd;
 }
 
-int rt_worker_spawn(rt_pool *p)
+/*
+ * CUDA_VISIBLE_DEVICES=<uuid>[,<uuid>...] for a worker holding g, in slot
+ * order (the order the grant was made in), and its slots into the launch
+ * spec's devices. A worker without GPUs gets it empty on a runtime with
+ * GPUs, so it never touches another worker's devices. Returns out.
+ */
+static const char *visible_devices(const rt_res_grant *g, rt_launch_spec *spec, char *out,
+                                   size_t outsz)
+{
+    size_t len = (size_t)snprintf(out, outsz, "CUDA_VISIBLE_DEVICES=");
+    bool first = true;
+    for (int i = 0; i < RT_RES_MAX_DEVICES; i++)
+        if (g != NULL && (g->devices & (1ull << i)) && rt_res_device_name(i) != NULL) {
+            rt_launch_add_device(spec, i);
+            if (len < outsz)
+                len += (size_t)snprintf(out + len, outsz - len, "%s%s", first ? "" : ",",
+                                        rt_res_device_name(i));
+            first = false;
+        }
+    return out;
+}
+
+int rt_worker_spawn(rt_pool *p, const rt_res_grant *g)
 {
     if (rt.stopping)
         return -1; /* no new workers while shutting down */
@@ -180,8 +202,15 @@ int rt_worker_spawn(rt_pool *p)
             extra[5] = pinvar;
     }
     char **env = modal__env_inherited_list(extra);
+    /* The runtime's own CUDA_VISIBLE_DEVICES chose what it sees; each
+     * worker sees what it holds. */
     for (size_t i = 0; env != NULL && env[i] != NULL; i++)
-        rt_launch_add_env(&spec, env[i]);
+        if (strncmp(env[i], "CUDA_VISIBLE_DEVICES=", 21) != 0)
+            rt_launch_add_env(&spec, env[i]);
+    char cvd[RT_RES_MAX_DEVICES * 48 + 32];
+    if (visible_devices(g, &spec, cvd, sizeof cvd) != NULL &&
+        (spec.ndevices > 0 || rt_res_device_name(0) != NULL))
+        rt_launch_add_env(&spec, cvd);
     if (env == NULL)
         spec.alloc_failed = true;
     free(env);
@@ -260,6 +289,7 @@ void rt_worker_send(rt_worker *w, rt_call **calls, size_t n)
         w->inflight_tail = c;
         w->ninflight++;
         c->state = RT_SENT;
+        c->batch_size = 1;
         if (head) {
             c->attempt++;
             c->started_at = rt_now();
@@ -320,6 +350,7 @@ void rt_worker_send_batch(rt_worker *w, rt_call **calls, size_t n)
         w->ninflight++;
         c->state = RT_SENT;
         c->attempt++; /* every call of the batch runs now */
+        c->batch_size = (int)n;
         c->started_at = now;
         metas[used++] = i == 0 ? '[' : ',';
         used += (size_t)call_meta(c, c->attempt, metas + used, cap - used - 2);

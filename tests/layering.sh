@@ -15,7 +15,7 @@ obj=$build/obj/runtime
 
 layer_of() {
     case $1 in
-    state | artifacts | tls | http_parse | queue | resources | launch | specs) echo 0 ;;
+    state | artifacts | tls | http_parse | queue | resources | launch | specs | gpus) echo 0 ;;
     worker | template) echo 1 ;;
     sched) echo 2 ;;
     httpd) echo 3 ;;

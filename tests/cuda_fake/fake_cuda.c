@@ -50,8 +50,12 @@
  * CUDA_ERROR_NOT_INITIALIZED; calls needing a context without a current
  * one fail with CUDA_ERROR_INVALID_CONTEXT; allocations beyond a device's
  * memory fail with CUDA_ERROR_OUT_OF_MEMORY (accounted per device); copies
- * and memsets outside a live allocation fail with
- * CUDA_ERROR_ILLEGAL_ADDRESS; cuModuleLoadData wants a fatbin (magic
+ * and memsets outside a live allocation fail with CUDA_ERROR_INVALID_VALUE;
+ * after CUDA_ERROR_ILLEGAL_ADDRESS, CUDA_ERROR_LAUNCH_FAILED,
+ * CUDA_ERROR_ECC_UNCORRECTABLE or another error that breaks a context
+ * (injected, or a launch without a stand-in) every later call needing a
+ * context returns that error, as the driver's contexts stay broken;
+ * cuModuleLoadData wants a fatbin (magic
  * 0xBA55ED50) with an entry the device can run (SASS of the same major
  * architecture and at most its compute capability, or PTX of at most its
  * compute capability), else CUDA_ERROR_INVALID_IMAGE or
@@ -71,6 +75,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -194,6 +199,7 @@ static struct {
     int ndev;
     int version;
     int initialized;
+    int sticky;           /* the error that broke the process's contexts, else 0 */
     int log_fd;
     struct {
         int id, nth, code;
@@ -329,7 +335,12 @@ static void parse_devices(const char *spec, fake_device *all, int *nall)
             return;
         }
         strcpy(d->name, f[0]);
-        snprintf(d->uuid_text, sizeof d->uuid_text, "%s", f[3]);
+        /* Written as the driver's tools write it (lower case), whatever the spelling. */
+        const unsigned char *b = d->uuid.bytes;
+        snprintf(d->uuid_text, sizeof d->uuid_text,
+                 "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+                 b[12], b[13], b[14], b[15]);
         d->memory = mib << 20;
         (*nall)++;
     }
@@ -348,7 +359,7 @@ static void apply_visible(const char *vis, const fake_device *all, int nall)
         int pick = -1;
         if (strncmp(item, "GPU-", 4) == 0) {
             for (int i = 0; i < nall; i++)
-                if (strncmp(all[i].uuid_text, item, strlen(item)) == 0) {
+                if (strncasecmp(all[i].uuid_text, item, strlen(item)) == 0) {
                     if (pick >= 0)
                         return; /* an ambiguous prefix */
                     pick = i;
@@ -449,6 +460,23 @@ static void configure(void)
 }
 
 /*
+ * Errors after which the driver's context is unusable: every later call
+ * that needs a context returns the same error, until the process ends.
+ */
+static int sticky_error(int code)
+{
+    return code == 214 || code == 700 || code == 702 || (code >= 714 && code <= 719);
+}
+
+static void break_contexts(int id, int code)
+{
+    if (!sticky_error(code) || __atomic_load_n(&st.sticky, __ATOMIC_ACQUIRE) != 0)
+        return;
+    __atomic_store_n(&st.sticky, code, __ATOMIC_RELEASE);
+    fake_log(id, "sticky=%d: every later call needing a context fails so", code);
+}
+
+/*
  * Every entry point starts here: configuration, call counting, injected
  * failures. Returns 0 to go on, else the error to return.
  */
@@ -463,6 +491,7 @@ static int enter(int id)
     for (int i = 0; i < st.nrules; i++)
         if (st.rules[i].id == id && (st.rules[i].nth == 0 || (unsigned long)st.rules[i].nth == n)) {
             fake_log(id, "call=%lu injected=%d", n, st.rules[i].code);
+            break_contexts(id, st.rules[i].code);
             return st.rules[i].code;
         }
     return 0;
@@ -484,6 +513,9 @@ static int enter(int id)
         NEED_INIT();                 \
         if (current == NULL)         \
             return E_INVALID_CONTEXT; \
+        int s_ = __atomic_load_n(&st.sticky, __ATOMIC_ACQUIRE); \
+        if (s_ != 0)                 \
+            return s_;               \
     } while (0)
 
 /* ---- initialisation and devices ------------------------------------- */
@@ -709,7 +741,7 @@ CUresult cuMemsetD8(CUdeviceptr p, unsigned char v, size_t n)
     allocation *a = find_alloc(p, n);
     pthread_mutex_unlock(&st.lock);
     if (a == NULL)
-        return MODAL__CUDA_ERROR_ILLEGAL_ADDRESS;
+        return E_INVALID_VALUE;
     memset((void *)(uintptr_t)p, v, n);
     return 0;
 }
@@ -746,8 +778,10 @@ static CUresult copy(int id, void *dst, const void *src, size_t bytes, CUdevicep
     pthread_mutex_lock(&st.lock);
     allocation *a = find_alloc(dev, bytes);
     pthread_mutex_unlock(&st.lock);
-    if (a == NULL)
-        return MODAL__CUDA_ERROR_ILLEGAL_ADDRESS;
+    if (a == NULL) {
+        fake_log(id, "bytes=%zu outside any allocation", bytes);
+        return E_INVALID_VALUE;
+    }
     memcpy(dst, src, bytes);
     fake_log(id, "bytes=%zu", bytes);
     return 0;
@@ -1035,6 +1069,7 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     *(void **)&k = dlsym(st.kernels, sym);
     if (k == NULL) {
         fake_log(ID_cuLaunchKernel, "%s has no stand-in %s", f->name, sym);
+        break_contexts(ID_cuLaunchKernel, MODAL__CUDA_ERROR_LAUNCH_FAILED);
         return MODAL__CUDA_ERROR_LAUNCH_FAILED;
     }
     unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};

@@ -193,6 +193,29 @@ static void test_cuinit_fails(void **state)
     in_child(child_cuinit_fails, hidden);
 }
 
+static void child_stub(void)
+{
+    /* Every symbol resolved (the table's names are the driver's), then the first call fails. */
+    load_fails("cuDriverGetVersion failed at ", "CUDA_ERROR_STUB_LIBRARY");
+    modal_error err;
+    modal__cuda_get(&err);
+    CHECK_CONTAINS(err.message, "take its directory (.../stubs) out of LD_LIBRARY_PATH");
+}
+static void test_stub_library(void **state)
+{
+    /* The double answering as the toolkit's stub does. */
+    const char *fake_stub[] = {THREE, "MODAL_FAKE_CUDA_FAIL=cuDriverGetVersion=34", NULL};
+    in_child(child_stub, fake_stub);
+    /* NVIDIA's own stub, where the toolkit is installed. */
+    const char *stub = "/usr/local/cuda/lib64/stubs/libcuda.so";
+    if (access(stub, R_OK) != 0) {
+        fprintf(stderr, "SKIPPED: %s is missing (no CUDA toolkit here)\n", stub);
+        skip();
+    }
+    const char *real_stub[] = {"MODAL_CUDA_LIBRARY=/usr/local/cuda/lib64/stubs/libcuda.so", NULL};
+    in_child(child_stub, real_stub);
+}
+
 static void child_loads(void)
 {
     const modal__cuda *cu = load_ok();
@@ -319,15 +342,17 @@ static void child_fake_memory_and_modules(void)
     const modal__cuda *cu = load_ok();
     CUcontext ctx;
     CUdevice dev;
-    CHECK_RC(cu->cuDeviceGet(&dev, 2)); /* the T4: 15360 MiB, cc 7.5 */
+    CHECK_RC(cu->cuDeviceGet(&dev, 1)); /* a small T4: 64 MiB, cc 7.5 */
     CHECK(cu->cuMemAlloc(&(CUdeviceptr){0}, 16) == 201); /* no context yet */
     CHECK_RC(cu->cuDevicePrimaryCtxRetain(&ctx, dev));
     CHECK_RC(cu->cuCtxSetCurrent(ctx));
 
-    /* Memory is accounted per device: 15 GiB fit, then 1 GiB more does not. */
+    /* Memory is accounted per device: 60 MiB fit, then 8 MiB more do not. */
     CUdeviceptr big, small;
-    CHECK_RC(cu->cuMemAlloc(&big, 15ull << 30));
-    CHECK(cu->cuMemAlloc(&small, 1ull << 30) == MODAL__CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK_RC(cu->cuMemAlloc(&big, 60u << 20));
+    CHECK(cu->cuMemAlloc(&small, 8u << 20) == MODAL__CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK_RC(cu->cuMemFree(big));
+    CHECK_RC(cu->cuMemAlloc(&big, 64u << 20));
     CHECK_RC(cu->cuMemFree(big));
     CHECK_RC(cu->cuMemAlloc(&small, 64));
     float in[16], back[16];
@@ -336,7 +361,7 @@ static void child_fake_memory_and_modules(void)
     CHECK_RC(cu->cuMemcpyHtoD(small, in, sizeof in));
     CHECK_RC(cu->cuMemcpyDtoH(back, small, sizeof back));
     CHECK(memcmp(in, back, sizeof in) == 0);
-    CHECK(cu->cuMemcpyDtoH(back, small + 8, 64) == MODAL__CUDA_ERROR_ILLEGAL_ADDRESS);
+    CHECK(cu->cuMemcpyDtoH(back, small + 8, 64) == 1); /* past the allocation's end */
     CHECK_RC(cu->cuMemsetD8(small, 0, 64));
     CHECK(cu->cuMemFree(small + 1) == 1);
 
@@ -380,14 +405,15 @@ static void child_fake_memory_and_modules(void)
     CHECK_RC(cu->cuEventDestroy(b));
 
     const char *log = read_log();
-    CHECK_CONTAINS(log, "cuDevicePrimaryCtxRetain device=2 retained=1");
+    CHECK_CONTAINS(log, "cuDevicePrimaryCtxRetain device=1 retained=1");
     CHECK_CONTAINS(log, "cuModuleGetFunction saxpy found");
     CHECK_CONTAINS(log, "cuModuleLoadData image=");
-    CHECK_CONTAINS(log, "archs=compute_80 device=2 cc=7.5 no binary for gpu");
+    CHECK_CONTAINS(log, "archs=compute_80 device=1 cc=7.5 no binary for gpu");
 }
 static void test_fake_memory_and_modules(void **state)
 {
-    const char *env[] = {THREE, NULL};
+    const char *env[] = {"MODAL_FAKE_CUDA_DEVICES=" H100 ";Tesla T4|64|7.5|GPU-7e7e7e7e-2222-3333-4444-000000000003",
+                         NULL};
     in_child(child_fake_memory_and_modules, env);
 }
 
@@ -401,7 +427,7 @@ static void child_fake_injection(void)
     CHECK_RC(cu->cuMemAlloc(&p, 16));
     CHECK(cu->cuMemAlloc(&p, 16) == MODAL__CUDA_ERROR_OUT_OF_MEMORY); /* the 2nd call */
     CHECK_RC(cu->cuMemAlloc(&p, 16));
-    /* Every launch fails; the fake checks the handle first only when it runs. */
+    /* The first launch fails, and so does every later use of the context. */
     unsigned char img[128];
     tiny_fatbin(img, 2, 90);
     CUmodule mod;
@@ -412,15 +438,23 @@ static void child_fake_injection(void)
     for (int i = 0; i < 2; i++)
         CHECK(cu->cuLaunchKernel(fn, 1, 1, 1, 32, 1, 1, 0, NULL, params, NULL) ==
               MODAL__CUDA_ERROR_LAUNCH_FAILED);
+    CHECK(cu->cuMemAlloc(&p, 16) == MODAL__CUDA_ERROR_LAUNCH_FAILED);
+    CHECK(cu->cuCtxSynchronize() == MODAL__CUDA_ERROR_LAUNCH_FAILED);
+    char name[96]; /* device queries need no context */
+    CHECK_RC(cu->cuDeviceGetName(name, sizeof name, 0));
     char line[80];
     snprintf(line, sizeof line, "%ld cuMemAlloc_v2 call=2 injected=2\n", (long)getpid());
-    CHECK_CONTAINS(read_log(), line);
+    const char *log = read_log();
+    CHECK_CONTAINS(log, line);
+    CHECK_CONTAINS(log, "cuLaunchKernel call=1 injected=719\n");
+    CHECK(strstr(log, "cuLaunchKernel call=2") == NULL); /* not injected: broken */
+    CHECK_CONTAINS(log, "cuLaunchKernel sticky=719");
 }
 static void test_fake_injection(void **state)
 {
     const char *env[] = {
         THREE,
-        "MODAL_FAKE_CUDA_FAIL=cuMemAlloc_v2@2=CUDA_ERROR_OUT_OF_MEMORY,cuLaunchKernel=719",
+        "MODAL_FAKE_CUDA_FAIL=cuMemAlloc_v2@2=CUDA_ERROR_OUT_OF_MEMORY,cuLaunchKernel@1=719",
         NULL,
     };
     in_child(child_fake_injection, env);
@@ -536,7 +570,7 @@ static void test_inventory_visible(void **state)
     in_child(child_inventory_visible, by_uuid);
     const char *by_index[] = {THREE, "CUDA_VISIBLE_DEVICES=2,1", "WANT=32", NULL};
     in_child(child_inventory_visible, by_index);
-    const char *by_prefix[] = {THREE, "CUDA_VISIBLE_DEVICES=GPU-aaaa", "WANT=2", NULL};
+    const char *by_prefix[] = {THREE, "CUDA_VISIBLE_DEVICES=GPU-AAAA", "WANT=2", NULL};
     in_child(child_inventory_visible, by_prefix);
     /* An unknown entry ends the list, as with the real driver. */
     const char *unknown[] = {THREE, "CUDA_VISIBLE_DEVICES=1,GPU-deadbeef,0", "WANT=2", NULL};
@@ -793,6 +827,7 @@ int main(void)
         cmocka_unit_test(test_missing_symbol),
         cmocka_unit_test(test_old_driver),
         cmocka_unit_test(test_cuinit_fails),
+        cmocka_unit_test(test_stub_library),
         cmocka_unit_test(test_loads),
         cmocka_unit_test(test_loads_once_across_threads),
         cmocka_unit_test(test_error_text),

@@ -229,6 +229,45 @@ static void test_no_overrun(void **state)
         assert_int_equal(guard[i], 0x77);
 }
 
+/* What a device of type may do for the request spec (one choice). */
+static int accepts(const char *spec, const char *type)
+{
+    return modal__gpu_accepts(parse_ok(spec, 1), type);
+}
+
+/* Modal's matching rules: exact types, the upgrades a request without "!"
+ * may take, and "any". */
+static void test_accepts(void **state)
+{
+    assert_int_equal(accepts("H100", "H100"), 1);
+    assert_int_equal(accepts("h100:4", "H200"), 2);
+    assert_int_equal(accepts("H100!", "H100"), 1);
+    assert_int_equal(accepts("H100!", "H200"), 0);
+    assert_int_equal(accepts("H100:2!", "H200"), 0);
+    assert_int_equal(accepts("H200", "H100"), 0); /* never a downgrade */
+    assert_int_equal(accepts("H100", "A100-80GB"), 0);
+    assert_int_equal(accepts("A100", "A100-40GB"), 1);
+    assert_int_equal(accepts("A100", "A100-80GB"), 2);
+    assert_int_equal(accepts("A100-40GB", "A100-80GB"), 2);
+    assert_int_equal(accepts("A100!", "A100-80GB"), 0);
+    assert_int_equal(accepts("A100-80GB", "A100-80GB"), 1);
+    assert_int_equal(accepts("A100-80GB", "A100-40GB"), 0);
+    assert_int_equal(accepts("A10", "A10G"), 1);
+    assert_int_equal(accepts("a10g", "A10G"), 1);
+    assert_int_equal(accepts("L40S", "L4"), 0);
+    assert_int_equal(accepts("T4", "T4"), 1);
+    assert_int_equal(accepts("B200", "B200"), 1);
+    assert_int_equal(accepts("B200", "H200"), 0);
+    /* "any" takes every device, a type Modal does not name included. */
+    assert_int_equal(accepts("any", "H200"), 1);
+    assert_int_equal(accepts("any:2", "RTX 4090"), 1);
+    assert_int_equal(accepts("H100", "RTX 4090"), 0);
+    /* Each choice of a fallback list is judged on its own. */
+    const modal__gpu_choice *c = parse_ok("H100!, A100", 2);
+    assert_int_equal(modal__gpu_accepts(&c[0], "H200"), 0);
+    assert_int_equal(modal__gpu_accepts(&c[1], "A100-80GB"), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +282,7 @@ int main(void)
         cmocka_unit_test(test_fallback_lists),
         cmocka_unit_test(test_empty_entries),
         cmocka_unit_test(test_no_overrun),
+        cmocka_unit_test(test_accepts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,7 @@ static const expectation known[] = {
     {"gpu_saxpy", {"--local", NULL}, {"saxpy over 1048576 floats (ran locally): matches the CPU", NULL}},
     {"gpu_matmul", {NULL}, {"matmul 256 x 256 (ran remotely): matches the CPU", NULL}},
     {"gpu_matmul", {"100", NULL}, {"matmul 100 x 100 (ran remotely): matches the CPU", NULL}},
+    {"gpu_matmul", {"--local", NULL}, {"matmul 256 x 256 (ran locally): matches the CPU", NULL}},
     {"gpu_fallback", {NULL}, {"ran on: H100 (NVIDIA H100 80GB HBM3); saxpy matches the CPU", NULL}},
     {"gpu_exact", {NULL}, {"gpu \"H100!\" ran on: H100; saxpy matches the CPU", NULL}},
     {"gpu_multi", {NULL}, {"split over 4 GPUs: matches the CPU", NULL}},
@@ -87,22 +88,6 @@ static int run_example(const char *name, const char *const *args, const char *co
     return rc;
 }
 
-/* Whether the runtime started (and exported) last places GPU functions;
- * one built before its GPU placement refuses them all, and the remote
- * examples are then skipped, saying so. */
-static bool places_gpus(void)
-{
-    char path[PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/gpu_saxpy", examples_dir);
-    char *argv[] = {path, NULL}, *out = NULL;
-    harness_run(argv, EXAMPLE_SECONDS, &out);
-    bool refused = out != NULL && strstr(out, "has no GPU placement") != NULL;
-    if (refused)
-        print_message("remote GPU examples skipped: the runtime places no GPU functions: %s", out);
-    free(out);
-    return !refused;
-}
-
 static bool is_known(const char *name)
 {
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
@@ -121,15 +106,6 @@ static void test_gpu_examples(void **state)
     setenv("MODAL_FAKE_CUDA_DEVICES", H100(1) ";" H100(2) ";" H100(3) ";" H100(4) ";" A100, 1);
     assert_int_equal(harness_start(&h), 0);
     int failures = 0, ran = 0;
-    if (!places_gpus()) {
-        /* Only what runs locally can be checked. */
-        const char *local[] = {"--local", NULL}, *want[] = {"(ran locally): matches the CPU", NULL};
-        failures += run_example("gpu_saxpy", local, want) != 0;
-        failures += run_example("gpu_matmul", local, want) != 0;
-        harness_stop(&h);
-        assert_int_equal(failures, 0);
-        skip();
-    }
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (run_example(known[i].name, known[i].args, known[i].expect) != 0)
             failures++;
@@ -159,10 +135,6 @@ static void test_fallback_takes_the_next_type(void **state)
     const char *none[] = {NULL};
     const char *want[] = {"ran on: A100-80GB (NVIDIA A100-SXM4-80GB); saxpy matches the CPU",
                           NULL};
-    if (!places_gpus()) {
-        harness_stop(&h);
-        skip();
-    }
     int rc = run_example("gpu_fallback", none, want);
     harness_stop(&h);
     assert_int_equal(rc, 0);

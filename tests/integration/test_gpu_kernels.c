@@ -214,19 +214,6 @@ static char *run_case(const char *name)
 
 /* ---- remote --------------------------------------------------------- */
 
-/* Skip, saying why, when the runtime under test cannot place GPU
- * functions at all (built before its GPU placement): nothing remote can
- * be tested there. */
-static void skip_without_placement(harness *h, const modal_error *err)
-{
-    if (strstr(err->message, "has no GPU placement") == NULL)
-        return;
-    print_message("skipped: this runtime places no GPU functions: %s\n", err->message);
-    harness_stop(h);
-    fake_env_clear();
-    skip();
-}
-
 static void test_remote_saxpy_and_warm_reuse(void **state)
 {
     harness h;
@@ -239,8 +226,6 @@ static void test_remote_saxpy_and_warm_reuse(void **state)
         modal_value *out = NULL;
         modal_error err;
         modal_status st = modal_fn_remote(&gpu_saxpy, saxpy_args("saxpy", 1.5f + i), &out, &err);
-        if (st != MODAL_OK)
-            skip_without_placement(&h, &err);
         assert_ok(st, err);
         long p = check_saxpy(out, 1.5f + i);
         if (i > 0)
@@ -271,7 +256,6 @@ static void test_remote_launch_failure_restarts_worker(void **state)
     modal_error err;
     /* "crash" has no stand-in: the fake fails its launch. */
     modal_status st = modal_fn_remote(&gpu_saxpy, saxpy_args("crash", 2), &out, &err);
-    skip_without_placement(&h, &err);
     assert_int_equal(st, MODAL_EFUNC);
     assert_message_contains(err, "CUDA_ERROR_LAUNCH_FAILED");
     assert_message_contains(err, "crash: cuLaunchKernel");
@@ -303,8 +287,6 @@ static void test_remote_calls_sent_ahead_go_to_a_fresh_worker(void **state)
                                                             modal_array(MODAL_F32, ys, N),
                                                             modal_int(500)),
                                      &calls[0], &err);
-    if (st != MODAL_OK)
-        skip_without_placement(&h, &err);
     assert_ok(st, err);
     for (int i = 1; i < 4; i++)
         assert_ok(modal_fn_spawn(&gpu_saxpy, saxpy_args("saxpy", 2), &calls[i], &err), err);
@@ -336,8 +318,7 @@ static void test_remote_device_lost(void **state)
         modal_value *out = NULL;
         modal_error err;
         modal_status st = modal_fn_remote(&gpu_saxpy, saxpy_args("saxpy", 1), &out, &err);
-        skip_without_placement(&h, &err);
-        assert_int_equal(st, MODAL_EFUNC);
+            assert_int_equal(st, MODAL_EFUNC);
         assert_message_contains(err, "saxpy: running the kernel (cuStreamSynchronize): "
                                      "CUDA_ERROR_ECC_UNCORRECTABLE");
         pids[i] = atol(strstr(err.message, "pid ") + 4);
@@ -356,7 +337,6 @@ static void test_remote_context_failure_fails_start(void **state)
     modal_value *out = NULL;
     modal_error err;
     modal_status st = modal_fn_remote(&gpu_saxpy_any, saxpy_args("saxpy", 1), &out, &err);
-    skip_without_placement(&h, &err);
     assert_int_equal(st, MODAL_EGPU);
     assert_message_contains(err, "cuDevicePrimaryCtxRetain");
     assert_message_contains(err, "CUDA_ERROR_DEVICE_UNAVAILABLE");

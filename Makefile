@@ -154,13 +154,17 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 
 # GPU examples link every kernel of examples/kernels, each a fatbin in an
 # object of its own (mk/gpu.mk).
-KERN_OBJ := $(KERN_SRC:examples/kernels/%.cu=$(BUILD)/kernels/%.fatbin.o)
-$(BUILD)/kernels/%.fatbin: examples/kernels/%.cu
+# Static pattern rules: these are explicit targets, so make never falls
+# back to the plain example rule while the kernels are not built yet.
+KERN_FATBIN := $(KERN_SRC:examples/kernels/%.cu=$(BUILD)/kernels/%.fatbin)
+KERN_OBJ := $(KERN_FATBIN:%=%.o)
+GPU_EX_BIN := $(GPU_EX_SRC:examples/%.c=$(BUILD)/examples/%)
+$(KERN_FATBIN): $(BUILD)/kernels/%.fatbin: examples/kernels/%.cu
 	@mkdir -p $(dir $@)
 	$(MODAL_FATBIN_RECIPE)
-$(BUILD)/kernels/%.fatbin.o: $(BUILD)/kernels/%.fatbin
+$(KERN_OBJ): %.fatbin.o: %.fatbin
 	$(MODAL_FATBIN_OBJ_RECIPE)
-$(BUILD)/examples/gpu_%: examples/gpu_%.c $(KERN_OBJ) $(STATIC)
+$(GPU_EX_BIN): $(BUILD)/examples/gpu_%: examples/gpu_%.c $(KERN_OBJ) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(KERN_OBJ) $(STATIC) $(LIBS)
 

@@ -163,6 +163,13 @@ MODAL_FUNCTION(gpu_saxpy_any, .gpu = "any", .timeout = 30)
     return saxpy_body(ctx, args);
 }
 
+/* Forked from a memory-snapshot template: its contexts are made in the
+ * worker, after the fork. */
+MODAL_FUNCTION(gpu_saxpy_snap, .gpu = "H100", .memory_snapshot = true, .timeout = 30)
+{
+    return saxpy_body(ctx, args);
+}
+
 /* ---- helpers -------------------------------------------------------- */
 
 #define N 1000
@@ -242,6 +249,40 @@ static void test_remote_saxpy_and_warm_reuse(void **state)
     assert_int_equal(log_count(log, pid, "cuModuleLoadData"), 1);
     assert_int_equal(log_count(log, pid, "cuModuleGetFunction"), 1);
     assert_int_equal(log_count(log, pid, "cuLaunchKernel"), calls);
+    free(log);
+    fake_env_clear();
+}
+
+static void test_remote_snapshot_worker_warms_after_the_fork(void **state)
+{
+    harness h;
+    fake_env(H100, NULL);
+    assert_int_equal(harness_start(&h), 0);
+    random_inputs(7);
+    long pid = 0;
+    for (int i = 0; i < 3; i++) {
+        modal_value *out = NULL;
+        modal_error err;
+        assert_ok(modal_fn_remote(&gpu_saxpy_snap, saxpy_args("saxpy", 1), &out, &err), err);
+        long p = check_saxpy(out, 1);
+        assert_true(i == 0 || p == pid);
+        pid = p;
+        modal_value_free(out);
+    }
+    long rt_pid = (long)h.pid;
+    harness_stop(&h);
+    char *log = harness_read_file(log_path, NULL);
+    assert_non_null(log);
+    assert_int_equal(log_count(log, pid, "cuInit"), 1);
+    assert_int_equal(log_count(log, pid, "cuDevicePrimaryCtxRetain"), 1);
+    assert_int_equal(log_count(log, pid, "cuModuleLoadData"), 1);
+    assert_int_equal(log_count(log, pid, "cuLaunchKernel"), 3);
+    /* Only the runtime (its inventory) and the worker used the driver,
+     * not the template the worker was forked from. */
+    for (const char *l = log; l != NULL && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (atol(l) != pid && atol(l) != rt_pid)
+            fail_msg("process %ld, neither the runtime nor the worker, used the driver: %.80s",
+                     atol(l), l);
     free(log);
     fake_env_clear();
 }
@@ -647,6 +688,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_no_driver),
         cmocka_unit_test(test_remote_saxpy_and_warm_reuse),
+        cmocka_unit_test(test_remote_snapshot_worker_warms_after_the_fork),
         cmocka_unit_test(test_remote_launch_failure_restarts_worker),
         cmocka_unit_test(test_remote_calls_sent_ahead_go_to_a_fresh_worker),
         cmocka_unit_test(test_remote_device_lost),

@@ -462,7 +462,7 @@ static modal_gpu_launch saxpy_launch(modal_gpu_arg *kargs, int *n, float *a, flo
 /* The status and message of a launch expected to fail. */
 static int expect_fail(const modal_gpu_launch *l, modal_status want, const char *fragment)
 {
-    modal_error err;
+    modal_error err = {0};
     modal_status st = modal_gpu_run(l, NULL, &err);
     CHECK(st == want, "status %s, not %s: %s", modal_status_name(st),
           modal_status_name(want), err.message);

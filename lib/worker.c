@@ -379,6 +379,17 @@ static void take_waiting(int sock, modal_function *fn)
         ;
 }
 
+/* Once a call is answered: a device whose context broke for good cannot
+ * serve another, so this worker ends here, and a fresh one takes the
+ * calls sent after it (the exit status tells the runtime none started). */
+static void exit_if_gpu_lost(void)
+{
+    if (!modal__gpu_lost())
+        return;
+    cap_end();
+    exit(MODAL__WORKER_EXIT_GPU_LOST);
+}
+
 static void serve_call(int sock, modal_function *fn, const cJSON *meta, modal__buf *payload)
 {
     const cJSON *jid = cJSON_GetObjectItemCaseSensitive(meta, "call_id");
@@ -415,12 +426,7 @@ static void serve_call(int sock, modal_function *fn, const cJSON *meta, modal__b
     if (send_result(sock, call_id, jidx, st, err.message, result) != MODAL_OK)
         socket_failed(sock, fn, "sending a result failed");
     modal_value_free(result);
-    if (modal__gpu_lost()) {
-        /* The device's context is broken for good: answered, this call
-         * was the last; a fresh worker takes the calls sent after it. */
-        cap_end();
-        exit(MODAL__WORKER_EXIT_GPU_LOST);
-    }
+    exit_if_gpu_lost();
 }
 
 /* Several calls in one message: run them in order, answering each as it
@@ -540,6 +546,7 @@ static void serve_batch(int sock, modal_function *fn, const cJSON *const *metas,
     free(run);
     free(args);
     free(ids);
+    exit_if_gpu_lost();
 }
 
 /* A BATCH message: {"n"} and a bundle of the call metas (a JSON list)

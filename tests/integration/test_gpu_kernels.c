@@ -170,6 +170,31 @@ MODAL_FUNCTION(gpu_saxpy_snap, .gpu = "H100", .memory_snapshot = true, .timeout 
     return saxpy_body(ctx, args);
 }
 
+/* Batched: one launch of the kernel named by each call; [pid] each. */
+MODAL_FUNCTION(gpu_batched, .gpu = "H100", .batch_max_size = 4, .batch_wait_ms = 50,
+               .timeout = 30)
+{
+    const modal_value *names = modal_arg(args, 0);
+    modal_value *out = modal_list();
+    for (size_t i = 0; i < modal_value_len(names); i++) {
+        const char *k = NULL;
+        modal_get_string(modal_list_get(names, i), &k, NULL, NULL);
+        int one = 1;
+        float a = 1, x = 1, y = 1;
+        modal_gpu_arg kargs[] = {MODAL_GPU_SCALAR(one), MODAL_GPU_SCALAR(a), MODAL_GPU_IN(&x, 1),
+                                 MODAL_GPU_INOUT(&y, 1)};
+        modal_gpu_launch l = {.image = &test_image, .kernel = k, .grid = MODAL_DIM3(1),
+                              .block = MODAL_DIM3(1), .args = kargs, .nargs = 4};
+        modal_error err;
+        if (modal_gpu_run(&l, NULL, &err) != MODAL_OK) {
+            modal_value_free(out);
+            return modal_ctx_fail(ctx, "pid %d: %s", (int)getpid(), err.message);
+        }
+        modal_list_append(out, modal_int(getpid()), NULL);
+    }
+    return out;
+}
+
 /* ---- helpers -------------------------------------------------------- */
 
 #define N 1000
@@ -343,6 +368,27 @@ static void test_remote_calls_sent_ahead_go_to_a_fresh_worker(void **state)
     }
     for (int i = 0; i < 4; i++)
         modal_call_free(calls[i]);
+    harness_stop(&h);
+    fake_env_clear();
+}
+
+static void test_remote_batched_launch_failure_restarts_worker(void **state)
+{
+    harness h;
+    fake_env(H100, NULL);
+    assert_int_equal(harness_start(&h), 0);
+    modal_value *out = NULL;
+    modal_error err;
+    modal_status st = modal_fn_remote(&gpu_batched, modal_args(modal_string("crash")), &out, &err);
+    assert_int_equal(st, MODAL_EFUNC);
+    assert_message_contains(err, "crash: cuLaunchKernel");
+    long bad_pid = atol(strstr(err.message, "pid ") + 4);
+    assert_ok(modal_fn_remote(&gpu_batched, modal_args(modal_string("saxpy")), &out, &err), err);
+    int64_t pid = 0;
+    assert_ok(modal_get_int(out, &pid, &err), err);
+    modal_value_free(out);
+    assert_true(pid > 0 && pid != bad_pid);
+    assert_false(harness_pid_alive((pid_t)bad_pid));
     harness_stop(&h);
     fake_env_clear();
 }
@@ -691,6 +737,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_remote_snapshot_worker_warms_after_the_fork),
         cmocka_unit_test(test_remote_launch_failure_restarts_worker),
         cmocka_unit_test(test_remote_calls_sent_ahead_go_to_a_fresh_worker),
+        cmocka_unit_test(test_remote_batched_launch_failure_restarts_worker),
         cmocka_unit_test(test_remote_device_lost),
         cmocka_unit_test(test_remote_context_failure_fails_start),
     };

@@ -1,9 +1,11 @@
 /*
  * test_gpu_kernels.c: the GPU helpers (lib/gpu.c) against the CUDA test
  * double: saxpy run remotely equals the CPU's result; a warm worker pays
- * cuInit, the context and the module load once; local use; out of
- * memory; a failed launch and a lost device end the worker, and the next
- * call runs on a fresh one; an image without code for the device names
+ * cuInit, the context and the module load once (also when forked from a
+ * memory snapshot, whose template never touches the driver); local use;
+ * out of memory; a failed launch and a lost device end the worker, and
+ * the next call, the calls sent to it meanwhile and the next batch of a
+ * batched function run on a fresh one; an image without code for the device names
  * its architectures and the device's; an unknown kernel; every argument
  * check; no driver at all; a worker whose GPU cannot start fails its start
  * with the driver's error.

@@ -225,18 +225,25 @@ static modal_status dev_lock(const char *who, int device, const modal__cuda **cu
     return st;
 }
 
-modal_status modal_gpu_context(int device, void **cu_context, modal_error *err)
+/* Device i's context, current on this thread; who names the caller. */
+static modal_status context_get(const char *who, int device, void **cu_context,
+                                modal_error *err)
 {
-    if (cu_context == NULL)
-        return modal__null_arg(err, "modal_gpu_context", "cu_context",
-                               "pass the address of a void * to receive the CUcontext");
     const modal__cuda *cu;
-    modal_status st = dev_lock("modal_gpu_context", device, &cu, err);
+    modal_status st = dev_lock(who, device, &cu, err);
     if (st != MODAL_OK)
         return st;
     *cu_context = g.dev[device].ctx;
     pthread_mutex_unlock(&g.dev[device].mu);
     return MODAL_OK;
+}
+
+modal_status modal_gpu_context(int device, void **cu_context, modal_error *err)
+{
+    if (cu_context == NULL)
+        return modal__null_arg(err, "modal_gpu_context", "cu_context",
+                               "pass the address of a void * to receive the CUcontext");
+    return context_get("modal_gpu_context", device, cu_context, err);
 }
 
 modal_status modal__gpu_warm(char *msg, size_t msgsz)
@@ -249,7 +256,7 @@ modal_status modal__gpu_warm(char *msg, size_t msgsz)
     }
     for (size_t i = 0; i < n; i++) {
         void *ctx;
-        if (modal_gpu_context((int)i, &ctx, &err) != MODAL_OK) {
+        if (context_get("making the worker's CUDA contexts", (int)i, &ctx, &err) != MODAL_OK) {
             snprintf(msg, msgsz, "%s", err.message);
             return MODAL_EGPU;
         }

@@ -427,8 +427,8 @@ static void test_remote_context_failure_fails_start(void **state)
     modal_error err;
     modal_status st = modal_fn_remote(&gpu_saxpy_any, saxpy_args("saxpy", 1), &out, &err);
     assert_int_equal(st, MODAL_EGPU);
-    assert_message_contains(err, "cuDevicePrimaryCtxRetain");
-    assert_message_contains(err, "CUDA_ERROR_DEVICE_UNAVAILABLE");
+    assert_message_contains(err, "making the worker's CUDA contexts: cuDevicePrimaryCtxRetain on "
+                                 "device 0 (NVIDIA H100 80GB HBM3): CUDA_ERROR_DEVICE_UNAVAILABLE");
     harness_stop(&h);
     fake_env_clear();
 }

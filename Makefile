@@ -173,9 +173,6 @@ FAKE_KERNELS := $(BUILD)/tests/cuda_fake/libfake_kernels.so
 $(FAKE_KERNELS): tests/cuda_fake/kernels.c
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -shared -o $@ $<
-# The GPU tests run the examples and their kernels' stand-ins.
-$(BUILD)/tests/test_gpu_examples: | $(EX_BIN) $(FAKE_KERNELS)
-$(BUILD)/tests/test_gpu_kernels: | $(FAKE_KERNELS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(STATIC) tests/unit/testutil.h | deps-test
 	@mkdir -p $(dir $@)
@@ -239,6 +236,9 @@ $(BUILD)/tests/test_cuda: | $(CUDA_FAKE) $(CUDA_TEST_DATA)
 $(BUILD)/tests/test_gpu_placement: | $(CUDA_FAKE)
 cuda-fake: $(CUDA_FAKE)
 .PHONY: cuda-fake
+# The GPU tests run the examples and their kernels' stand-ins on the fake.
+$(BUILD)/tests/test_gpu_examples: | $(EX_BIN) $(FAKE_KERNELS) $(CUDA_FAKE)
+$(BUILD)/tests/test_gpu_kernels: | $(FAKE_KERNELS) $(CUDA_FAKE)
 
 $(BUILD)/bench/%: bench/%.c bench/bench.h $(STATIC)
 	@mkdir -p $(dir $@)

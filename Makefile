@@ -44,6 +44,20 @@ RT_SRC  := $(sort $(wildcard runtime/*.c))
 RT_MAIN := runtime/main.c
 RT_LIB_SRC := $(filter-out $(RT_MAIN),$(RT_SRC))
 EX_SRC  := $(sort $(wildcard examples/*.c))
+# The rules that build kernels into programs (NVCC, %.fatbin, %.fatbin.o),
+# installed for users' own Makefiles. Without nvcc the GPU examples
+# (examples/gpu_*.c, whose kernels are examples/kernels/*.cu) are not built.
+include mk/gpu.mk
+# The CUDA test double finds kernel names only in uncompressed images.
+MODAL_NVCCFLAGS := -O3 --no-compress
+KERN_SRC := $(sort $(wildcard examples/kernels/*.cu))
+GPU_EX_SRC := $(sort $(wildcard examples/gpu_*.c))
+ifeq ($(strip $(NVCC)),)
+EX_SRC  := $(filter-out $(GPU_EX_SRC),$(EX_SRC))
+ifneq ($(GPU_EX_SRC),)
+$(info examples: nvcc not found (set NVCC=/path/to/nvcc), so the GPU examples are not built: $(notdir $(GPU_EX_SRC:.c=)))
+endif
+endif
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 INTEG_SRC := $(sort $(wildcard tests/integration/test_*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -109,6 +123,7 @@ $(BUILD)/obj/lib/embedded.o: $(BUILD)/bindir.stamp
 $(addprefix $(BUILD)/obj/lib/,client.o conn.o map.o register.o remote.o): lib/conn.h
 $(addprefix $(BUILD)/obj/lib/,cuda.o fatbin.o gpu_inventory.o): lib/cuda.h
 $(BUILD)/obj/lib/gpu_remote.o: lib/conn.h lib/gpu_remote.h lib/cuda.h
+$(BUILD)/obj/lib/gpu.o $(BUILD)/obj/lib/worker.o $(BUILD)/obj/runtime/worker.o: lib/gpu.h lib/cuda.h
 # Every object may use the protocol header (internal.h includes it).
 $(LIB_OBJ) $(RT_OBJ): lib/protocol.h
 .PHONY: FORCE
@@ -137,6 +152,28 @@ $(PCFILE): pkgconfig/modal.pc.in include/modal.h $(BUILD)/bindir.stamp
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
+
+# GPU examples link every kernel of examples/kernels, each a fatbin in an
+# object of its own (mk/gpu.mk).
+# Static pattern rules: these are explicit targets, so make never falls
+# back to the plain example rule while the kernels are not built yet.
+KERN_FATBIN := $(KERN_SRC:examples/kernels/%.cu=$(BUILD)/kernels/%.fatbin)
+KERN_OBJ := $(KERN_FATBIN:%=%.o)
+GPU_EX_BIN := $(GPU_EX_SRC:examples/%.c=$(BUILD)/examples/%)
+$(KERN_FATBIN): $(BUILD)/kernels/%.fatbin: examples/kernels/%.cu
+	@mkdir -p $(dir $@)
+	$(MODAL_FATBIN_RECIPE)
+$(KERN_OBJ): %.fatbin.o: %.fatbin
+	$(MODAL_FATBIN_OBJ_RECIPE)
+$(GPU_EX_BIN): $(BUILD)/examples/gpu_%: examples/gpu_%.c $(KERN_OBJ) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(KERN_OBJ) $(STATIC) $(LIBS)
+
+# CPU stand-ins for those kernels, which the CUDA test double runs.
+FAKE_KERNELS := $(BUILD)/tests/cuda_fake/libfake_kernels.so
+$(FAKE_KERNELS): tests/cuda_fake/kernels.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -shared -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(STATIC) tests/unit/testutil.h | deps-test
 	@mkdir -p $(dir $@)
@@ -191,7 +228,7 @@ $(CUDA_FAKE_DIR)/libfake_selftest.so: tests/cuda_fake/selftest_kernels.c
 # A real fatbin for the parser's tests, of the project's GPU targets: SASS
 # for sm_80 and sm_90, PTX for compute_90 (absent without nvcc: the tests
 # that read it are then skipped, saying so).
-CUDA_GENCODE := -gencode arch=compute_80,code=sm_80 -gencode 'arch=compute_90,code=[sm_90,compute_90]'
+CUDA_GENCODE := $(MODAL_GPU_ARCHS)
 CUDA_TEST_DATA := $(if $(NVCC),$(BUILD)/tests/data/arch.fatbin)
 $(BUILD)/tests/data/arch.fatbin: tests/cuda_fake/arch.cu
 	@mkdir -p $(dir $@)
@@ -200,6 +237,9 @@ $(BUILD)/tests/test_cuda: | $(CUDA_FAKE) $(CUDA_TEST_DATA)
 $(BUILD)/tests/test_gpu_placement: | $(CUDA_FAKE)
 cuda-fake: $(CUDA_FAKE)
 .PHONY: cuda-fake
+# The GPU tests run the examples and their kernels' stand-ins on the fake.
+$(BUILD)/tests/test_gpu_examples: | $(EX_BIN) $(FAKE_KERNELS) $(CUDA_FAKE)
+$(BUILD)/tests/test_gpu_kernels: | $(FAKE_KERNELS) $(CUDA_FAKE)
 
 $(BUILD)/bench/%: bench/%.c bench/bench.h $(STATIC)
 	@mkdir -p $(dir $@)
@@ -210,7 +250,7 @@ examples: $(EX_BIN)
 # The examples test runs every built example.
 $(BUILD)/tests/test_examples: | $(EX_BIN)
 
-test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN) $(CUDA_FAKE)
+test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN) $(CUDA_FAKE) $(FAKE_KERNELS)
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN) \
 	    "./tests/install_test.sh $(BUILD)" "./tests/deps_test.sh $(BUILD)" \
 	    "./tests/layering.sh $(BUILD)"
@@ -258,11 +298,14 @@ install: all
 	ln -sf libmodal.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libmodal.so
 	install -m 755 $(RUNTIME) $(DESTDIR)$(BINDIR)/modal-runtime
 	install -m 644 $(PCFILE) $(DESTDIR)$(PCDIR)/modal.pc
+	install -d $(DESTDIR)$(PREFIX)/share/modal
+	install -m 644 mk/gpu.mk $(DESTDIR)$(PREFIX)/share/modal/gpu.mk
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/modal.h $(DESTDIR)$(LIBDIR)/libmodal.a \
 	      $(DESTDIR)$(LIBDIR)/libmodal.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libmodal.so \
-	      $(DESTDIR)$(BINDIR)/modal-runtime $(DESTDIR)$(PCDIR)/modal.pc
+	      $(DESTDIR)$(BINDIR)/modal-runtime $(DESTDIR)$(PCDIR)/modal.pc \
+	      $(DESTDIR)$(PREFIX)/share/modal/gpu.mk
 
 clean:
 	rm -rf build build-asan

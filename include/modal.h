@@ -1208,10 +1208,16 @@ MODAL_API modal_status modal_gpu_kernel(int device, const modal_gpu_image *image
  * Run one launch and wait for it: arrays IN and INOUT are copied to the
  * device (through pinned staging memory kept by the worker), the kernel
  * runs, arrays OUT and INOUT are copied back into their host memory.
- * stats may be NULL. Errors name the step and the driver's error
- * ("saxpy: launch failed: CUDA_ERROR_LAUNCH_FAILED (unspecified launch
- * failure)"); MODAL_ENOMEM when device memory runs out, MODAL_EGPU
- * otherwise. Thread-safe (launches on one device run one at a time).
+ * stats may be NULL. Every argument is checked before the driver is used
+ * (MODAL_EINVAL naming it; MODAL_ELIMIT past MODAL_GPU_MAX_ARGS). Driver
+ * errors name the kernel, the step and the driver's error ("saxpy:
+ * cuLaunchKernel (grid 4x1x1, block 256x1x1, 0 bytes shared):
+ * CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)"); MODAL_ENOMEM
+ * when device memory runs out, MODAL_EGPU otherwise. After an error that
+ * breaks the CUDA context (a failed launch, an illegal address, a lost
+ * device) every later use of the device fails, and a worker exits after
+ * answering the call so that a fresh one serves the next. Thread-safe
+ * (launches on one device run one at a time).
  */
 MODAL_API modal_status modal_gpu_run(const modal_gpu_launch *launch,
                                      modal_gpu_stats *stats, modal_error *err);

@@ -237,7 +237,9 @@ modal_status modal__ipc_recv_flags(int sock, int rflags, uint32_t *type, cJSON *
         }
     }
     modal_status st = MODAL_OK;
-    if (n == 0) {
+    /* A peer that exits with messages it never read resets the socket:
+     * that is a close too (a GPU worker that broke its context exits so). */
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) {
         st = modal__fail(err, MODAL_EIO, "worker socket closed");
         goto out;
     }

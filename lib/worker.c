@@ -14,6 +14,7 @@
  * says whether a message from the runtime is waiting).
  */
 #include "internal.h"
+#include "gpu.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -378,6 +379,17 @@ static void take_waiting(int sock, modal_function *fn)
         ;
 }
 
+/* Once a call is answered: a device whose context broke for good cannot
+ * serve another, so this worker ends here, and a fresh one takes the
+ * calls sent after it (the exit status tells the runtime none started). */
+static void exit_if_gpu_lost(void)
+{
+    if (!modal__gpu_lost())
+        return;
+    cap_end();
+    exit(MODAL__WORKER_EXIT_GPU_LOST);
+}
+
 static void serve_call(int sock, modal_function *fn, const cJSON *meta, modal__buf *payload)
 {
     const cJSON *jid = cJSON_GetObjectItemCaseSensitive(meta, "call_id");
@@ -414,6 +426,7 @@ static void serve_call(int sock, modal_function *fn, const cJSON *meta, modal__b
     if (send_result(sock, call_id, jidx, st, err.message, result) != MODAL_OK)
         socket_failed(sock, fn, "sending a result failed");
     modal_value_free(result);
+    exit_if_gpu_lost();
 }
 
 /* Several calls in one message: run them in order, answering each as it
@@ -533,6 +546,7 @@ static void serve_batch(int sock, modal_function *fn, const cJSON *const *metas,
     free(run);
     free(args);
     free(ids);
+    exit_if_gpu_lost();
 }
 
 /* A BATCH message: {"n"} and a bundle of the call metas (a JSON list)
@@ -672,6 +686,13 @@ static modal_status start_function(const char *name, bool template, modal_functi
         return code;
     }
     const modal_function_options *o = modal__fn_options(fn);
+    /* A GPU worker's contexts are made before its enter hook (which may
+     * use them) and before HELLO, so the first call finds them warm and a
+     * device that cannot be used fails the start, saying why. Never in a
+     * template: a forked child cannot use its parent's CUDA state. */
+    if (!template && o->gpu != NULL && o->gpu[0] != '\0' &&
+        (code = modal__gpu_warm(msg, msgsz)) != MODAL_OK)
+        return code;
     modal_hook hook = template ? o->snapshot_enter : o->enter;
     const char *what = template ? "snapshot_enter" : "enter";
     if (hook == NULL)

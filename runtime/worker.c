@@ -20,6 +20,7 @@
  */
 #include "rt.h"
 #include "launch.h"
+#include "gpu.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -793,6 +794,18 @@ static bool worker_died(rt_worker *w)
             ;
     }
     rt_call *c = w->inflight;
+    if (w->state != RT_W_STARTING && WIFEXITED(status) &&
+        WEXITSTATUS(status) == MODAL__WORKER_EXIT_GPU_LOST) {
+        /* It answered the call that broke its GPU and started none since:
+         * a fresh worker takes them. */
+        rt_log(2, "worker %d (%s) exited: its GPU cannot be used after a sticky CUDA error",
+               (int)w->pid, w->pool->spec->fn);
+        w->inflight = w->inflight_tail = NULL;
+        w->ninflight = 0;
+        if (c != NULL)
+            ev->unstarted(w, c);
+        c = NULL;
+    }
     /* What it wrote last and could not send belongs to its running call. */
     drain(w, c != NULL && w->state != RT_W_DEAD ? c->id : "", true);
     end_lines(w);

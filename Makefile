@@ -42,7 +42,9 @@ ITLIBS  := -lcurl -lcrypto $(LIBS) -lcmocka
 LIB_SRC := $(sort $(wildcard lib/*.c))
 RT_SRC  := $(sort $(wildcard runtime/*.c))
 RT_MAIN := runtime/main.c
-RT_LIB_SRC := $(filter-out $(RT_MAIN),$(RT_SRC))
+# A libmodal program of its own, not part of the daemon (docs/gpu.md).
+KW_SRC  := runtime/kernel_worker.c
+RT_LIB_SRC := $(filter-out $(RT_MAIN) $(KW_SRC),$(RT_SRC))
 EX_SRC  := $(sort $(wildcard examples/*.c))
 # The rules that build kernels into programs (NVCC, %.fatbin, %.fatbin.o),
 # installed for users' own Makefiles. Without nvcc the GPU examples
@@ -61,7 +63,8 @@ endif
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 INTEG_SRC := $(sort $(wildcard tests/integration/test_*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
-BENCH_SRC := $(sort $(wildcard bench/*.c))
+# gpu_bench links fatbins, so it is built on its own rule, with nvcc only.
+BENCH_SRC := $(filter-out bench/gpu_bench.c,$(sort $(wildcard bench/*.c)))
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 RT_OBJ  := $(RT_LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -74,12 +77,13 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 STATIC  := $(BUILD)/libmodal.a
 SHARED  := $(BUILD)/libmodal.so.$(MAJOR)
 RUNTIME := $(BUILD)/modal-runtime
+KWORKER := $(BUILD)/modal-kernel-worker
 PCFILE  := $(BUILD)/modal.pc
 
 PHONY_DEPS := deps deps-build deps-test deps-check deps-fuzz
 .PHONY: all $(PHONY_DEPS) demo test check check-asan check-valgrind fuzz bench install \
         uninstall examples clean
-all: deps-build $(STATIC) $(SHARED) $(RUNTIME) $(PCFILE)
+all: deps-build $(STATIC) $(SHARED) $(RUNTIME) $(KWORKER) $(PCFILE)
 
 # ---- dependencies ----------------------------------------------------
 # The Debian packages each kind of target needs, listed once. `make deps`
@@ -140,6 +144,12 @@ $(SHARED): $(LIB_OBJ) lib/libmodal.map
 
 $(RUNTIME): $(RT_MAIN) $(RT_OBJ) $(STATIC)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Iruntime -o $@ $< $(RT_OBJ) $(STATIC) $(RTLIBS)
+
+# The runtime's kernel worker (docs/gpu.md, "Remote kernel launch"): a
+# libmodal program like the examples, linked statically against libmodal
+# so the runtime can store and start it as it is.
+$(KWORKER): $(KW_SRC) lib/gpu_remote.h lib/cuda.h $(STATIC)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
 $(PCFILE): pkgconfig/modal.pc.in include/modal.h $(BUILD)/bindir.stamp
 	@mkdir -p $(BUILD)
@@ -241,18 +251,69 @@ cuda-fake: $(CUDA_FAKE)
 $(BUILD)/tests/test_gpu_examples: | $(EX_BIN) $(FAKE_KERNELS) $(CUDA_FAKE)
 $(BUILD)/tests/test_gpu_kernels: | $(FAKE_KERNELS) $(CUDA_FAKE)
 
+# Remote kernel launch's tests and the fake run of tests/gpu/run.sh: the
+# stand-ins of their kernels and of the examples' ones, in one library.
+REMOTE_FAKE_KERNELS := $(CUDA_FAKE_DIR)/libfake_remote_kernels.so
+REMOTE_FAKE_SRC := tests/cuda_fake/remote_kernels.c $(wildcard tests/cuda_fake/kernels.c)
+$(REMOTE_FAKE_KERNELS): $(REMOTE_FAKE_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -shared -o $@ $(REMOTE_FAKE_SRC)
+$(BUILD)/tests/test_gpu_remote: tests/integration/test_gpu_remote.c lib/gpu_remote.h \
+        | $(KWORKER) $(CUDA_FAKE) $(REMOTE_FAKE_KERNELS)
+
 $(BUILD)/bench/%: bench/%.c bench/bench.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LIBS)
+
+# ---- checking on a real GPU (docs/gpu.md) --------------------------------
+# gpu_bench measures what tests/gpu/run.sh reports; its kernels are
+# examples/kernels/saxpy.cu and bench/kernels/empty.cu, linked in.
+GPU_BENCH := $(if $(NVCC),$(BUILD)/bench/gpu_bench)
+$(BUILD)/kernels/%.fatbin: bench/kernels/%.cu
+	@mkdir -p $(dir $@)
+	$(MODAL_FATBIN_RECIPE)
+$(BUILD)/bench/gpu_bench: bench/gpu_bench.c bench/bench.h $(BUILD)/kernels/saxpy.fatbin.o \
+        $(BUILD)/kernels/empty.fatbin.o $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $< $(filter %.fatbin.o,$^) $(STATIC) $(LIBS)
+
+# build/gpu-bundle: what run.sh needs on a GPU machine with nothing of ours
+# built there (Ubuntu 24.04 with gcc, make, nvcc, libcurl and OpenSSL; no
+# cJSON, libmicrohttpd or cmocka): the programs, the GPU examples, the
+# test double for --fake, and the shared libraries such a machine lacks
+# (GPU_BUNDLE_LIBS, which `ldd` on the programs shows: libssl, libcrypto,
+# libm and libc are there, libcurl is loaded at run time).
+GPU_BUNDLE := $(BUILD)/gpu-bundle
+GPU_BUNDLE_LIBS := libcjson.so.1
+GPU_EX_BIN = $(filter $(BUILD)/examples/gpu_%,$(EX_BIN))
+gpu-bundle: all $(EX_BIN) $(GPU_BENCH) $(CUDA_FAKE) $(REMOTE_FAKE_KERNELS)
+	@if [ -z "$(NVCC)" ]; then echo "gpu-bundle: nvcc not found (set NVCC=/path/to/nvcc):" \
+	    "the GPU examples and gpu_bench cannot be built without it" >&2; exit 1; fi
+	rm -rf $(GPU_BUNDLE)
+	mkdir -p $(GPU_BUNDLE)/bin $(GPU_BUNDLE)/examples $(GPU_BUNDLE)/lib $(GPU_BUNDLE)/fake
+	cp $(RUNTIME) $(KWORKER) $(GPU_BENCH) $(GPU_BUNDLE)/bin/
+	cp $(GPU_EX_BIN) $(GPU_BUNDLE)/examples/
+	cp $(CUDA_FAKE_DIR)/libcuda.so.1 $(REMOTE_FAKE_KERNELS) $(GPU_BUNDLE)/fake/
+	cp tests/gpu/run.sh $(GPU_BUNDLE)/run.sh
+	@for l in $(GPU_BUNDLE_LIBS); do \
+	    p=$$(ldd $(RUNTIME) $(KWORKER) | awk -v l=$$l '$$1 == l { print $$3; exit }'); \
+	    [ -n "$$p" ] || { echo "gpu-bundle: no $$l among the programs' libraries" >&2; exit 1; }; \
+	    cp -L "$$p" $(GPU_BUNDLE)/lib/$$l || exit 1; \
+	done
+	@echo "gpu-bundle: $(GPU_BUNDLE) is ready: copy it to the GPU machine and run run.sh there"
+.PHONY: gpu-bundle
 
 examples: $(EX_BIN)
 
 # The examples test runs every built example.
 $(BUILD)/tests/test_examples: | $(EX_BIN)
 
+# The fake run of tests/gpu/run.sh needs these (and nvcc, for GPU_BENCH).
+test: $(GPU_BENCH) $(REMOTE_FAKE_KERNELS)
 test: all $(UNIT_BIN) $(INTEG_BIN) $(EX_BIN) $(CUDA_FAKE) $(FAKE_KERNELS)
 	@MODAL_RUNTIME_BIN=$(abspath $(RUNTIME)) ./tests/run.sh $(BUILD) $(UNIT_BIN) $(INTEG_BIN) \
 	    "./tests/install_test.sh $(BUILD)" "./tests/deps_test.sh $(BUILD)" \
+	    "$(if $(NVCC),env BUILD=$(BUILD) ./tests/gpu/run.sh --fake,echo tests/gpu/run.sh --fake: skipped: no nvcc to build the GPU programs)" \
 	    "./tests/layering.sh $(BUILD)"
 
 demo: all $(BUILD)/examples/hello
@@ -297,6 +358,7 @@ install: all
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/libmodal.so.$(MAJOR)
 	ln -sf libmodal.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libmodal.so
 	install -m 755 $(RUNTIME) $(DESTDIR)$(BINDIR)/modal-runtime
+	install -m 755 $(KWORKER) $(DESTDIR)$(BINDIR)/modal-kernel-worker
 	install -m 644 $(PCFILE) $(DESTDIR)$(PCDIR)/modal.pc
 	install -d $(DESTDIR)$(PREFIX)/share/modal
 	install -m 644 mk/gpu.mk $(DESTDIR)$(PREFIX)/share/modal/gpu.mk
@@ -304,8 +366,8 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/modal.h $(DESTDIR)$(LIBDIR)/libmodal.a \
 	      $(DESTDIR)$(LIBDIR)/libmodal.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libmodal.so \
-	      $(DESTDIR)$(BINDIR)/modal-runtime $(DESTDIR)$(PCDIR)/modal.pc \
-	      $(DESTDIR)$(PREFIX)/share/modal/gpu.mk
+	      $(DESTDIR)$(BINDIR)/modal-runtime $(DESTDIR)$(BINDIR)/modal-kernel-worker \
+	      $(DESTDIR)$(PCDIR)/modal.pc $(DESTDIR)$(PREFIX)/share/modal/gpu.mk
 
 clean:
 	rm -rf build build-asan

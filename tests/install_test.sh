@@ -9,6 +9,10 @@ trap 'rm -rf "$tmp"' EXIT
 # A build directory of its own: the prefix is compiled into the library.
 # SAN= : the outside program is built without sanitizers.
 make -s install PREFIX="$tmp/prefix" BUILD="$build/install-check" SAN= CFLAGS="-O2 -g" >/dev/null
+# The runtime finds its kernel worker next to itself (docs/gpu.md).
+for b in modal-runtime modal-kernel-worker; do
+    [ -x "$tmp/prefix/bin/$b" ] || { echo "install test: $b was not installed" >&2; exit 1; }
+done
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
 cat > "$tmp/outside.c" <<'PROG'
 #include <modal.h>

@@ -207,8 +207,8 @@ static modal_status check_launch(const char *api, const char *gpu, const modal_g
     if (l->device < 0)
         return BAD("%s: launch->device is %d; devices are numbered from 0", api, l->device);
     if (l->nargs > MODAL_GPU_MAX_ARGS)
-        return BAD("%s: launch->nargs is %zu; a launch has at most %d arguments", api, l->nargs,
-                   MODAL_GPU_MAX_ARGS);
+        return modal__fail(err, MODAL_ELIMIT, "%s: launch->nargs is %zu; a launch has at most "
+                           "%d arguments", api, l->nargs, MODAL_GPU_MAX_ARGS);
     if (l->nargs > 0 && l->args == NULL)
         return BAD("%s: launch->args is NULL with nargs %zu", api, l->nargs);
     for (size_t i = 0; i < l->nargs; i++) {

@@ -185,7 +185,7 @@ static bool kernel_args(modal_ctx *ctx, const modal_value *list, modal_gpu_arg *
 {
     size_t count = modal_value_len(list);
     if (count > MODAL_GPU_MAX_ARGS) {
-        fail(ctx, MODAL_EINVAL, "argument %d (kernel arguments): %zu of them; a launch has at "
+        fail(ctx, MODAL_ELIMIT, "argument %d (kernel arguments): %zu of them; a launch has at "
              "most %d", MODAL__KW_ARGS, count, MODAL_GPU_MAX_ARGS);
         return false;
     }

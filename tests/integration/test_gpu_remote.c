@@ -310,7 +310,7 @@ static void test_client_refusals(void **state)
     l = good, l.device = -1;
     refused(dead, "any", &l, MODAL_EINVAL, "launch->device is -1");
     l = good, l.nargs = MODAL_GPU_MAX_ARGS + 1;
-    refused(dead, "any", &l, MODAL_EINVAL, "launch->nargs is 33");
+    refused(dead, "any", &l, MODAL_ELIMIT, "launch->nargs is 33");
     l = good, l.args = NULL;
     refused(dead, "any", &l, MODAL_EINVAL, "launch->args is NULL with nargs 2");
     modal_gpu_arg bad[2] = {MODAL_GPU_SCALAR(n), MODAL_GPU_IN(x, 4)};
@@ -387,7 +387,7 @@ static modal_value *with(modal_value *args, size_t i, modal_value *v)
     return modal_list_of(items, n);
 }
 
-static void worker_refuses(modal_value *args, const char *needle)
+static void worker_refuses_with(modal_value *args, modal_status code, const char *needle)
 {
     cJSON *h = harness_health(&rt);
     raw_target t;
@@ -399,11 +399,16 @@ static void worker_refuses(modal_value *args, const char *needle)
     modal_error err;
     modal_status st = modal__remote_call(NULL, &target, args, &r, &err);
     modal_value_free(r);
-    if (st != MODAL_EINVAL)
-        print_error("expected EINVAL with \"%s\", got %s: %s\n", needle, modal_status_name(st),
-                    err.message);
-    assert_int_equal(st, MODAL_EINVAL);
+    if (st != code)
+        print_error("expected %s with \"%s\", got %s: %s\n", modal_status_name(code), needle,
+                    modal_status_name(st), err.message);
+    assert_int_equal(st, code);
     assert_message_contains(err, needle);
+}
+
+static void worker_refuses(modal_value *args, const char *needle)
+{
+    worker_refuses_with(args, MODAL_EINVAL, needle);
 }
 
 static void test_worker_refusals(void **state)
@@ -436,8 +441,8 @@ static void test_worker_refusals(void **state)
     for (int i = 0; i < MODAL_GPU_MAX_ARGS + 1; i++)
         modal_list_append(many, modal_args(modal_int(MODAL_GPU_ARG_SCALAR), modal_bytes("a", 1)),
                           NULL);
-    worker_refuses(with(good_call(), MODAL__KW_ARGS, many),
-                   "33 of them; a launch has at most 32");
+    worker_refuses_with(with(good_call(), MODAL__KW_ARGS, many), MODAL_ELIMIT,
+                        "33 of them; a launch has at most 32");
     worker_refuses(with(good_call(), MODAL__KW_ARGS, modal_args(modal_int(1))),
                    "kernel argument 0: expected a list [kind, payload]");
     worker_refuses(with(good_call(), MODAL__KW_ARGS,

@@ -19,6 +19,13 @@ static pthread_mutex_t offer_mu = PTHREAD_MUTEX_INITIALIZER;
 static char offer_path[PATH_MAX];   /* the program's file, "" when none was found */
 static char offer_sha[65];          /* its SHA-256 as stored, "" when not stored */
 static char offer_why[600];         /* why there is none, when there is none */
+static double offer_failed_at;      /* when storing it last failed (rt_now), 0 never */
+static bool offer_ready;            /* the first attempt is done */
+static pthread_cond_t offer_cond = PTHREAD_COND_INITIALIZER;
+
+/* A store that failed (a full disk, a file-size limit) is tried again by
+ * a health request at most this often, since each try reads the file. */
+#define RETRY_SECONDS 10.0
 
 /* Copy the file at path into the artifact store as sha. 0, or -1 with why. */
 static int store(const char *path, const char *sha, char *why, size_t whysz)
@@ -66,14 +73,32 @@ static void offer_locked(void)
     if (modal__sha256_file(offer_path, sha, &e) != MODAL_OK) {
         snprintf(offer_why, sizeof offer_why, "cannot read the kernel worker: %.500s",
                  e.message);
+        offer_failed_at = rt_now();
         return;
     }
     if (!rt_artifact_exists(sha) && store(offer_path, sha, why, sizeof why) != 0) {
         snprintf(offer_why, sizeof offer_why, "%.590s", why);
+        offer_failed_at = rt_now();
         return;
     }
     memcpy(offer_sha, sha, sizeof sha);
     offer_why[0] = '\0';
+}
+
+static void *offer_main(void *arg)
+{
+    pthread_mutex_lock(&offer_mu);
+    if (offer_path[0] != '\0')
+        offer_locked();
+    if (offer_sha[0] != '\0')
+        rt_log(1, "remote kernel launch: kernel worker %s is artifact %.12s", offer_path,
+               offer_sha);
+    else
+        rt_log(2, "remote kernel launch is not offered: %s", offer_why);
+    offer_ready = true;
+    pthread_cond_broadcast(&offer_cond);
+    pthread_mutex_unlock(&offer_mu);
+    return arg;
 }
 
 void rt_kernel_offer_init(const char *path)
@@ -103,22 +128,30 @@ void rt_kernel_offer_init(const char *path)
             offer_path[0] = '\0';
         }
     }
-    if (offer_path[0] != '\0')
-        offer_locked();
-    if (offer_sha[0] != '\0')
-        rt_log(1, "remote kernel launch: kernel worker %s is artifact %.12s", offer_path,
-               offer_sha);
-    else
-        rt_log(2, "remote kernel launch is not offered: %s", offer_why);
     pthread_mutex_unlock(&offer_mu);
+    /* Hashing and storing it (an fsync) would delay the runtime's start by
+     * tens of milliseconds: a thread does it, and a health request that
+     * comes first waits for it (offer_ready). */
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, offer_main, NULL) != 0)
+        offer_main(NULL);
+    pthread_attr_destroy(&attr);
 }
 
 void rt_kernel_offer_status(cJSON *health)
 {
     pthread_mutex_lock(&offer_mu);
+    while (!offer_ready)
+        pthread_cond_wait(&offer_cond, &offer_mu);
     /* Stored once, the file may have been removed as damaged since: the
-     * client that was told so asks here, and finds it stored again. */
-    if (offer_path[0] != '\0' && (offer_sha[0] == '\0' || !rt_artifact_exists(offer_sha)))
+     * client that was told so asks here, and finds it stored again. A
+     * store that failed is tried again now and then. */
+    if (offer_path[0] != '\0' &&
+        (offer_sha[0] != '\0' ? !rt_artifact_exists(offer_sha)
+                              : rt_now() - offer_failed_at >= RETRY_SECONDS))
         offer_locked();
     if (offer_sha[0] != '\0') {
         cJSON_AddStringToObject(health, "kernel_worker", offer_sha);

@@ -19,9 +19,11 @@
 
 /*
  * Find the kernel worker (path: the --kernel-worker flag, or NULL for the
- * file next to /proc/self/exe) and store it as an artifact. Never fails
- * the runtime's start: when it is missing or cannot be stored, the reason
- * is logged and kept for the health answer. Call after rt_state_init.
+ * file next to /proc/self/exe) and store it as an artifact, in a thread
+ * of its own so the runtime's start does not wait for the hash and the
+ * fsync. Never fails the start: when it is missing or cannot be stored,
+ * the reason is logged and kept for the health answer. Call after
+ * rt_state_init, once.
  */
 void rt_kernel_offer_init(const char *path);
 
@@ -29,8 +31,9 @@ void rt_kernel_offer_init(const char *path);
  * Add "kernel_worker" to a health answer: its SHA-256, or null with
  * "kernel_worker_missing" saying why there is none. When the stored file
  * went missing (removed as damaged), it is stored again first, so a client
- * that was told the artifact is gone finds it here again. Does file I/O:
- * call it without rt.mu.
+ * that was told the artifact is gone finds it here again. Waits for the
+ * first attempt of rt_kernel_offer_init. Does file I/O: call it without
+ * rt.mu.
  */
 void rt_kernel_offer_status(cJSON *health);
 

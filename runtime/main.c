@@ -256,7 +256,6 @@ int main(int argc, char **argv)
     if (rt.log == NULL)
         rt.log = stderr;
     rt_specs_load();
-    rt_kernel_offer_init(kernel_worker);
 
     rt.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     rt_res_init(cpus, (long long)memory, true);
@@ -274,6 +273,8 @@ int main(int argc, char **argv)
     /* A file-size limit makes a write fail with EFBIG, which an upload
      * reports, instead of killing the runtime. */
     signal(SIGXFSZ, SIG_IGN);
+    /* After SIGXFSZ is ignored: storing it may meet a file-size limit. */
+    rt_kernel_offer_init(kernel_worker);
     /* Every connection is a descriptor: use all the process may have. */
     struct rlimit nofile;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {

@@ -1,6 +1,7 @@
 /*
- * gpu_matmul.c: a tiled matrix multiply on an A100 80GB, checked against a
- * CPU reference, the C twin of Modal's `gpu="A100-80GB"`.
+ * gpu_matmul.c: a tiled matrix multiply on an A100 80GB, or an H100 where
+ * there is none, checked against a CPU reference: the C twin of Modal's
+ * `gpu=["A100-80GB", "H100"]`.
  *
  * The kernel (examples/kernels/matmul.cu) stages 16 x 16 tiles of both
  * matrices through shared memory; the launch has one 16 x 16 block per
@@ -22,7 +23,7 @@ MODAL_APP("gpu-matmul");
 MODAL_GPU_IMAGE(matmul);
 
 /* matmul(n, a, b) = a * b for n x n row-major f32 matrices. */
-MODAL_FUNCTION(matmul_gpu, .gpu = "A100-80GB", .timeout = 120)
+MODAL_FUNCTION(matmul_gpu, .gpu = "A100-80GB, H100", .timeout = 120)
 {
     int64_t n = modal_arg_int(args, 0);
     size_t na = 0, nb = 0;

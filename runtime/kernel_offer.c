@@ -141,6 +141,14 @@ void rt_kernel_offer_init(const char *path)
     pthread_attr_destroy(&attr);
 }
 
+void rt_kernel_offer_wait(void)
+{
+    pthread_mutex_lock(&offer_mu);
+    while (!offer_ready)
+        pthread_cond_wait(&offer_cond, &offer_mu);
+    pthread_mutex_unlock(&offer_mu);
+}
+
 void rt_kernel_offer_status(cJSON *health)
 {
     pthread_mutex_lock(&offer_mu);

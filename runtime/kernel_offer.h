@@ -27,6 +27,11 @@
  */
 void rt_kernel_offer_init(const char *path);
 
+/* Wait until rt_kernel_offer_init's thread is done, so the process can
+ * exit without it still writing to the store or hashing (OpenSSL's exit
+ * handlers would pull its state from under it). */
+void rt_kernel_offer_wait(void);
+
 /*
  * Add "kernel_worker" to a health answer: its SHA-256, or null with
  * "kernel_worker_missing" saying why there is none. When the stored file

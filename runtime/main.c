@@ -273,8 +273,6 @@ int main(int argc, char **argv)
     /* A file-size limit makes a write fail with EFBIG, which an upload
      * reports, instead of killing the runtime. */
     signal(SIGXFSZ, SIG_IGN);
-    /* After SIGXFSZ is ignored: storing it may meet a file-size limit. */
-    rt_kernel_offer_init(kernel_worker);
     /* Every connection is a descriptor: use all the process may have. */
     struct rlimit nofile;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -345,6 +343,10 @@ int main(int argc, char **argv)
         }
     rt_log(1, "modal-runtime %s started (pid %d, state %s)", MODAL_VERSION_STRING, (int)getpid(),
            rt.state_dir);
+    /* Once nothing can fail the start any more (its thread must be done
+     * before the process exits), and after SIGXFSZ is ignored: storing it
+     * may meet a file-size limit. */
+    rt_kernel_offer_init(kernel_worker);
 
     while (!got_signal) {
         usleep(100 * 1000);
@@ -385,6 +387,7 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&rt.mu);
     rt_wake();
     pthread_join(loop, NULL);
+    rt_kernel_offer_wait();
     SSL_CTX_free(tls);
     rt_log(1, "stopped");
     return 0;

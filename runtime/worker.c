@@ -273,6 +273,19 @@ static int call_meta(const rt_call *c, int attempt, char *out, size_t outsz)
     return snprintf(out, outsz, "{\"call_id\":\"%s\",\"attempt\":%d}", c->id, attempt);
 }
 
+/* c joins the end of w's in-flight list, as sent. */
+static void inflight_append(rt_worker *w, rt_call *c)
+{
+    c->qnext = NULL;
+    if (w->inflight_tail)
+        w->inflight_tail->qnext = c;
+    else
+        w->inflight = c;
+    w->inflight_tail = c;
+    w->ninflight++;
+    c->state = RT_SENT;
+}
+
 void rt_worker_send(rt_worker *w, rt_call **calls, size_t n)
 {
     char metas[MODAL__IPC_META_MAX];
@@ -281,14 +294,7 @@ void rt_worker_send(rt_worker *w, rt_call **calls, size_t n)
     for (size_t i = 0; i < n; i++) {
         rt_call *c = calls[i];
         bool head = w->inflight == NULL;
-        c->qnext = NULL;
-        if (w->inflight_tail)
-            w->inflight_tail->qnext = c;
-        else
-            w->inflight = c;
-        w->inflight_tail = c;
-        w->ninflight++;
-        c->state = RT_SENT;
+        inflight_append(w, c);
         c->batch_size = 1;
         if (head) {
             c->attempt++;
@@ -341,14 +347,7 @@ void rt_worker_send_batch(rt_worker *w, rt_call **calls, size_t n)
     double now = rt_now();
     for (size_t i = 0; i < n; i++) {
         rt_call *c = calls[i];
-        c->qnext = NULL;
-        if (w->inflight_tail)
-            w->inflight_tail->qnext = c;
-        else
-            w->inflight = c;
-        w->inflight_tail = c;
-        w->ninflight++;
-        c->state = RT_SENT;
+        inflight_append(w, c);
         c->attempt++; /* every call of the batch runs now */
         c->batch_size = (int)n;
         c->started_at = now;

@@ -48,6 +48,18 @@ MODAL_FUNCTION(on_four, .gpu = "h100:4") { return visible(args); }
 MODAL_FUNCTION(on_any, .gpu = "any") { return visible(args); }
 MODAL_FUNCTION(on_cpu) { return visible(args); }
 
+/* A batched GPU function: sleeps 0.3 s once per batch and answers each
+ * call with the size of the batch it ran in. */
+MODAL_FUNCTION(on_h100_batched, .gpu = "H100", .batch_max_size = 4, .batch_wait_ms = 2000)
+{
+    size_t n = modal_value_len(modal_arg(args, 0));
+    harness_sleep(0.3);
+    modal_value *out = modal_list();
+    for (size_t i = 0; i < n; i++)
+        modal_list_append(out, modal_int((int64_t)n), NULL);
+    return out;
+}
+
 /* What the memory-snapshot template saw, inherited by its forks. */
 static char template_saw[256] = "(not run)";
 
@@ -294,6 +306,38 @@ static void test_count_and_gpu_seconds(void **state)
     cJSON_Delete(health);
 }
 
+/* The calls of a batch ran in one invocation on one GPU: together they
+ * are charged its run time once (each its share), not once per call. */
+static void test_batch_shares_gpu_seconds(void **state)
+{
+    start_with(H100(U_H100A));
+    modal_call *calls[4];
+    modal_error err;
+    double t0 = harness_now();
+    for (int i = 0; i < 4; i++)
+        assert_ok(modal_fn_spawn(&on_h100_batched, modal_args(modal_int(i)), &calls[i], &err),
+                  err);
+    for (int i = 0; i < 4; i++) {
+        modal_value *out = NULL;
+        assert_ok(modal_call_get(calls[i], 30, &out, &err), err);
+        int64_t n = 0;
+        assert_int_equal(modal_get_int(out, &n, NULL), MODAL_OK);
+        assert_int_equal(n, 4); /* one batch of all four */
+        modal_value_free(out);
+        modal_call_free(calls[i]);
+    }
+    double wall = harness_now() - t0;
+    cJSON *health = harness_health(&rt);
+    const cJSON *p = pool_entry(health, "on_h100_batched");
+    assert_non_null(p);
+    double fn_s = num(p, "gpu_seconds");
+    /* At least the batch's 0.3 s on one GPU; at most the test's own wall
+     * time (charging each call the whole batch would give 4 x 0.3 s). */
+    assert_true(fn_s >= 0.3 - 1e-6);
+    assert_true(fn_s <= wall);
+    cJSON_Delete(health);
+}
+
 /* Without a CUDA driver, GPU requests fail at once saying so; health says
  * why there are no GPUs; --gpus prints the same. */
 static void test_no_gpus(void **state)
@@ -355,6 +399,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_busy_waits_then_runs, stop),
         cmocka_unit_test_teardown(test_rules_and_refusals, stop),
         cmocka_unit_test_teardown(test_count_and_gpu_seconds, stop),
+        cmocka_unit_test_teardown(test_batch_shares_gpu_seconds, stop),
         cmocka_unit_test_teardown(test_no_gpus, stop),
         cmocka_unit_test(test_gpus_flag),
         cmocka_unit_test_teardown(test_snapshot_worker, stop),

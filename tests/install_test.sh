@@ -55,7 +55,12 @@ fi
 # on the CUDA test double.
 test -f "$tmp/prefix/share/modal/gpu.mk"
 nvcc=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
-fake="$(pwd)/$build/tests/cuda_fake"
+# The test double and its kernels, built like the outside program: without
+# sanitizers (a sanitized one cannot be loaded into it).
+fake="$(pwd)/$build/install-check/tests/cuda_fake"
+make -s BUILD="$build/install-check" SAN= CFLAGS="-O2 -g" \
+    "$build/install-check/tests/cuda_fake/libcuda.so.1" \
+    "$build/install-check/tests/cuda_fake/libfake_kernels.so" >/dev/null
 if [ -n "$nvcc" ] && [ -f "$fake/libcuda.so.1" ] && [ -f "$fake/libfake_kernels.so" ]; then
     mkdir "$tmp/gpu"
     cp examples/kernels/saxpy.cu "$tmp/gpu/"

@@ -853,6 +853,8 @@ void modal_worker_serve_if_worker(int argc, char **argv)
                 run_exit_hook(fn);
                 exit(0);
             }
+            if (jq_head == NULL)
+                continue; /* a CANCEL for a call that ran already (it was in a batch) */
         }
         cap_run();
         job *j = jq_head;

@@ -1,0 +1,332 @@
+/*
+ * test_batching_edges.c: dynamic batching at its edges, against a real
+ * runtime. A cancel of one call of a running batch leaves its worker
+ * serving; batch_max_size = 1 and batch_wait_ms = 0 run each call alone and
+ * without waiting; workers forked from a memory snapshot take batches; a
+ * burst over several workers runs in full batches, none left behind;
+ * health counts every call of a running batch as running and the call
+ * behind it as queued; the runtime stops promptly while a batch waits for its timer.
+ *
+ * This binary is also the worker the runtime starts.
+ */
+#include "harness.h"
+
+MODAL_APP("itest-batching-edges");
+
+/* Arguments (marker path, seconds, x): creates the marker once running,
+ * sleeps the longest seconds of the batch, returns [x, batch length, pid]. */
+static modal_value *wait_and_echo(modal_ctx *ctx, const modal_value *args)
+{
+    const modal_value *markers = modal_arg(args, 0), *secs = modal_arg(args, 1),
+                      *xs = modal_arg(args, 2);
+    size_t n = modal_value_len(xs);
+    double most = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *marker = NULL;
+        double s = 0;
+        modal_get_string(modal_list_get(markers, i), &marker, NULL, NULL);
+        modal_get_float(modal_list_get(secs, i), &s, NULL);
+        if (marker != NULL && marker[0] != '\0') {
+            FILE *f = fopen(marker, "w");
+            if (f != NULL)
+                fclose(f);
+        }
+        if (s > most)
+            most = s;
+    }
+    harness_sleep(most);
+    modal_value *out = modal_list();
+    for (size_t i = 0; i < n; i++)
+        modal_list_append(out, modal_args(modal_value_copy(modal_list_get(xs, i)),
+                                          modal_int((int64_t)n), modal_int(getpid())), NULL);
+    return out;
+}
+
+MODAL_FUNCTION(stuck, .batch_max_size = 2, .batch_wait_ms = 2000, .max_containers = 1,
+               .timeout = 120, .scaledown_window = 5)
+{
+    return wait_and_echo(ctx, args);
+}
+
+/* Returns [pid, batch length] for each call. */
+static modal_value *pid_len(const modal_value *args)
+{
+    size_t n = modal_value_len(modal_arg(args, 0));
+    modal_value *out = modal_list();
+    for (size_t i = 0; i < n; i++)
+        modal_list_append(out, modal_args(modal_int(getpid()), modal_int((int64_t)n)), NULL);
+    return out;
+}
+
+MODAL_FUNCTION(one_at_a_time, .batch_max_size = 1, .batch_wait_ms = 5000, .max_containers = 1,
+               .scaledown_window = 5)
+{
+    return pid_len(args);
+}
+
+MODAL_FUNCTION(no_wait, .batch_max_size = 8, .batch_wait_ms = 0, .max_containers = 1,
+               .scaledown_window = 5)
+{
+    return pid_len(args);
+}
+
+MODAL_FUNCTION(snap_batched, .batch_max_size = 4, .batch_wait_ms = 3000, .max_containers = 1,
+               .memory_snapshot = true, .scaledown_window = 5)
+{
+    return pid_len(args);
+}
+
+/* A burst of 12 over 3 workers: each worker sleeps a little per batch. */
+MODAL_FUNCTION(burst, .batch_max_size = 4, .batch_wait_ms = 3000, .max_containers = 3,
+               .scaledown_window = 5)
+{
+    harness_sleep(0.3);
+    return pid_len(args);
+}
+
+MODAL_FUNCTION(counted_run, .batch_max_size = 3, .batch_wait_ms = 300, .max_containers = 1,
+               .timeout = 60, .scaledown_window = 5)
+{
+    return wait_and_echo(ctx, args);
+}
+
+MODAL_FUNCTION(long_wait, .batch_max_size = 4, .batch_wait_ms = 60000, .max_containers = 1,
+               .scaledown_window = 60)
+{
+    return pid_len(args);
+}
+
+/* ---- helpers -------------------------------------------------------- */
+
+static void marker_path(const char *name, char *out, size_t outsz)
+{
+    snprintf(out, outsz, "%s/%s", rt.dir, name);
+    unlink(out);
+}
+
+static void wait_for_file(const char *path)
+{
+    for (double end = harness_now() + 20; access(path, F_OK) != 0; harness_sleep(0.01))
+        assert_true(harness_now() < end);
+}
+
+/* The first two items of a list of ints (a third, if any, goes to *c). */
+static void get_ints(const modal_value *r, int64_t *a, int64_t *b, int64_t *c)
+{
+    modal_error err;
+    assert_int_equal(modal_value_type(r), MODAL_TYPE_LIST);
+    assert_true(modal_value_len(r) == (c != NULL ? 3 : 2));
+    assert_ok(modal_get_int(modal_list_get(r, 0), a, &err), err);
+    assert_ok(modal_get_int(modal_list_get(r, 1), b, &err), err);
+    if (c != NULL)
+        assert_ok(modal_get_int(modal_list_get(r, 2), c, &err), err);
+}
+
+#define get_two(r, a, b) get_ints((r), (a), (b), NULL)
+
+/* ---- tests ---------------------------------------------------------- */
+
+/* One call of a running batch is cancelled: the runtime tells the
+ * worker, which finishes the batch and stays, idle, for the next call
+ * (the cancel arriving when it has nothing queued does not end it). */
+static void test_cancel_in_a_batch_keeps_the_worker(void **state)
+{
+    char marker[PATH_MAX + 32];
+    marker_path("stuck-one", marker, sizeof marker);
+    modal_error err;
+    modal_call *calls[2];
+    for (int i = 0; i < 2; i++)
+        assert_ok(modal_fn_spawn(&stuck, modal_args(modal_string(marker), modal_float(1),
+                                                     modal_int(i)), &calls[i], &err), err);
+    wait_for_file(marker);
+    assert_ok(modal_call_cancel(calls[1], &err), err);
+    modal_value *r = NULL;
+    int64_t x = -1, len = -1, pid = 0, pid2 = 0;
+    assert_ok(modal_call_get(calls[0], 30, &r, &err), err);
+    get_ints(r, &x, &len, &pid);
+    assert_true(x == 0 && len == 2);
+    modal_value_free(r);
+    assert_status(modal_call_get(calls[1], 5, &r, &err), MODAL_ECANCELLED, err);
+    for (int i = 0; i < 2; i++)
+        modal_call_free(calls[i]);
+    harness_sleep(0.2); /* the worker takes the cancel after the batch */
+    assert_ok(modal_fn_remote(&stuck, modal_args(modal_string(""), modal_float(0), modal_int(5)),
+                              &r, &err), err);
+    get_ints(r, &x, &len, &pid2);
+    modal_value_free(r);
+    assert_true(x == 5 && len == 1);
+    assert_true(pid2 == pid);
+}
+
+/* batch_max_size = 1: every call is a batch of one and runs without
+ * waiting for batch_wait_ms (a full batch never waits). */
+static void test_batch_of_one_never_waits(void **state)
+{
+    modal_error err;
+    modal_value *r = NULL;
+    assert_ok(modal_fn_remote(&one_at_a_time, modal_args(modal_int(0)), &r, &err), err);
+    modal_value_free(r);
+    enum { N = 3 };
+    modal_call *calls[N];
+    double t0 = harness_now();
+    for (int i = 0; i < N; i++)
+        assert_ok(modal_fn_spawn(&one_at_a_time, modal_args(modal_int(i)), &calls[i], &err), err);
+    for (int i = 0; i < N; i++) {
+        assert_ok(modal_call_get(calls[i], 30, &r, &err), err);
+        int64_t pid = 0, len = -1;
+        get_two(r, &pid, &len);
+        assert_true(len == 1);
+        modal_value_free(r);
+        modal_call_free(calls[i]);
+    }
+    assert_true(harness_now() - t0 < 4.0);
+}
+
+/* batch_wait_ms = 0: a lone call runs at once. */
+static void test_wait_zero_runs_at_once(void **state)
+{
+    modal_error err;
+    modal_value *r = NULL;
+    assert_ok(modal_fn_remote(&no_wait, modal_args(modal_int(0)), &r, &err), err);
+    modal_value_free(r);
+    double t0 = harness_now();
+    for (int i = 0; i < 5; i++) {
+        assert_ok(modal_fn_remote(&no_wait, modal_args(modal_int(i)), &r, &err), err);
+        int64_t pid = 0, len = -1;
+        get_two(r, &pid, &len);
+        assert_true(len == 1);
+        modal_value_free(r);
+    }
+    assert_true(harness_now() - t0 < 2.0);
+}
+
+/* A worker forked from a memory snapshot takes a batch like any other. */
+static void test_snapshot_worker_takes_batches(void **state)
+{
+    enum { N = 4 };
+    modal_error err;
+    modal_call *calls[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(modal_fn_spawn(&snap_batched, modal_args(modal_int(i)), &calls[i], &err), err);
+    int64_t first = 0;
+    for (int i = 0; i < N; i++) {
+        modal_value *r = NULL;
+        assert_ok(modal_call_get(calls[i], 30, &r, &err), err);
+        int64_t pid = 0, len = -1;
+        get_two(r, &pid, &len);
+        assert_true(len == N);
+        if (i == 0)
+            first = pid;
+        assert_true(pid == first);
+        modal_value_free(r);
+        modal_call_free(calls[i]);
+    }
+}
+
+/* 12 calls at once over up to 3 workers, batches of 4: every call
+ * answers, in full batches, on more than one worker, long before a
+ * batch_wait_ms would pass for any of them. */
+static void test_burst_over_workers(void **state)
+{
+    enum { N = 12 };
+    modal_error err;
+    modal_call *calls[N];
+    double t0 = harness_now();
+    for (int i = 0; i < N; i++)
+        assert_ok(modal_fn_spawn(&burst, modal_args(modal_int(i)), &calls[i], &err), err);
+    int64_t pids[N];
+    int distinct = 0;
+    for (int i = 0; i < N; i++) {
+        modal_value *r = NULL;
+        assert_ok(modal_call_get(calls[i], 30, &r, &err), err);
+        int64_t len = -1;
+        get_two(r, &pids[i], &len);
+        assert_true(len == 4);
+        bool seen = false;
+        for (int j = 0; j < i; j++)
+            seen = seen || pids[j] == pids[i];
+        distinct += !seen;
+        modal_value_free(r);
+        modal_call_free(calls[i]);
+    }
+    assert_true(distinct >= 2);
+    assert_true(harness_now() - t0 < 3.0);
+}
+
+/* While a batch of 3 runs on the only worker and a fourth call waits,
+ * health shows 3 running, 1 queued, none sent ahead, one worker. */
+static void test_health_during_a_batch(void **state)
+{
+    char marker[PATH_MAX + 32];
+    marker_path("counted", marker, sizeof marker);
+    modal_error err;
+    modal_value *r = NULL;
+    /* A warm worker, so the first three share a batch. */
+    assert_ok(modal_fn_remote(&counted_run, modal_args(modal_string(""), modal_float(0),
+                                                       modal_int(0)), &r, &err), err);
+    modal_value_free(r);
+    modal_call *calls[4];
+    for (int i = 0; i < 3; i++)
+        assert_ok(modal_fn_spawn(&counted_run, modal_args(modal_string(marker), modal_float(2),
+                                                          modal_int(i)), &calls[i], &err), err);
+    wait_for_file(marker);
+    assert_ok(modal_fn_spawn(&counted_run, modal_args(modal_string(""), modal_float(0),
+                                                      modal_int(3)), &calls[3], &err), err);
+    cJSON *h = harness_health(&rt);
+    const cJSON *e = harness_waiting_entry(h, "counted_run");
+    assert_non_null(e);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(e, "queued")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(e, "sent_ahead")->valueint, 0);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(e, "running")->valueint, 3);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(e, "workers")->valueint, 1);
+    cJSON_Delete(h);
+    for (int i = 0; i < 4; i++) {
+        assert_ok(modal_call_get(calls[i], 30, &r, &err), err);
+        int64_t x = -1, len = -1, pid = 0;
+        get_ints(r, &x, &len, &pid);
+        assert_true(x == i);
+        assert_true(len == (i < 3 ? 3 : 1));
+        modal_value_free(r);
+        modal_call_free(calls[i]);
+    }
+}
+
+/* The runtime stops promptly while a call waits for its batch to fill
+ * (a 60 s batch_wait_ms) with an idle worker ready for it. */
+static void test_shutdown_while_a_batch_waits(void **state)
+{
+    harness h;
+    assert_int_equal(harness_start(&h), 0);
+    modal_error err;
+    modal_call *c = NULL;
+    assert_ok(modal_fn_spawn(&long_wait, modal_args(modal_int(1)), &c, &err), err);
+    for (double end = harness_now() + 20;; harness_sleep(0.05)) {
+        if (harness_count_workers(h.dir, "") > 0)
+            break;
+        assert_true(harness_now() < end);
+    }
+    harness_sleep(0.3);
+    double t0 = harness_now();
+    assert_int_equal(harness_stop(&h), 0);
+    assert_true(harness_now() - t0 < 5.0);
+    modal_call_free(c);
+    setenv("MODAL_RUNTIME_URL", rt.url, 1); /* back to the group's runtime */
+    setenv("MODAL_TOKEN", rt.token, 1);
+}
+
+int main(int argc, char **argv)
+{
+    modal_worker_serve_if_worker(argc, argv);
+    setenv("MODAL_QUIET_LOGS", "1", 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cancel_in_a_batch_keeps_the_worker),
+        cmocka_unit_test(test_batch_of_one_never_waits),
+        cmocka_unit_test(test_wait_zero_runs_at_once),
+        cmocka_unit_test(test_snapshot_worker_takes_batches),
+        cmocka_unit_test(test_burst_over_workers),
+        cmocka_unit_test(test_health_during_a_batch),
+        cmocka_unit_test(test_shutdown_while_a_batch_waits),
+    };
+    return cmocka_run_group_tests_name("batching_edges", tests, harness_group_setup,
+                                       harness_group_teardown) != 0;
+}

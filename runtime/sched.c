@@ -738,6 +738,21 @@ modal_status rt_call_submit(modal__buf *frame, int frame_fd, size_t frame_len, r
     return MODAL_OK;
 }
 
+static bool batch_orphaned(const rt_worker *w);
+
+/* The worker whose running batch holds c, or NULL. */
+static rt_worker *batch_holding(const rt_call *c)
+{
+    if (c->state != RT_SENT)
+        return NULL;
+    for (rt_worker *w = rt.workers; w; w = w->next)
+        if (w->batch && w->state != RT_W_DEAD)
+            for (const rt_call *x = w->inflight; x != NULL; x = x->qnext)
+                if (x == c)
+                    return w;
+    return NULL;
+}
+
 void rt_call_cancel(rt_call *c)
 {
     if (c->state == RT_DONE)
@@ -746,7 +761,7 @@ void rt_call_cancel(rt_call *c)
     /* A call a worker holds is settled now and dropped when the worker
      * gives it back: one sent ahead is never started, and the worker
      * running one is stopped (its call_ended then only releases it). */
-    rt_worker *owner = rt_worker_running(c);
+    rt_worker *owner = rt_worker_running(c), *batch = batch_holding(c);
     if (owner != NULL && owner->batch)
         owner = NULL; /* the others of its batch run on: only its result is dropped */
     c->cancelled = c->state == RT_SENT;
@@ -756,6 +771,8 @@ void rt_call_cancel(rt_call *c)
                      rt_error_frame(c, MODAL_ECANCELLED, "the call was cancelled"));
     if (owner != NULL)
         rt_worker_kill(owner, "its call was cancelled");
+    else if (batch != NULL && batch_orphaned(batch))
+        rt_worker_kill(batch, "every call of its batch was cancelled");
 }
 
 rt_map *rt_map_find(const char *id)
@@ -915,12 +932,13 @@ void rt_map_ack(rt_map *m, long long seq)
     }
 }
 
-/* Whether every call of w's batch belongs to a map that is gone: only
- * then is the batch stopped, as no call of it needs its result. */
+/* Whether every call of w's batch was cancelled or belongs to a map that
+ * is gone: only then is the batch stopped, as no call of it needs its
+ * result. */
 static bool batch_orphaned(const rt_worker *w)
 {
     for (const rt_call *c = w->inflight; c != NULL; c = c->qnext)
-        if (!c->orphan)
+        if (!c->orphan && !c->cancelled)
             return false;
     return true;
 }

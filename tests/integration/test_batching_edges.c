@@ -1,7 +1,8 @@
 /*
  * test_batching_edges.c: dynamic batching at its edges, against a real
  * runtime. A cancel of one call of a running batch leaves its worker
- * serving; batch_max_size = 1 and batch_wait_ms = 0 run each call alone and
+ * serving, and cancelling every call of it frees the worker at once;
+ * batch_max_size = 1 and batch_wait_ms = 0 run each call alone and
  * without waiting; workers forked from a memory snapshot take batches; a
  * burst over several workers runs in full batches, none left behind;
  * health counts every call of a running batch as running and the call
@@ -156,6 +157,38 @@ static void test_cancel_in_a_batch_keeps_the_worker(void **state)
     modal_value_free(r);
     assert_true(x == 5 && len == 1);
     assert_true(pid2 == pid);
+}
+
+/* Both calls of a running batch are cancelled: nothing needs the batch
+ * any more, so its worker stops, and the next call (the function may
+ * have one worker) runs at once rather than after the cancelled batch's
+ * 20 s. */
+static void test_cancel_every_call_frees_the_worker(void **state)
+{
+    char marker[PATH_MAX + 32];
+    marker_path("stuck", marker, sizeof marker);
+    modal_error err;
+    modal_call *calls[2];
+    for (int i = 0; i < 2; i++)
+        assert_ok(modal_fn_spawn(&stuck, modal_args(modal_string(marker), modal_float(20),
+                                                     modal_int(i)), &calls[i], &err), err);
+    wait_for_file(marker);
+    for (int i = 0; i < 2; i++)
+        assert_ok(modal_call_cancel(calls[i], &err), err);
+    for (int i = 0; i < 2; i++) {
+        modal_value *r = NULL;
+        assert_status(modal_call_get(calls[i], 5, &r, &err), MODAL_ECANCELLED, err);
+        modal_call_free(calls[i]);
+    }
+    double t0 = harness_now();
+    modal_value *r = NULL;
+    assert_ok(modal_fn_remote(&stuck, modal_args(modal_string(""), modal_float(0), modal_int(7)),
+                              &r, &err), err);
+    int64_t x = -1, len = -1, pid = 0;
+    get_ints(r, &x, &len, &pid);
+    modal_value_free(r);
+    assert_true(x == 7 && len == 1);
+    assert_true(harness_now() - t0 < 10);
 }
 
 /* batch_max_size = 1: every call is a batch of one and runs without
@@ -320,6 +353,7 @@ int main(int argc, char **argv)
     setenv("MODAL_QUIET_LOGS", "1", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancel_in_a_batch_keeps_the_worker),
+        cmocka_unit_test(test_cancel_every_call_frees_the_worker),
         cmocka_unit_test(test_batch_of_one_never_waits),
         cmocka_unit_test(test_wait_zero_runs_at_once),
         cmocka_unit_test(test_snapshot_worker_takes_batches),

@@ -456,8 +456,8 @@ static void serve_calls(int sock, modal_function *fn, const cJSON *metas, modal_
 /*
  * Calls of a batched function, run together: the body is invoked once
  * with, for each position, the list of that argument across the calls
- * that can run (not cancelled, arguments that decode, as many as the
- * first's), and item i of its result answers the i-th of them. A call
+ * that can run (not cancelled, arguments that decode, as many as most
+ * calls have), and item i of its result answers the i-th of them. A call
  * that cannot run fails alone; a failure of the body, or a result that
  * is not a list of one item per call, fails every call that ran. The
  * answers go back in the order of the calls, as the runtime expects.
@@ -497,19 +497,37 @@ static void serve_batch(int sock, modal_function *fn, const cJSON *const *metas,
         if (st == MODAL_OK && modal_value_type(args[i]) != MODAL_TYPE_LIST)
             st = modal__fail(e, MODAL_ECODEC, "%s: arguments are a %s, not a list", fn->name,
                              modal_type_name(modal_value_type(args[i])));
-        if (st == MODAL_OK && first == n) {
+    }
+    /* The batch takes the number of arguments most of its calls have (the
+     * earliest's on a tie): one odd call fails alone wherever it sits. */
+    size_t best = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (errs[i].code != MODAL_OK)
+            continue;
+        size_t same = 0;
+        for (size_t k = 0; k < n; k++)
+            same += errs[k].code == MODAL_OK &&
+                    modal_value_len(args[k]) == modal_value_len(args[i]);
+        if (same > best) {
+            best = same;
             first = i;
             want = modal_value_len(args[i]);
-        } else if (st == MODAL_OK && modal_value_len(args[i]) != want) {
-            size_t got = modal_value_len(args[i]);
-            st = modal__fail(e, MODAL_EINVAL, "%s: call %zu of a batch of %zu has %zu "
-                             "argument%s, call %zu has %zu; every call of a batched function "
-                             "takes the same number of arguments", fn->name, i, n, got,
-                             got == 1 ? "" : "s", first, want);
         }
-        if (st == MODAL_OK)
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (errs[i].code != MODAL_OK)
+            continue;
+        size_t got = modal_value_len(args[i]);
+        if (got != want)
+            modal__fail(&errs[i], MODAL_EINVAL, "%s: call %zu of a batch of %zu has %zu "
+                        "argument%s, call %zu has %zu; every call of a batched function "
+                        "takes the same number of arguments", fn->name, i, n, got,
+                        got == 1 ? "" : "s", first, want);
+        else
             run[nrun++] = args[i];
     }
+    for (first = 0; first < n && errs[first].code != MODAL_OK; first++)
+        ; /* the first call that runs: the body's ctx is its */
     modal_value *cols = NULL, *result = NULL;
     modal_error berr = {MODAL_OK, ""};
     modal_status bst = MODAL_OK;

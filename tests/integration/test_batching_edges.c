@@ -6,7 +6,8 @@
  * without waiting; workers forked from a memory snapshot take batches; a
  * burst over several workers runs in full batches, none left behind;
  * health counts every call of a running batch as running and the call
- * behind it as queued; the runtime stops promptly while a batch waits for its timer.
+ * behind it as queued; a starmap whose odd inputs (another number of
+ * arguments) sit first in their batch fails those alone, in order; the runtime stops promptly while a batch waits for its timer.
  *
  * This binary is also the worker the runtime starts.
  */
@@ -89,6 +90,19 @@ MODAL_FUNCTION(counted_run, .batch_max_size = 3, .batch_wait_ms = 300, .max_cont
                .timeout = 60, .scaledown_window = 5)
 {
     return wait_and_echo(ctx, args);
+}
+
+/* Sums pairs; a pair of other length is refused by the runtime's batching. */
+MODAL_FUNCTION(pair_sum, .batch_max_size = 8, .batch_wait_ms = 500, .max_containers = 1,
+               .scaledown_window = 5)
+{
+    const modal_value *xs = modal_arg(args, 0), *ys = modal_arg(args, 1);
+    if (xs == NULL || ys == NULL)
+        return NULL;
+    modal_value *out = modal_list();
+    for (size_t i = 0; i < modal_value_len(xs); i++)
+        modal_list_append(out, modal_int(modal_arg_int(xs, i) + modal_arg_int(ys, i)), NULL);
+    return out;
 }
 
 MODAL_FUNCTION(long_wait, .batch_max_size = 4, .batch_wait_ms = 60000, .max_containers = 1,
@@ -324,6 +338,41 @@ static void test_health_during_a_batch(void **state)
     }
 }
 
+/* A starmap with return_errors over a batched function: inputs with one
+ * argument fail alone, wherever they sit in their batch (also first),
+ * and every other input gets its own sum, in input order. */
+static void test_starmap_per_input_errors(void **state)
+{
+    enum { N = 20 };
+    modal_error err;
+    modal_value *in = modal_list();
+    for (int i = 0; i < N; i++) {
+        modal_value *a = i % 8 == 0 ? modal_args(modal_int(i)) : modal_args(modal_int(i), modal_int(i));
+        assert_ok(modal_list_append(in, a, &err), err);
+    }
+    modal_map_options o = {.return_errors = true};
+    modal_value *out = NULL;
+    assert_ok(modal_fn_starmap(&pair_sum, in, &o, &out, &err), err);
+    assert_int_equal(modal_value_len(out), N);
+    for (int i = 0; i < N; i++) {
+        const modal_value *r = modal_list_get(out, (size_t)i);
+        if (i % 8 == 0) {
+            const modal_value *st = modal_map_get(r, "status");
+            assert_non_null(st);
+            const char *s = NULL;
+            assert_ok(modal_get_string(st, &s, NULL, &err), err);
+            assert_string_equal(s, "EINVAL");
+        } else {
+            int64_t v = -1;
+            if (modal_get_int(r, &v, &err) != MODAL_OK)
+                fail_msg("input %d: %s", i, modal_value_type(r) == MODAL_TYPE_MAP ?
+                         "an error entry" : "not an int");
+            assert_true(v == 2 * i);
+        }
+    }
+    modal_value_free(out);
+}
+
 /* The runtime stops promptly while a call waits for its batch to fill
  * (a 60 s batch_wait_ms) with an idle worker ready for it. */
 static void test_shutdown_while_a_batch_waits(void **state)
@@ -359,6 +408,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_snapshot_worker_takes_batches),
         cmocka_unit_test(test_burst_over_workers),
         cmocka_unit_test(test_health_during_a_batch),
+        cmocka_unit_test(test_starmap_per_input_errors),
         cmocka_unit_test(test_shutdown_while_a_batch_waits),
     };
     return cmocka_run_group_tests_name("batching_edges", tests, harness_group_setup,

@@ -5,7 +5,8 @@
  * memory snapshot, whose template never touches the driver); local use;
  * out of memory; a failed launch and a lost device end the worker, and
  * the next call, the calls sent to it meanwhile and the next batch of a
- * batched function run on a fresh one; an image without code for the device names
+ * batched function run on a fresh one (every call of a batch that broke
+ * the GPU settled once, with the batch's error); an image without code for the device names
  * its architectures and the device's; an unknown kernel; every argument
  * check; no driver at all; a worker whose GPU cannot start fails its start
  * with the driver's error.
@@ -395,6 +396,66 @@ static void test_remote_batched_launch_failure_restarts_worker(void **state)
     fake_env_clear();
 }
 
+/* A batch of 4 whose second call breaks the GPU (a sticky launch
+ * failure: the worker exits 75 once it has answered): every call of that
+ * batch gets the body's error once, none is given back to run again, and
+ * the next call runs on a fresh worker. */
+static void test_remote_batch_with_sticky_error_settles_each_call_once(void **state)
+{
+    harness h;
+    fake_env(H100, NULL);
+    assert_int_equal(harness_start(&h), 0);
+    modal_call *calls[4];
+    modal_error err;
+    for (int i = 0; i < 4; i++)
+        assert_ok(modal_fn_spawn(&gpu_batched, modal_args(modal_string(i == 1 ? "crash" : "saxpy")),
+                                 &calls[i], &err), err);
+    long bad_pid = 0;
+    bool failed[4] = {false};
+    for (int i = 0; i < 4; i++) {
+        modal_value *out = NULL;
+        modal_status st = modal_call_get(calls[i], 30, &out, &err);
+        failed[i] = st != MODAL_OK;
+        if (i == 1 || st != MODAL_OK) {
+            /* The calls that shared the broken batch fail with its error. */
+            assert_int_equal(st, MODAL_EFUNC);
+            assert_message_contains(err, "crash: cuLaunchKernel");
+            long pid = atol(strstr(err.message, "pid ") + 4);
+            assert_true(bad_pid == 0 || pid == bad_pid);
+            bad_pid = pid;
+        }
+        modal_value_free(out);
+    }
+    /* Each failed call finished once: a call given back after it ran
+     * would be run (and logged) again. (A success is logged only at the
+     * debug level.) */
+    harness_sleep(0.5);
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/runtime.log", h.dir);
+    char *log = harness_read_file(path, NULL);
+    assert_non_null(log);
+    for (int i = 0; i < 4; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "call %s (gpu_batched) finished", modal_call_id(calls[i]));
+        int seen = 0;
+        for (const char *p = log; (p = strstr(p, want)) != NULL; p++)
+            seen++;
+        if (seen != (failed[i] ? 1 : 0))
+            fail_msg("call %d finished %d times:\n%s", i, seen, log);
+        modal_call_free(calls[i]);
+    }
+    free(log);
+    modal_value *out = NULL;
+    assert_ok(modal_fn_remote(&gpu_batched, modal_args(modal_string("saxpy")), &out, &err), err);
+    int64_t pid = 0;
+    assert_ok(modal_get_int(out, &pid, &err), err);
+    modal_value_free(out);
+    assert_true(pid > 0 && pid != bad_pid);
+    assert_false(harness_pid_alive((pid_t)bad_pid));
+    harness_stop(&h);
+    fake_env_clear();
+}
+
 static void test_remote_device_lost(void **state)
 {
     harness h;
@@ -740,6 +801,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_remote_launch_failure_restarts_worker),
         cmocka_unit_test(test_remote_calls_sent_ahead_go_to_a_fresh_worker),
         cmocka_unit_test(test_remote_batched_launch_failure_restarts_worker),
+        cmocka_unit_test(test_remote_batch_with_sticky_error_settles_each_call_once),
         cmocka_unit_test(test_remote_device_lost),
         cmocka_unit_test(test_remote_context_failure_fails_start),
     };

@@ -360,8 +360,10 @@ static void reclaim_for(rt_pool *p, const char *kind)
             continue;
         if (w->state == RT_W_EXITING || w->state == RT_W_DEAD)
             return; /* one is leaving already */
+        /* One whose pool has queued calls waits for its batch to fill:
+         * those calls came first. */
         if (w->state == RT_W_READY && w->inflight == NULL && idle == NULL &&
-            w->pool->nworkers > w->pool->spec->min_containers)
+            w->pool->nworkers > w->pool->spec->min_containers && rt_queue_length(w->pool) == 0)
             idle = w;
     }
     if (idle != NULL) {

@@ -8,7 +8,8 @@
  * counts, "any", disjoint devices for concurrent workers, calls waiting
  * for busy devices (visible in health) and an idle worker of another
  * function stopped for them, requests that can never be met (EGPU at
- * once, naming what the runtime has), a runtime without GPUs, --gpus,
+ * once, naming what the runtime has), an idle batched worker whose call
+ * waits for its batch kept for it, a runtime without GPUs, --gpus,
  * health's gpus with holders, GPU-seconds, memory-snapshot workers.
  *
  * This binary is also the worker the runtime starts.
@@ -338,6 +339,59 @@ static void test_batch_shares_gpu_seconds(void **state)
     cJSON_Delete(health);
 }
 
+/* The device holder's pid and function in health (0 and "" when free). */
+static long holder(char *fn, size_t fnsz)
+{
+    cJSON *health = NULL;
+    const cJSON *held = cJSON_GetObjectItemCaseSensitive(gpu_entry(&health, 0), "held_by");
+    long pid = cJSON_IsObject(held) ? (long)num(held, "pid") : 0;
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(held, "fn");
+    snprintf(fn, fnsz, "%s", cJSON_IsString(f) ? f->valuestring : "");
+    cJSON_Delete(health);
+    return pid;
+}
+
+/* A batched function's idle worker whose call waits for its batch to
+ * fill is not idle for others: a call of another function that wants its
+ * GPU waits for the batch to run, rather than having the worker stopped
+ * under the call that came first. */
+static void test_batch_waiting_keeps_its_gpu(void **state)
+{
+    start_with(H100(U_H100A));
+    modal_call *calls[4], *lone, *other;
+    modal_error err;
+    for (int i = 0; i < 4; i++)
+        assert_ok(modal_fn_spawn(&on_h100_batched, modal_args(modal_int(i)), &calls[i], &err),
+                  err);
+    for (int i = 0; i < 4; i++) {
+        modal_value *out = NULL;
+        assert_ok(modal_call_get(calls[i], 30, &out, &err), err);
+        modal_value_free(out);
+        modal_call_free(calls[i]);
+    }
+    char fn[64];
+    long warm = holder(fn, sizeof fn);
+    assert_string_equal(fn, "on_h100_batched");
+    double t0 = harness_now();
+    assert_ok(modal_fn_spawn(&on_h100_batched, modal_args(modal_int(9)), &lone, &err), err);
+    assert_ok(modal_fn_spawn(&on_h100_only, modal_args(modal_float(0)), &other, &err), err);
+    harness_sleep(0.6);
+    assert_true(harness_now() - t0 < 1.9); /* the batch still waits */
+    assert_int_equal(holder(fn, sizeof fn), warm);
+    assert_string_equal(fn, "on_h100_batched");
+    modal_value *out = NULL;
+    assert_ok(modal_call_get(lone, 30, &out, &err), err);
+    int64_t n = 0;
+    assert_int_equal(modal_get_int(out, &n, NULL), MODAL_OK);
+    assert_int_equal(n, 1);
+    modal_value_free(out);
+    assert_ok(modal_call_get(other, 30, &out, &err), err);
+    assert_string_equal(str(out), U_H100A);
+    modal_value_free(out);
+    modal_call_free(lone);
+    modal_call_free(other);
+}
+
 /* Without a CUDA driver, GPU requests fail at once saying so; health says
  * why there are no GPUs; --gpus prints the same. */
 static void test_no_gpus(void **state)
@@ -400,6 +454,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_rules_and_refusals, stop),
         cmocka_unit_test_teardown(test_count_and_gpu_seconds, stop),
         cmocka_unit_test_teardown(test_batch_shares_gpu_seconds, stop),
+        cmocka_unit_test_teardown(test_batch_waiting_keeps_its_gpu, stop),
         cmocka_unit_test_teardown(test_no_gpus, stop),
         cmocka_unit_test(test_gpus_flag),
         cmocka_unit_test_teardown(test_snapshot_worker, stop),

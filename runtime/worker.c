@@ -1036,7 +1036,8 @@ static void check_timers(double now)
             stop_worker(w, "timeout", MODAL_ETIMEOUT, msg);
         } else if (w->state == RT_W_READY && w->inflight == NULL &&
                    now - w->idle_since > p->spec->scaledown_window &&
-                   p->nworkers > p->spec->min_containers) {
+                   p->nworkers > p->spec->min_containers && rt_queue_length(p) == 0) {
+            /* Queued calls of its pool wait for their batch to fill. */
             rt_worker_retire(w);
         } else if (w->state == RT_W_EXITING && w->inflight == NULL) {
             if (w->exiting_since == 0)

@@ -6,8 +6,12 @@
  * without waiting; workers forked from a memory snapshot take batches; a
  * burst over several workers runs in full batches, none left behind;
  * health counts every call of a running batch as running and the call
- * behind it as queued; a starmap whose odd inputs (another number of
- * arguments) sit first in their batch fails those alone, in order; the runtime stops promptly while a batch waits for its timer.
+ * behind it as queued; a worker whose call waits for its batch outlives
+ * its scale-down window and runs it; a batch that times out is retried
+ * call by call; large results of a batch reach each caller; a starmap
+ * whose odd inputs (another number of arguments) sit first in their
+ * batch fails those alone, in order; the runtime stops promptly while a
+ * batch waits for its timer.
  *
  * This binary is also the worker the runtime starts.
  */
@@ -103,6 +107,39 @@ MODAL_FUNCTION(pair_sum, .batch_max_size = 8, .batch_wait_ms = 500, .max_contain
     for (size_t i = 0; i < modal_value_len(xs); i++)
         modal_list_append(out, modal_int(modal_arg_int(xs, i) + modal_arg_int(ys, i)), NULL);
     return out;
+}
+
+/* Always runs past its 1 s timeout; one retry. */
+MODAL_FUNCTION(too_slow, .batch_max_size = 2, .batch_wait_ms = 2000, .timeout = 1,
+               .retry_policy = MODAL_RETRIES(.max_retries = 1, .initial_delay = 0.01),
+               .max_containers = 1, .scaledown_window = 5)
+{
+    harness_sleep(10);
+    return modal_list();
+}
+
+/* Returns, for each call, an f64 array of x elements, each x. */
+MODAL_FUNCTION(big_results, .batch_max_size = 3, .batch_wait_ms = 2000, .max_containers = 1,
+               .scaledown_window = 5)
+{
+    const modal_value *xs = modal_arg(args, 0);
+    modal_value *out = modal_list();
+    for (size_t i = 0; i < modal_value_len(xs); i++) {
+        size_t n = (size_t)modal_arg_int(xs, i);
+        modal_value *a = modal_array_new(MODAL_F64, 1, &n);
+        double *d = modal_array_data_mut(a);
+        for (size_t k = 0; k < n; k++)
+            d[k] = (double)n;
+        modal_list_append(out, a, NULL);
+    }
+    return out;
+}
+
+/* Its batch wait outlasts its scale-down window. */
+MODAL_FUNCTION(quick_scaledown, .batch_max_size = 4, .batch_wait_ms = 2500, .max_containers = 1,
+               .scaledown_window = 1)
+{
+    return pid_len(args);
 }
 
 MODAL_FUNCTION(long_wait, .batch_max_size = 4, .batch_wait_ms = 60000, .max_containers = 1,
@@ -373,6 +410,74 @@ static void test_starmap_per_input_errors(void **state)
     modal_value_free(out);
 }
 
+/* A batch that times out on every attempt: each call is retried by its
+ * policy and ends after its second attempt, saying so. */
+static void test_timeout_retries_each_call(void **state)
+{
+    modal_error err;
+    modal_call *calls[2];
+    for (int i = 0; i < 2; i++)
+        assert_ok(modal_fn_spawn(&too_slow, modal_args(modal_int(i)), &calls[i], &err), err);
+    for (int i = 0; i < 2; i++) {
+        modal_value *r = NULL;
+        assert_status(modal_call_get(calls[i], 30, &r, &err), MODAL_ETIMEOUT, err);
+        assert_message_contains(err, "too_slow: timed out after 1 s in a batch (attempt 2 of 2)");
+        modal_call_free(calls[i]);
+    }
+}
+
+/* Each call of a batch gets its own large result (these travel in
+ * memfds), whole. */
+static void test_large_results_of_a_batch(void **state)
+{
+    static const int64_t sizes[3] = {300000, 5, 200000};
+    modal_error err;
+    modal_call *calls[3];
+    for (int i = 0; i < 3; i++)
+        assert_ok(modal_fn_spawn(&big_results, modal_args(modal_int(sizes[i])), &calls[i], &err),
+                  err);
+    for (int i = 0; i < 3; i++) {
+        modal_value *r = NULL;
+        assert_ok(modal_call_get(calls[i], 30, &r, &err), err);
+        const double *d = NULL;
+        size_t n = 0;
+        assert_ok(modal_get_array(r, MODAL_F64, (const void **)&d, &n, &err), err);
+        assert_true(n == (size_t)sizes[i]);
+        assert_true(d[0] == (double)sizes[i] && d[n - 1] == (double)sizes[i]);
+        modal_value_free(r);
+        modal_call_free(calls[i]);
+    }
+}
+
+/* A worker whose call waits for its batch to fill is not idle: it does
+ * not exit at its scale-down window (1 s) while the call waits 2.5 s, and
+ * the call runs on it rather than on a worker started cold. */
+static void test_waiting_batch_keeps_its_worker(void **state)
+{
+    enum { N = 4 };
+    modal_error err;
+    modal_call *calls[N];
+    for (int i = 0; i < N; i++)
+        assert_ok(modal_fn_spawn(&quick_scaledown, modal_args(modal_int(i)), &calls[i], &err),
+                  err);
+    int64_t warm = 0, len = -1;
+    for (int i = 0; i < N; i++) {
+        modal_value *r = NULL;
+        assert_ok(modal_call_get(calls[i], 30, &r, &err), err);
+        get_two(r, &warm, &len);
+        modal_value_free(r);
+        modal_call_free(calls[i]);
+    }
+    harness_sleep(0.5);
+    modal_value *r = NULL;
+    int64_t pid = 0;
+    assert_ok(modal_fn_remote(&quick_scaledown, modal_args(modal_int(9)), &r, &err), err);
+    get_two(r, &pid, &len);
+    modal_value_free(r);
+    assert_true(len == 1);
+    assert_true(pid == warm);
+}
+
 /* The runtime stops promptly while a call waits for its batch to fill
  * (a 60 s batch_wait_ms) with an idle worker ready for it. */
 static void test_shutdown_while_a_batch_waits(void **state)
@@ -409,6 +514,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_burst_over_workers),
         cmocka_unit_test(test_health_during_a_batch),
         cmocka_unit_test(test_starmap_per_input_errors),
+        cmocka_unit_test(test_timeout_retries_each_call),
+        cmocka_unit_test(test_large_results_of_a_batch),
+        cmocka_unit_test(test_waiting_batch_keeps_its_worker),
         cmocka_unit_test(test_shutdown_while_a_batch_waits),
     };
     return cmocka_run_group_tests_name("batching_edges", tests, harness_group_setup,

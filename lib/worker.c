@@ -872,7 +872,8 @@ void modal_worker_serve_if_worker(int argc, char **argv)
                 exit(0);
             }
             if (jq_head == NULL)
-                continue; /* a CANCEL for a call that ran already (it was in a batch) */
+                continue; /* a CANCEL for a call that ran already (in a batch, or
+                             * sent ahead and started before the cancel came) */
         }
         cap_run();
         job *j = jq_head;

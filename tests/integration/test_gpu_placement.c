@@ -390,6 +390,40 @@ static void test_snapshot_worker(void **state)
     modal_value_free(out);
 }
 
+/* A runtime killed while a GPU worker runs a call takes the worker with
+ * it: an orphan would keep running (the dead runtime enforces no timeout)
+ * on devices that a restarted runtime hands to a new worker. */
+static void test_worker_dies_with_runtime(void **state)
+{
+    start_with(H100(U_H100A));
+    modal_call *c;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&on_h100_only, modal_args(modal_float(60)), &c, &err), err);
+    pid_t pid = 0;
+    for (double t0 = harness_now(); harness_now() - t0 < 10 && pid == 0;) {
+        cJSON *health = NULL;
+        const cJSON *held = cJSON_GetObjectItemCaseSensitive(gpu_entry(&health, 0), "held_by");
+        if (cJSON_IsObject(held))
+            pid = (pid_t)num(held, "pid");
+        cJSON_Delete(health);
+        if (pid == 0)
+            harness_sleep(0.02);
+    }
+    assert_true(pid > 1);
+    harness_sleep(0.2); /* the call is running in it */
+    harness_kill(&rt);
+    bool gone = false;
+    for (double t0 = harness_now(); harness_now() - t0 < 5 && !gone;) {
+        gone = kill(pid, 0) != 0 && errno == ESRCH;
+        if (!gone)
+            harness_sleep(0.05);
+    }
+    if (!gone)
+        kill(pid, SIGKILL); /* leave nothing behind */
+    modal_call_free(c);
+    assert_true(gone);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -403,6 +437,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_no_gpus, stop),
         cmocka_unit_test(test_gpus_flag),
         cmocka_unit_test_teardown(test_snapshot_worker, stop),
+        cmocka_unit_test_teardown(test_worker_dies_with_runtime, stop),
     };
     return cmocka_run_group_tests_name("gpu_placement", tests, NULL, NULL) != 0;
 }

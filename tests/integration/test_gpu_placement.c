@@ -7,7 +7,8 @@
  * upgrades, "!" never upgrading, A100 on an A100-80GB, fallback order,
  * counts, "any", disjoint devices for concurrent workers, calls waiting
  * for busy devices (visible in health) and an idle worker of another
- * function stopped for them, requests that can never be met (EGPU at
+ * function stopped for them (only one whose devices can serve them),
+ * workers killed with a killed runtime, requests that can never be met (EGPU at
  * once, naming what the runtime has), a runtime without GPUs, --gpus,
  * health's gpus with holders, GPU-seconds, memory-snapshot workers.
  *
@@ -46,6 +47,7 @@ MODAL_FUNCTION(on_a100, .gpu = "A100") { return visible(args); }
 MODAL_FUNCTION(on_list, .gpu = "B200, A100-80GB, H100") { return visible(args); }
 MODAL_FUNCTION(on_four, .gpu = "h100:4") { return visible(args); }
 MODAL_FUNCTION(on_any, .gpu = "any") { return visible(args); }
+MODAL_FUNCTION(on_two, .gpu = "h100:2") { return visible(args); }
 MODAL_FUNCTION(on_cpu) { return visible(args); }
 
 /* A batched GPU function: sleeps 0.3 s once per batch and answers each
@@ -390,6 +392,30 @@ static void test_snapshot_worker(void **state)
     modal_value_free(out);
 }
 
+/* The pid of the worker holding device i of rt, 0 when none does. */
+static long holder_pid(int i)
+{
+    cJSON *health = NULL;
+    const cJSON *held = cJSON_GetObjectItemCaseSensitive(gpu_entry(&health, i), "held_by");
+    long pid = cJSON_IsObject(held) ? (long)num(held, "pid") : 0;
+    cJSON_Delete(health);
+    return pid;
+}
+
+/* A call waiting for "h100:2" stops only an idle worker whose devices can
+ * be part of two H100s (or two H200s): not the one holding the runtime's
+ * only H200, which no placement of that request can use. */
+static void test_reclaim_only_what_fits(void **state)
+{
+    start_with(H200(U_H200) ";" H100(U_H100A) ";" H100(U_H100B));
+    expect_on(&on_h100_only, U_H100A);
+    expect_on(&on_any, U_H200); /* the newer worker, found first */
+    long any_pid = holder_pid(0);
+    assert_true(any_pid > 1);
+    expect_on(&on_two, U_H100A "," U_H100B);
+    assert_int_equal(holder_pid(0), any_pid);
+}
+
 /* A runtime killed while a GPU worker runs a call takes the worker with
  * it: an orphan would keep running (the dead runtime enforces no timeout)
  * on devices that a restarted runtime hands to a new worker. */
@@ -438,6 +464,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gpus_flag),
         cmocka_unit_test_teardown(test_snapshot_worker, stop),
         cmocka_unit_test_teardown(test_worker_dies_with_runtime, stop),
+        cmocka_unit_test_teardown(test_reclaim_only_what_fits, stop),
     };
     return cmocka_run_group_tests_name("gpu_placement", tests, NULL, NULL) != 0;
 }

@@ -81,6 +81,11 @@ MODAL_FUNCTION(on_h100_snapshot, .gpu = "H100", .memory_snapshot = true,
     return modal_string(out);
 }
 
+MODAL_FUNCTION(on_h100_snapshot_sleep, .gpu = "H100", .memory_snapshot = true)
+{
+    return visible(args);
+}
+
 /* ---- helpers ------------------------------------------------------ */
 
 /* The string v holds ("(not a string)" otherwise). */
@@ -419,12 +424,12 @@ static void test_reclaim_only_what_fits(void **state)
 /* A runtime killed while a GPU worker runs a call takes the worker with
  * it: an orphan would keep running (the dead runtime enforces no timeout)
  * on devices that a restarted runtime hands to a new worker. */
-static void test_worker_dies_with_runtime(void **state)
+static void dies_with_runtime(modal_function *fn)
 {
     start_with(H100(U_H100A));
     modal_call *c;
     modal_error err;
-    assert_ok(modal_fn_spawn(&on_h100_only, modal_args(modal_float(60)), &c, &err), err);
+    assert_ok(modal_fn_spawn(fn, modal_args(modal_float(60)), &c, &err), err);
     pid_t pid = 0;
     for (double t0 = harness_now(); harness_now() - t0 < 10 && pid == 0;) {
         cJSON *health = NULL;
@@ -450,6 +455,17 @@ static void test_worker_dies_with_runtime(void **state)
     assert_true(gone);
 }
 
+static void test_worker_dies_with_runtime(void **state)
+{
+    dies_with_runtime(&on_h100_only);
+}
+
+/* The same for a worker forked from a memory-snapshot template. */
+static void test_snapshot_worker_dies_with_runtime(void **state)
+{
+    dies_with_runtime(&on_h100_snapshot_sleep);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -464,6 +480,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gpus_flag),
         cmocka_unit_test_teardown(test_snapshot_worker, stop),
         cmocka_unit_test_teardown(test_worker_dies_with_runtime, stop),
+        cmocka_unit_test_teardown(test_snapshot_worker_dies_with_runtime, stop),
         cmocka_unit_test_teardown(test_reclaim_only_what_fits, stop),
     };
     return cmocka_run_group_tests_name("gpu_placement", tests, NULL, NULL) != 0;

@@ -10,7 +10,8 @@
  * function stopped for them (only one whose devices can serve them),
  * workers killed with a killed runtime, requests that can never be met (EGPU at
  * once, naming what the runtime has), a runtime without GPUs, --gpus,
- * health's gpus with holders, GPU-seconds, memory-snapshot workers.
+ * health's gpus with holders, GPU-seconds (kept when an idle pool is
+ * freed), memory-snapshot workers.
  *
  * This binary is also the worker the runtime starts.
  */
@@ -48,6 +49,7 @@ MODAL_FUNCTION(on_list, .gpu = "B200, A100-80GB, H100") { return visible(args); 
 MODAL_FUNCTION(on_four, .gpu = "h100:4") { return visible(args); }
 MODAL_FUNCTION(on_any, .gpu = "any") { return visible(args); }
 MODAL_FUNCTION(on_two, .gpu = "h100:2") { return visible(args); }
+MODAL_FUNCTION(on_h100_once, .gpu = "H100", .max_inputs = 1) { return visible(args); }
 MODAL_FUNCTION(on_cpu) { return visible(args); }
 
 /* A batched GPU function: sleeps 0.3 s once per batch and answers each
@@ -421,6 +423,30 @@ static void test_reclaim_only_what_fits(void **state)
     assert_int_equal(holder_pid(0), any_pid);
 }
 
+/* A function's GPU-seconds count from the runtime's start: its idle pool
+ * freed (no worker, no call kept) and made again by the next call still
+ * has what the calls before it used. */
+static void test_gpu_seconds_outlive_the_pool(void **state)
+{
+    start_with(H100(U_H100A));
+    free(run_on(&on_h100_once, 0.3));
+    bool freed = false;
+    for (double t0 = harness_now(); harness_now() - t0 < 60 && !freed;) {
+        cJSON *health = harness_health(&rt);
+        freed = pool_entry(health, "on_h100_once") == NULL;
+        cJSON_Delete(health);
+        if (!freed)
+            harness_sleep(0.25);
+    }
+    assert_true(freed);
+    free(run_on(&on_h100_once, 0.3));
+    cJSON *health = harness_health(&rt);
+    const cJSON *p = pool_entry(health, "on_h100_once");
+    assert_non_null(p);
+    assert_true(num(p, "gpu_seconds") >= 0.6 - 1e-6);
+    cJSON_Delete(health);
+}
+
 /* A runtime killed while a GPU worker runs a call takes the worker with
  * it: an orphan would keep running (the dead runtime enforces no timeout)
  * on devices that a restarted runtime hands to a new worker. */
@@ -482,6 +508,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_worker_dies_with_runtime, stop),
         cmocka_unit_test_teardown(test_snapshot_worker_dies_with_runtime, stop),
         cmocka_unit_test_teardown(test_reclaim_only_what_fits, stop),
+        cmocka_unit_test_teardown(test_gpu_seconds_outlive_the_pool, stop),
     };
     return cmocka_run_group_tests_name("gpu_placement", tests, NULL, NULL) != 0;
 }

@@ -1117,10 +1117,14 @@ static void pause_warm(rt_pool *p)
     p->warm_after = rt_now() + p->warm_pause;
 }
 
+static void reclaim_for_waiting(void);
+
 static void on_ready(rt_worker *w)
 {
     w->pool->warm_pause = 0;
     rt_dispatch(w->pool);
+    if (w->state == RT_W_READY && w->inflight == NULL)
+        reclaim_for_waiting(); /* ready with nothing to do: others may wait for it */
 }
 
 static void on_start_refused(rt_pool *p, modal_status code, const char *msg)

@@ -7,7 +7,8 @@
  * upgrades, "!" never upgrading, A100 on an A100-80GB, fallback order,
  * counts, "any", disjoint devices for concurrent workers, calls waiting
  * for busy devices (visible in health) and an idle worker of another
- * function stopped for them (only one whose devices can serve them),
+ * function stopped for them (only one whose devices can serve them; also
+ * one that became ready with nothing to do),
  * workers killed with a killed runtime, requests that can never be met (EGPU at
  * once, naming what the runtime has), a runtime without GPUs, --gpus,
  * health's gpus with holders, GPU-seconds (kept when an idle pool is
@@ -50,6 +51,15 @@ MODAL_FUNCTION(on_four, .gpu = "h100:4") { return visible(args); }
 MODAL_FUNCTION(on_any, .gpu = "any") { return visible(args); }
 MODAL_FUNCTION(on_two, .gpu = "h100:2") { return visible(args); }
 MODAL_FUNCTION(on_h100_once, .gpu = "H100", .max_inputs = 1) { return visible(args); }
+
+static int slow_enter(modal_ctx *ctx)
+{
+    harness_sleep(1.5);
+    return 0;
+}
+
+/* Starts slowly (1.5 s in its enter hook), then keeps the H100 idle. */
+MODAL_FUNCTION(on_h100_slow_start, .gpu = "H100!", .enter = slow_enter) { return visible(args); }
 MODAL_FUNCTION(on_cpu) { return visible(args); }
 
 /* A batched GPU function: sleeps 0.3 s once per batch and answers each
@@ -447,6 +457,29 @@ static void test_gpu_seconds_outlive_the_pool(void **state)
     cJSON_Delete(health);
 }
 
+/* A worker that becomes ready with nothing to do (the call it was started
+ * for was cancelled meanwhile) gives its GPU to a call waiting for it at
+ * once, not after its scaledown window (60 s). */
+static void test_ready_idle_worker_gives_way(void **state)
+{
+    start_with(H100(U_H100A));
+    modal_call *a, *b;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&on_h100_slow_start, modal_args(modal_float(0)), &a, &err), err);
+    while (holder_pid(0) == 0) /* its worker starts, holding the H100 */
+        harness_sleep(0.02);
+    assert_ok(modal_call_cancel(a, &err), err);
+    double t0 = harness_now();
+    assert_ok(modal_fn_spawn(&on_h100_only, modal_args(modal_float(0)), &b, &err), err);
+    modal_value *out = NULL;
+    assert_ok(modal_call_get(b, 20, &out, &err), err);
+    assert_string_equal(str(out), U_H100A);
+    assert_true(harness_now() - t0 < 10);
+    modal_value_free(out);
+    modal_call_free(a);
+    modal_call_free(b);
+}
+
 /* A runtime killed while a GPU worker runs a call takes the worker with
  * it: an orphan would keep running (the dead runtime enforces no timeout)
  * on devices that a restarted runtime hands to a new worker. */
@@ -509,6 +542,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_snapshot_worker_dies_with_runtime, stop),
         cmocka_unit_test_teardown(test_reclaim_only_what_fits, stop),
         cmocka_unit_test_teardown(test_gpu_seconds_outlive_the_pool, stop),
+        cmocka_unit_test_teardown(test_ready_idle_worker_gives_way, stop),
     };
     return cmocka_run_group_tests_name("gpu_placement", tests, NULL, NULL) != 0;
 }

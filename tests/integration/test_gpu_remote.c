@@ -8,7 +8,8 @@
  *
  * Cases: saxpy round trip; OUT arrays start zeroed and INOUT arrays come
  * back; three launches of one image load one module (the test double's
- * call log); a kernel worker file the runtime lost, and a runtime
+ * call log); four threads launching at once on a fresh connection; a
+ * kernel worker file the runtime lost, and a runtime
  * restarted without its specs and artifacts; every refusal of the client
  * (against a runtime address where nothing listens, so nothing was sent);
  * every refusal of the kernel worker (hand-made calls); a runtime without
@@ -164,6 +165,56 @@ static void test_out_and_inout(void **state)
     assert_ok(modal_gpu_run_remote("any", &l, NULL, &err), err);
     for (int i = 0; i < N; i++)
         assert_int_equal(a[i], i * i + 5);
+}
+
+/* Threads of one program launch remotely at once, on a fresh connection
+ * (its first launches race to learn the kernel worker and register its
+ * spec): each gets its own results. */
+#define RT_THREADS 4
+#define RT_LAUNCHES 5
+static modal_connection *shared_conn;
+
+static void *remote_thread(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    for (int k = 0; k < RT_LAUNCHES; k++) {
+        int n = 16, add = 100 * t + k, v[16];
+        for (int i = 0; i < n; i++)
+            v[i] = i;
+        modal_gpu_arg args[] = {MODAL_GPU_SCALAR(n), MODAL_GPU_SCALAR(add), MODAL_GPU_INOUT(v, 16)};
+        modal_gpu_launch l = {.image = &image, .kernel = "add", .grid = MODAL_DIM3(1),
+                              .block = MODAL_DIM3(1), .args = args, .nargs = 3};
+        modal_error err;
+        if (modal_gpu_run_remote_on(shared_conn, "H100", &l, NULL, &err) != MODAL_OK) {
+            fprintf(stderr, "thread %d launch %d: %s\n", t, k, err.message);
+            return (void *)1;
+        }
+        for (int i = 0; i < n; i++)
+            if (v[i] != i + add) {
+                fprintf(stderr, "thread %d launch %d: v[%d] is %d\n", t, k, i, v[i]);
+                return (void *)1;
+            }
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    modal_error err;
+    modal_connection_options o = MODAL_CONNECTION_OPTIONS_INIT;
+    o.token = rt.token;
+    assert_ok(modal_connection_open(rt.url, &o, &shared_conn, &err), err);
+    pthread_t th[RT_THREADS];
+    for (int t = 0; t < RT_THREADS; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, remote_thread, (void *)(intptr_t)t), 0);
+    int bad = 0;
+    for (int t = 0; t < RT_THREADS; t++) {
+        void *r = NULL;
+        pthread_join(th[t], &r);
+        bad += r != NULL;
+    }
+    modal_connection_close(shared_conn);
+    assert_int_equal(bad, 0);
 }
 
 /* A worker keeps the image, so its module is loaded once for many launches. */
@@ -551,6 +602,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_saxpy_round_trip),
         cmocka_unit_test(test_out_and_inout),
         cmocka_unit_test(test_module_loaded_once),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_lost_artifact),
         cmocka_unit_test(test_restarted_runtime),
         cmocka_unit_test(test_client_refusals),

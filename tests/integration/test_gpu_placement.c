@@ -4,7 +4,8 @@
  * with the devices of MODAL_FAKE_CUDA_DEVICES). Each test starts a runtime
  * with the inventory it needs; each function reports the
  * CUDA_VISIBLE_DEVICES its worker was given. Covered: exact types before
- * upgrades, "!" never upgrading, A100 on an A100-80GB, fallback order,
+ * upgrades, "!" never upgrading, A100 on an A100-80GB, fallback order
+ * (the second choice at once when the first is busy),
  * counts, "any", disjoint devices for concurrent workers, calls waiting
  * for busy devices (visible in health) and an idle worker of another
  * function stopped for them (only one whose devices can serve them; also
@@ -51,6 +52,7 @@ MODAL_FUNCTION(on_four, .gpu = "h100:4") { return visible(args); }
 MODAL_FUNCTION(on_any, .gpu = "any") { return visible(args); }
 MODAL_FUNCTION(on_two, .gpu = "h100:2") { return visible(args); }
 MODAL_FUNCTION(on_h100_once, .gpu = "H100", .max_inputs = 1) { return visible(args); }
+MODAL_FUNCTION(on_h100_or_a100, .gpu = "H100!, A100-80GB") { return visible(args); }
 
 static int slow_enter(modal_ctx *ctx)
 {
@@ -480,6 +482,31 @@ static void test_ready_idle_worker_gives_way(void **state)
     modal_call_free(b);
 }
 
+/* A fallback list whose first choice is busy runs on its second at once,
+ * stopping an idle worker of another function that holds it. */
+static void test_second_choice_when_first_busy(void **state)
+{
+    start_with(H100(U_H100A) ";" A100_80(U_A80A));
+    expect_on(&on_a100, U_A80A); /* its worker stays, idle, on the A100 */
+    modal_call *busy, *c;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&on_h100_only, modal_args(modal_float(3)), &busy, &err), err);
+    while (holder_pid(0) == 0)
+        harness_sleep(0.02);
+    double t0 = harness_now();
+    assert_ok(modal_fn_spawn(&on_h100_or_a100, modal_args(modal_float(0)), &c, &err), err);
+    modal_value *out = NULL;
+    assert_ok(modal_call_get(c, 20, &out, &err), err);
+    assert_string_equal(str(out), U_A80A);
+    assert_true(harness_now() - t0 < 2.5); /* it did not wait for the H100 */
+    modal_value_free(out);
+    assert_ok(modal_call_get(busy, 20, &out, &err), err);
+    assert_string_equal(str(out), U_H100A);
+    modal_value_free(out);
+    modal_call_free(busy);
+    modal_call_free(c);
+}
+
 /* A runtime killed while a GPU worker runs a call takes the worker with
  * it: an orphan would keep running (the dead runtime enforces no timeout)
  * on devices that a restarted runtime hands to a new worker. */
@@ -543,6 +570,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_reclaim_only_what_fits, stop),
         cmocka_unit_test_teardown(test_gpu_seconds_outlive_the_pool, stop),
         cmocka_unit_test_teardown(test_ready_idle_worker_gives_way, stop),
+        cmocka_unit_test_teardown(test_second_choice_when_first_busy, stop),
     };
     return cmocka_run_group_tests_name("gpu_placement", tests, NULL, NULL) != 0;
 }

@@ -10,7 +10,8 @@
  * for busy devices (visible in health) and an idle worker of another
  * function stopped for them (only one whose devices can serve them; also
  * one that became ready with nothing to do),
- * workers killed with a killed runtime, requests that can never be met (EGPU at
+ * workers killed with a killed runtime (a stopped one still runs their
+ * exit hooks), requests that can never be met (EGPU at
  * once, naming what the runtime has), a runtime without GPUs, --gpus,
  * health's gpus with holders, GPU-seconds (kept when an idle pool is
  * freed), memory-snapshot workers.
@@ -53,6 +54,26 @@ MODAL_FUNCTION(on_any, .gpu = "any") { return visible(args); }
 MODAL_FUNCTION(on_two, .gpu = "h100:2") { return visible(args); }
 MODAL_FUNCTION(on_h100_once, .gpu = "H100", .max_inputs = 1) { return visible(args); }
 MODAL_FUNCTION(on_h100_or_a100, .gpu = "H100!, A100-80GB") { return visible(args); }
+
+/* The file on_h100_hooked's exit hook writes, from its call's argument. */
+static char exit_marker[256];
+
+static int write_exit_marker(modal_ctx *ctx)
+{
+    harness_sleep(1); /* a hook that takes its time */
+    FILE *f = exit_marker[0] != '\0' ? fopen(exit_marker, "w") : NULL;
+    if (f != NULL) {
+        fputs("exited\n", f);
+        fclose(f);
+    }
+    return 0;
+}
+
+MODAL_FUNCTION(on_h100_hooked, .gpu = "H100", .exit = write_exit_marker)
+{
+    snprintf(exit_marker, sizeof exit_marker, "%s", modal_arg_string(args, 0));
+    return modal_string("ok");
+}
 
 static int slow_enter(modal_ctx *ctx)
 {
@@ -507,6 +528,25 @@ static void test_second_choice_when_first_busy(void **state)
     modal_call_free(c);
 }
 
+/* A runtime stopped with SIGTERM still lets its idle workers run their
+ * exit hooks (dying with the runtime is for a runtime that is killed). */
+static void test_stop_runs_exit_hooks(void **state)
+{
+    start_with(H100(U_H100A));
+    char marker[128];
+    snprintf(marker, sizeof marker, "/tmp/modal-gpu-exit-%d", (int)getpid());
+    unlink(marker);
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_remote(&on_h100_hooked, modal_args(modal_string(marker)), &out, &err),
+              err);
+    modal_value_free(out);
+    harness_stop(&rt);
+    bool written = access(marker, F_OK) == 0;
+    unlink(marker);
+    assert_true(written);
+}
+
 /* A runtime killed while a GPU worker runs a call takes the worker with
  * it: an orphan would keep running (the dead runtime enforces no timeout)
  * on devices that a restarted runtime hands to a new worker. */
@@ -571,6 +611,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_gpu_seconds_outlive_the_pool, stop),
         cmocka_unit_test_teardown(test_ready_idle_worker_gives_way, stop),
         cmocka_unit_test_teardown(test_second_choice_when_first_busy, stop),
+        cmocka_unit_test_teardown(test_stop_runs_exit_hooks, stop),
     };
     return cmocka_run_group_tests_name("gpu_placement", tests, NULL, NULL) != 0;
 }

@@ -306,20 +306,23 @@ static modal_status take_result(const char *api, const modal_gpu_launch *l,
                            "modal-kernel-worker and this library (%s) may differ in version",
                            api, out == NULL ? "without \"out\"" : "another shape", want,
                            MODAL_VERSION_STRING);
-    size_t k = 0;
-    for (size_t i = 0; i < l->nargs; i++) {
-        const modal_gpu_arg *a = &l->args[i];
-        if (a->kind != MODAL_GPU_ARG_OUT && a->kind != MODAL_GPU_ARG_INOUT)
-            continue;
-        const void *p = NULL;
-        size_t n = 0;
-        if (modal_get_bytes(modal_list_get(out, k++), &p, &n, NULL) != MODAL_OK || n != a->size)
-            return modal__fail(err, MODAL_ECODEC, "%s: the kernel worker sent %zu bytes for "
-                               "argument %zu (%s of %zu bytes); nothing after it was written "
-                               "back", api, n, i, kind_name(a->kind), a->size);
-        if (n > 0)
-            memcpy(a->data, p, n);
-    }
+    /* Every size is checked before anything is written: a bad answer
+     * leaves the caller's memory as it was. */
+    for (int write = 0; write < 2; write++)
+        for (size_t i = 0, k = 0; i < l->nargs; i++) {
+            const modal_gpu_arg *a = &l->args[i];
+            if (a->kind != MODAL_GPU_ARG_OUT && a->kind != MODAL_GPU_ARG_INOUT)
+                continue;
+            const void *p = NULL;
+            size_t n = 0;
+            if (modal_get_bytes(modal_list_get(out, k++), &p, &n, NULL) != MODAL_OK ||
+                n != a->size)
+                return modal__fail(err, MODAL_ECODEC, "%s: the kernel worker sent %zu bytes "
+                                   "for argument %zu (%s of %zu bytes); nothing was written "
+                                   "back", api, n, i, kind_name(a->kind), a->size);
+            if (write && n > 0)
+                memcpy(a->data, p, n);
+        }
     if (stats != NULL) {
         stats->copy_in_s = t[0];
         stats->kernel_s = t[1];

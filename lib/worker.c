@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -775,8 +776,15 @@ static void template_serve(int sock, const char *name)
         }
         fflush(stdout);
         fflush(stderr);
+        pid_t runtime = getppid();
         pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);
         if (pid == 0) {
+            /* It dies with the runtime, as an exec'd worker does (a clone
+             * does not inherit that): an orphan would go on running, on
+             * GPUs a restarted runtime gives to another. */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != runtime)
+                _exit(4);
             /* The new worker: its own process group, so a timeout stops
              * what it starts; then its descriptors, as exec gives them. */
             setpgid(0, 0);

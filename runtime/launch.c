@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -193,6 +194,7 @@ typedef struct child_args {
     int maxtarget;
     char procs[PATH_MAX + 32]; /* <cgroup>/cgroup.procs */
     char uidmap[64], gidmap[64];
+    pid_t parent;            /* the runtime */
 } child_args;
 
 /* The child runs on a stack of its own, sharing the parent's memory:
@@ -300,6 +302,14 @@ static CHILD_CODE int child_main(void *arg)
             if (fd != a->errfd)
                 fcntl((int)fd, F_SETFD, FD_CLOEXEC);
     }
+    /* The child dies with the runtime: an orphaned worker would go on
+     * running (no timeout enforced any more) on devices a restarted
+     * runtime gives to another. Set last, as a change of credentials (the
+     * user namespace) clears it; a runtime gone already is caught by the
+     * parent's pid (0 in a PID namespace of the child's own). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != a->parent && getppid() != 0)
+        _exit(127);
     execve(s->path, s->argv, s->env);
     child_fail(a, STEP_EXEC, 0);
 }
@@ -387,7 +397,7 @@ pid_t rt_launch_spawn(const rt_launch_spec *s, rt_launch_error *e)
         copy.env = (char **)empty_env;
         s = &copy;
     }
-    child_args a = {.s = s, .maxtarget = 2};
+    child_args a = {.s = s, .maxtarget = 2, .parent = getpid()};
     for (size_t i = 0; i < s->nfds; i++) {
         if (s->fds[i].target > a.maxtarget)
             a.maxtarget = s->fds[i].target;

@@ -371,8 +371,9 @@ int main(int argc, char **argv)
     rt_workers_shutdown();
     pthread_mutex_unlock(&rt.mu);
     rt_wake();
-    rt_http_stop();
-    /* Give idle workers a moment to run exit hooks, then stop the rest. */
+    /* Give idle workers a moment to run exit hooks, then stop the rest.
+     * The HTTP threads (which refuse new calls now) end only after it: a
+     * worker dies with the thread that started it (PR_SET_PDEATHSIG). */
     for (int i = 0; i < 50; i++) {
         pthread_mutex_lock(&rt.mu);
         bool none = rt.workers == NULL;
@@ -381,6 +382,7 @@ int main(int argc, char **argv)
             break;
         usleep(100 * 1000);
     }
+    rt_http_stop();
     pthread_mutex_lock(&rt.mu);
     for (rt_worker *w = rt.workers; w; w = w->next)
         rt_worker_kill(w, "the runtime is shutting down");

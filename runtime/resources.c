@@ -327,9 +327,15 @@ bool rt_res_grant_serves(const rt_res_grant *g, const rt_res_req *req)
 {
     for (int i = 0; i < res.ndevices; i++)
         if ((g->devices & (1ull << i)) && res.types[i][0] != '\0')
-            for (size_t k = 0; k < req->ngpu; k++)
-                if (modal__gpu_accepts(&req->gpu[k], res.types[i]) != 0)
+            for (size_t k = 0; k < req->ngpu; k++) {
+                /* A choice's devices are all of one type: a type with
+                 * fewer devices than it counts can never serve it. */
+                uint64_t all;
+                if (modal__gpu_accepts(&req->gpu[k], res.types[i]) != 0 &&
+                    slots_of(res.types[i], false, req->gpu[k].count, &all) ==
+                        req->gpu[k].count)
                     return true;
+            }
     return false;
 }
 

@@ -83,8 +83,9 @@ const char *rt_res_device_name(int i);
 /* How many slots g holds. */
 int rt_res_grant_count(const rt_res_grant *g);
 
-/* Whether g holds a GPU that some choice of req would take: a worker
- * holding it is worth stopping for req. */
+/* Whether g holds a GPU that some choice of req would take (of a type
+ * with devices enough for the choice's count): a worker holding it is
+ * worth stopping for req. */
 bool rt_res_grant_serves(const rt_res_grant *g, const rt_res_req *req);
 
 /*

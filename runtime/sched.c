@@ -578,6 +578,42 @@ void rt_dispatch(rt_pool *p)
     }
 }
 
+/* The GPU-seconds of functions whose idle pool was freed, by spec id:
+ * the pool made again for the function starts from them, so its sum
+ * counts from the runtime's start (in memory only). */
+typedef struct kept_gpu_seconds {
+    char key[65];
+    double gpu_seconds;
+    struct kept_gpu_seconds *next;
+} kept_gpu_seconds;
+static kept_gpu_seconds *kept_gpu;
+
+/* Keep what p used, as p is freed. */
+static void gpu_seconds_keep(const rt_pool *p)
+{
+    kept_gpu_seconds *k = p->gpu_seconds > 0 ? calloc(1, sizeof *k) : NULL;
+    if (k == NULL)
+        return;
+    snprintf(k->key, sizeof k->key, "%s", p->key);
+    k->gpu_seconds = p->gpu_seconds;
+    k->next = kept_gpu;
+    kept_gpu = k;
+}
+
+/* What the freed pools of spec key used, taken back (0 if none). */
+static double gpu_seconds_take(const char *key)
+{
+    for (kept_gpu_seconds **kp = &kept_gpu; *kp; kp = &(*kp)->next)
+        if (strcmp((*kp)->key, key) == 0) {
+            kept_gpu_seconds *k = *kp;
+            double s = k->gpu_seconds;
+            *kp = k->next;
+            free(k);
+            return s;
+        }
+    return 0;
+}
+
 /*
  * Find the pool of a call or map frame. The frame names a registered spec
  * ({"spec": id}); a frame that carries the spec itself (artifact, app, fn,
@@ -652,6 +688,7 @@ static modal_status frame_pool(const cJSON *env, rt_pool **out, modal_error *err
         return modal__fail(err, MODAL_ENOMEM, "runtime out of memory");
     snprintf(p->key, sizeof p->key, "%s", key);
     p->spec = spec;
+    p->gpu_seconds = gpu_seconds_take(p->key);
     p->next = rt.pools;
     rt.pools = p;
     *out = p;
@@ -1044,6 +1081,7 @@ static void tick(double now)
             *pp = p->next;
             rt_log(0, "freed the idle pool of %s (%.12s)", p->spec->fn, p->key);
             rt_template_stop(p);
+            gpu_seconds_keep(p);
             free(p);
         } else {
             pp = &p->next;
@@ -1099,10 +1137,14 @@ static void pause_warm(rt_pool *p)
     p->warm_after = rt_now() + p->warm_pause;
 }
 
+static void reclaim_for_waiting(void);
+
 static void on_ready(rt_worker *w)
 {
     w->pool->warm_pause = 0;
     rt_dispatch(w->pool);
+    if (w->state == RT_W_READY && w->inflight == NULL)
+        reclaim_for_waiting(); /* ready with nothing to do: others may wait for it */
 }
 
 static void on_start_refused(rt_pool *p, modal_status code, const char *msg)

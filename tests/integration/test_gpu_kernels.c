@@ -3,6 +3,7 @@
  * double: saxpy run remotely equals the CPU's result; a warm worker pays
  * cuInit, the context and the module load once (also when forked from a
  * memory snapshot, whose template never touches the driver); local use;
+ * eight threads of one process launching on two devices at once;
  * out of memory; a failed launch and a lost device end the worker, and
  * the next call, the calls sent to it meanwhile and the next batch of a
  * batched function run on a fresh one (every call of a batch that broke
@@ -509,6 +510,15 @@ static void test_local_use(void **state)
     fake_env_clear();
 }
 
+static void test_threads(void **state)
+{
+    fake_env(H100 ";" H100_2, NULL);
+    char *out = run_case("threads");
+    assert_contains(out, "threads: ok");
+    free(out);
+    fake_env_clear();
+}
+
 static void test_out_of_memory(void **state)
 {
     fake_env(H100, "cuMemAlloc_v2=CUDA_ERROR_OUT_OF_MEMORY");
@@ -761,13 +771,61 @@ static int case_nodriver(void)
     return 0;
 }
 
+/* Several threads of one process launch at once, from the first launch
+ * (contexts, modules and buffers made under contention) on: each result
+ * is its own thread's. */
+#define THREADS 8
+#define LAUNCHES 60
+
+static void *launch_thread(void *arg)
+{
+    long t = (long)arg;
+    float y[N], a = (float)(t + 1);
+    int cnt = N;
+    modal_gpu_arg kargs[4];
+    for (int k = 0; k < LAUNCHES; k++) {
+        memcpy(y, ys, sizeof y);
+        modal_gpu_launch l = saxpy_launch(kargs, &cnt, &a, y, (int)((t + k) % 2));
+        modal_error err;
+        if (modal_gpu_run(&l, NULL, &err) != MODAL_OK) {
+            fprintf(stderr, "thread %ld launch %d: %s\n", t, k, err.message);
+            return (void *)1;
+        }
+        for (int i = 0; i < N; i++)
+            if (fabsf(y[i] - (a * xs[i] + ys[i])) > 1e-6f) {
+                fprintf(stderr, "thread %ld launch %d: element %d is %g, not %g\n", t, k, i,
+                        y[i], a * xs[i] + ys[i]);
+                return (void *)1;
+            }
+    }
+    return NULL;
+}
+
+static int case_threads(void)
+{
+    random_inputs(11);
+    pthread_t th[THREADS];
+    for (long t = 0; t < THREADS; t++)
+        CHECK(pthread_create(&th[t], NULL, launch_thread, (void *)t) == 0, "pthread_create");
+    int bad = 0;
+    for (int t = 0; t < THREADS; t++) {
+        void *r = NULL;
+        pthread_join(th[t], &r);
+        bad += r != NULL;
+    }
+    CHECK(bad == 0, "%d threads failed", bad);
+    printf("threads: ok\n");
+    return 0;
+}
+
 static int run_named_case(const char *name)
 {
     static const struct {
         const char *name;
         int (*fn)(void);
     } cases[] = {{"local", case_local}, {"oom", case_oom}, {"arch", case_arch},
-                 {"unknown", case_unknown}, {"args", case_args}, {"nodriver", case_nodriver}};
+                 {"unknown", case_unknown}, {"args", case_args}, {"nodriver", case_nodriver},
+                 {"threads", case_threads}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         if (strcmp(cases[i].name, name) == 0)
             return cases[i].fn();
@@ -791,6 +849,7 @@ int main(int argc, char **argv)
     setenv("MODAL_QUIET_LOGS", "1", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_local_use),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_arch_mismatch),
         cmocka_unit_test(test_unknown_kernel),

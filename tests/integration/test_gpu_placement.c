@@ -4,13 +4,17 @@
  * with the devices of MODAL_FAKE_CUDA_DEVICES). Each test starts a runtime
  * with the inventory it needs; each function reports the
  * CUDA_VISIBLE_DEVICES its worker was given. Covered: exact types before
- * upgrades, "!" never upgrading, A100 on an A100-80GB, fallback order,
+ * upgrades, "!" never upgrading, A100 on an A100-80GB, fallback order
+ * (the second choice at once when the first is busy),
  * counts, "any", disjoint devices for concurrent workers, calls waiting
  * for busy devices (visible in health) and an idle worker of another
- * function stopped for them, requests that can never be met (EGPU at
- * once, naming what the runtime has), an idle batched worker whose call
- * waits for its batch kept for it, a runtime without GPUs, --gpus,
- * health's gpus with holders, GPU-seconds, memory-snapshot workers.
+ * function stopped for them (only one whose devices can serve them; also
+ * one that became ready with nothing to do; never an idle batched worker
+ * whose call waits for its batch), workers killed with a killed runtime
+ * (a stopped one still runs their exit hooks), requests that can never be
+ * met (EGPU at once, naming what the runtime has), a runtime without GPUs,
+ * --gpus, health's gpus with holders, GPU-seconds (kept when an idle pool
+ * is freed; a batch's calls share them), memory-snapshot workers.
  *
  * This binary is also the worker the runtime starts.
  */
@@ -47,6 +51,38 @@ MODAL_FUNCTION(on_a100, .gpu = "A100") { return visible(args); }
 MODAL_FUNCTION(on_list, .gpu = "B200, A100-80GB, H100") { return visible(args); }
 MODAL_FUNCTION(on_four, .gpu = "h100:4") { return visible(args); }
 MODAL_FUNCTION(on_any, .gpu = "any") { return visible(args); }
+MODAL_FUNCTION(on_two, .gpu = "h100:2") { return visible(args); }
+MODAL_FUNCTION(on_h100_once, .gpu = "H100", .max_inputs = 1) { return visible(args); }
+MODAL_FUNCTION(on_h100_or_a100, .gpu = "H100!, A100-80GB") { return visible(args); }
+
+/* The file on_h100_hooked's exit hook writes, from its call's argument. */
+static char exit_marker[256];
+
+static int write_exit_marker(modal_ctx *ctx)
+{
+    harness_sleep(1); /* a hook that takes its time */
+    FILE *f = exit_marker[0] != '\0' ? fopen(exit_marker, "w") : NULL;
+    if (f != NULL) {
+        fputs("exited\n", f);
+        fclose(f);
+    }
+    return 0;
+}
+
+MODAL_FUNCTION(on_h100_hooked, .gpu = "H100", .exit = write_exit_marker)
+{
+    snprintf(exit_marker, sizeof exit_marker, "%s", modal_arg_string(args, 0));
+    return modal_string("ok");
+}
+
+static int slow_enter(modal_ctx *ctx)
+{
+    harness_sleep(1.5);
+    return 0;
+}
+
+/* Starts slowly (1.5 s in its enter hook), then keeps the H100 idle. */
+MODAL_FUNCTION(on_h100_slow_start, .gpu = "H100!", .enter = slow_enter) { return visible(args); }
 MODAL_FUNCTION(on_cpu) { return visible(args); }
 
 /* A batched GPU function: sleeps 0.3 s once per batch and answers each
@@ -78,6 +114,11 @@ MODAL_FUNCTION(on_h100_snapshot, .gpu = "H100", .memory_snapshot = true,
     char out[600];
     snprintf(out, sizeof out, "template=[%s] worker=[%s]", template_saw, v ? v : "(unset)");
     return modal_string(out);
+}
+
+MODAL_FUNCTION(on_h100_snapshot_sleep, .gpu = "H100", .memory_snapshot = true)
+{
+    return visible(args);
 }
 
 /* ---- helpers ------------------------------------------------------ */
@@ -444,6 +485,166 @@ static void test_snapshot_worker(void **state)
     modal_value_free(out);
 }
 
+/* The pid of the worker holding device i of rt, 0 when none does. */
+static long holder_pid(int i)
+{
+    cJSON *health = NULL;
+    const cJSON *held = cJSON_GetObjectItemCaseSensitive(gpu_entry(&health, i), "held_by");
+    long pid = cJSON_IsObject(held) ? (long)num(held, "pid") : 0;
+    cJSON_Delete(health);
+    return pid;
+}
+
+/* A call waiting for "h100:2" stops only an idle worker whose devices can
+ * be part of two H100s (or two H200s): not the one holding the runtime's
+ * only H200, which no placement of that request can use. */
+static void test_reclaim_only_what_fits(void **state)
+{
+    start_with(H200(U_H200) ";" H100(U_H100A) ";" H100(U_H100B));
+    expect_on(&on_h100_only, U_H100A);
+    expect_on(&on_any, U_H200); /* the newer worker, found first */
+    long any_pid = holder_pid(0);
+    assert_true(any_pid > 1);
+    expect_on(&on_two, U_H100A "," U_H100B);
+    assert_int_equal(holder_pid(0), any_pid);
+}
+
+/* A function's GPU-seconds count from the runtime's start: its idle pool
+ * freed (no worker, no call kept) and made again by the next call still
+ * has what the calls before it used. */
+static void test_gpu_seconds_outlive_the_pool(void **state)
+{
+    start_with(H100(U_H100A));
+    free(run_on(&on_h100_once, 0.3));
+    bool freed = false;
+    for (double t0 = harness_now(); harness_now() - t0 < 60 && !freed;) {
+        cJSON *health = harness_health(&rt);
+        freed = pool_entry(health, "on_h100_once") == NULL;
+        cJSON_Delete(health);
+        if (!freed)
+            harness_sleep(0.25);
+    }
+    assert_true(freed);
+    free(run_on(&on_h100_once, 0.3));
+    cJSON *health = harness_health(&rt);
+    const cJSON *p = pool_entry(health, "on_h100_once");
+    assert_non_null(p);
+    assert_true(num(p, "gpu_seconds") >= 0.6 - 1e-6);
+    cJSON_Delete(health);
+}
+
+/* A worker that becomes ready with nothing to do (the call it was started
+ * for was cancelled meanwhile) gives its GPU to a call waiting for it at
+ * once, not after its scaledown window (60 s). */
+static void test_ready_idle_worker_gives_way(void **state)
+{
+    start_with(H100(U_H100A));
+    modal_call *a, *b;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&on_h100_slow_start, modal_args(modal_float(0)), &a, &err), err);
+    while (holder_pid(0) == 0) /* its worker starts, holding the H100 */
+        harness_sleep(0.02);
+    assert_ok(modal_call_cancel(a, &err), err);
+    double t0 = harness_now();
+    assert_ok(modal_fn_spawn(&on_h100_only, modal_args(modal_float(0)), &b, &err), err);
+    modal_value *out = NULL;
+    assert_ok(modal_call_get(b, 20, &out, &err), err);
+    assert_string_equal(str(out), U_H100A);
+    assert_true(harness_now() - t0 < 10);
+    modal_value_free(out);
+    modal_call_free(a);
+    modal_call_free(b);
+}
+
+/* A fallback list whose first choice is busy runs on its second at once,
+ * stopping an idle worker of another function that holds it. */
+static void test_second_choice_when_first_busy(void **state)
+{
+    start_with(H100(U_H100A) ";" A100_80(U_A80A));
+    expect_on(&on_a100, U_A80A); /* its worker stays, idle, on the A100 */
+    modal_call *busy, *c;
+    modal_error err;
+    assert_ok(modal_fn_spawn(&on_h100_only, modal_args(modal_float(3)), &busy, &err), err);
+    while (holder_pid(0) == 0)
+        harness_sleep(0.02);
+    double t0 = harness_now();
+    assert_ok(modal_fn_spawn(&on_h100_or_a100, modal_args(modal_float(0)), &c, &err), err);
+    modal_value *out = NULL;
+    assert_ok(modal_call_get(c, 20, &out, &err), err);
+    assert_string_equal(str(out), U_A80A);
+    assert_true(harness_now() - t0 < 2.5); /* it did not wait for the H100 */
+    modal_value_free(out);
+    assert_ok(modal_call_get(busy, 20, &out, &err), err);
+    assert_string_equal(str(out), U_H100A);
+    modal_value_free(out);
+    modal_call_free(busy);
+    modal_call_free(c);
+}
+
+/* A runtime stopped with SIGTERM still lets its idle workers run their
+ * exit hooks (dying with the runtime is for a runtime that is killed). */
+static void test_stop_runs_exit_hooks(void **state)
+{
+    start_with(H100(U_H100A));
+    char marker[128];
+    snprintf(marker, sizeof marker, "/tmp/modal-gpu-exit-%d", (int)getpid());
+    unlink(marker);
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_remote(&on_h100_hooked, modal_args(modal_string(marker)), &out, &err),
+              err);
+    modal_value_free(out);
+    harness_stop(&rt);
+    bool written = access(marker, F_OK) == 0;
+    unlink(marker);
+    assert_true(written);
+}
+
+/* A runtime killed while a GPU worker runs a call takes the worker with
+ * it: an orphan would keep running (the dead runtime enforces no timeout)
+ * on devices that a restarted runtime hands to a new worker. */
+static void dies_with_runtime(modal_function *fn)
+{
+    start_with(H100(U_H100A));
+    modal_call *c;
+    modal_error err;
+    assert_ok(modal_fn_spawn(fn, modal_args(modal_float(60)), &c, &err), err);
+    pid_t pid = 0;
+    for (double t0 = harness_now(); harness_now() - t0 < 10 && pid == 0;) {
+        cJSON *health = NULL;
+        const cJSON *held = cJSON_GetObjectItemCaseSensitive(gpu_entry(&health, 0), "held_by");
+        if (cJSON_IsObject(held))
+            pid = (pid_t)num(held, "pid");
+        cJSON_Delete(health);
+        if (pid == 0)
+            harness_sleep(0.02);
+    }
+    assert_true(pid > 1);
+    harness_sleep(0.2); /* the call is running in it */
+    harness_kill(&rt);
+    bool gone = false;
+    for (double t0 = harness_now(); harness_now() - t0 < 5 && !gone;) {
+        gone = kill(pid, 0) != 0 && errno == ESRCH;
+        if (!gone)
+            harness_sleep(0.05);
+    }
+    if (!gone)
+        kill(pid, SIGKILL); /* leave nothing behind */
+    modal_call_free(c);
+    assert_true(gone);
+}
+
+static void test_worker_dies_with_runtime(void **state)
+{
+    dies_with_runtime(&on_h100_only);
+}
+
+/* The same for a worker forked from a memory-snapshot template. */
+static void test_snapshot_worker_dies_with_runtime(void **state)
+{
+    dies_with_runtime(&on_h100_snapshot_sleep);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -458,6 +659,13 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_no_gpus, stop),
         cmocka_unit_test(test_gpus_flag),
         cmocka_unit_test_teardown(test_snapshot_worker, stop),
+        cmocka_unit_test_teardown(test_worker_dies_with_runtime, stop),
+        cmocka_unit_test_teardown(test_snapshot_worker_dies_with_runtime, stop),
+        cmocka_unit_test_teardown(test_reclaim_only_what_fits, stop),
+        cmocka_unit_test_teardown(test_gpu_seconds_outlive_the_pool, stop),
+        cmocka_unit_test_teardown(test_ready_idle_worker_gives_way, stop),
+        cmocka_unit_test_teardown(test_second_choice_when_first_busy, stop),
+        cmocka_unit_test_teardown(test_stop_runs_exit_hooks, stop),
     };
     return cmocka_run_group_tests_name("gpu_placement", tests, NULL, NULL) != 0;
 }

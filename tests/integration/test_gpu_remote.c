@@ -8,11 +8,14 @@
  *
  * Cases: saxpy round trip; OUT arrays start zeroed and INOUT arrays come
  * back; three launches of one image load one module (the test double's
- * call log); a kernel worker file the runtime lost, and a runtime
+ * call log); four threads launching at once on a fresh connection; a
+ * kernel worker file the runtime lost, and a runtime
  * restarted without its specs and artifacts; every refusal of the client
  * (against a runtime address where nothing listens, so nothing was sent);
  * every refusal of the kernel worker (hand-made calls); a runtime without
- * a GPU (MODAL_EGPU) and one without a kernel worker (MODAL_ENOTFOUND).
+ * a GPU (MODAL_EGPU) and one without a kernel worker (MODAL_ENOTFOUND);
+ * a kernel worker answering arrays of the wrong size (this binary, as
+ * --kernel-worker) changes none of the caller's memory.
  */
 #include "harness.h"
 #include "cuda.h"
@@ -162,6 +165,56 @@ static void test_out_and_inout(void **state)
     assert_ok(modal_gpu_run_remote("any", &l, NULL, &err), err);
     for (int i = 0; i < N; i++)
         assert_int_equal(a[i], i * i + 5);
+}
+
+/* Threads of one program launch remotely at once, on a fresh connection
+ * (its first launches race to learn the kernel worker and register its
+ * spec): each gets its own results. */
+#define RT_THREADS 4
+#define RT_LAUNCHES 5
+static modal_connection *shared_conn;
+
+static void *remote_thread(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    for (int k = 0; k < RT_LAUNCHES; k++) {
+        int n = 16, add = 100 * t + k, v[16];
+        for (int i = 0; i < n; i++)
+            v[i] = i;
+        modal_gpu_arg args[] = {MODAL_GPU_SCALAR(n), MODAL_GPU_SCALAR(add), MODAL_GPU_INOUT(v, 16)};
+        modal_gpu_launch l = {.image = &image, .kernel = "add", .grid = MODAL_DIM3(1),
+                              .block = MODAL_DIM3(1), .args = args, .nargs = 3};
+        modal_error err;
+        if (modal_gpu_run_remote_on(shared_conn, "H100", &l, NULL, &err) != MODAL_OK) {
+            fprintf(stderr, "thread %d launch %d: %s\n", t, k, err.message);
+            return (void *)1;
+        }
+        for (int i = 0; i < n; i++)
+            if (v[i] != i + add) {
+                fprintf(stderr, "thread %d launch %d: v[%d] is %d\n", t, k, i, v[i]);
+                return (void *)1;
+            }
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    modal_error err;
+    modal_connection_options o = MODAL_CONNECTION_OPTIONS_INIT;
+    o.token = rt.token;
+    assert_ok(modal_connection_open(rt.url, &o, &shared_conn, &err), err);
+    pthread_t th[RT_THREADS];
+    for (int t = 0; t < RT_THREADS; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, remote_thread, (void *)(intptr_t)t), 0);
+    int bad = 0;
+    for (int t = 0; t < RT_THREADS; t++) {
+        void *r = NULL;
+        pthread_join(th[t], &r);
+        bad += r != NULL;
+    }
+    modal_connection_close(shared_conn);
+    assert_int_equal(bad, 0);
 }
 
 /* A worker keeps the image, so its module is loaded once for many launches. */
@@ -499,6 +552,49 @@ static void test_runtime_without_kernel_worker(void **state)
     harness_stop(&h);
 }
 
+/* A kernel worker gone wrong, for the runtime started with this binary as
+ * its --kernel-worker: the first array it answers has the right size, the
+ * second not. */
+MODAL_FUNCTION(modal_kernel, .gpu = "any")
+{
+    unsigned char right[8], wrong[3];
+    memset(right, 0x11, sizeof right);
+    memset(wrong, 0x22, sizeof wrong);
+    const double t[3] = {0, 0, 0};
+    modal_value *out = modal_args(modal_bytes(right, sizeof right),
+                                  modal_bytes(wrong, sizeof wrong));
+    modal_value *r = modal_map();
+    modal_map_set(r, "out", out, NULL);
+    modal_map_set(r, "stats", modal_array(MODAL_F64, t, 3), NULL);
+    return r;
+}
+
+/* An answer whose sizes do not match the launch writes nothing into the
+ * caller's memory, not even the arrays before the bad one. */
+static void test_bad_answer_writes_nothing(void **state)
+{
+    const char *args[] = {"--kernel-worker", harness_self_exe(), NULL};
+    harness h;
+    assert_int_equal(harness_start_with(&h, args, false), 0);
+    modal_connection *c;
+    modal_error err;
+    modal_connection_options o = MODAL_CONNECTION_OPTIONS_INIT;
+    o.token = h.token;
+    assert_ok(modal_connection_open(h.url, &o, &c, &err), err);
+    int a[2] = {7, 7}, b[2] = {9, 9};
+    modal_gpu_arg kargs[] = {MODAL_GPU_INOUT(a, 2), MODAL_GPU_OUT(b, 2)};
+    modal_gpu_launch l = {.image = &image, .kernel = "empty", .grid = MODAL_DIM3(1),
+                          .block = MODAL_DIM3(1), .args = kargs, .nargs = 2};
+    assert_status(modal_gpu_run_remote_on(c, "any", &l, NULL, &err), MODAL_ECODEC, err);
+    assert_message_contains(err, "sent 3 bytes for argument 1");
+    assert_int_equal(a[0], 7);
+    assert_int_equal(a[1], 7);
+    assert_int_equal(b[0], 9);
+    assert_int_equal(b[1], 9);
+    modal_connection_close(c);
+    harness_stop(&h);
+}
+
 int main(int argc, char **argv)
 {
     modal_worker_serve_if_worker(argc, argv);
@@ -506,12 +602,14 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_saxpy_round_trip),
         cmocka_unit_test(test_out_and_inout),
         cmocka_unit_test(test_module_loaded_once),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_lost_artifact),
         cmocka_unit_test(test_restarted_runtime),
         cmocka_unit_test(test_client_refusals),
         cmocka_unit_test(test_worker_refusals),
         cmocka_unit_test(test_runtime_without_gpu),
         cmocka_unit_test(test_runtime_without_kernel_worker),
+        cmocka_unit_test(test_bad_answer_writes_nothing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -342,6 +342,20 @@ static void test_remote_launch_failure_restarts_worker(void **state)
     fake_env_clear();
 }
 
+/* The worker bad_pid exited after its GPU broke: the next call of
+ * gpu_batched runs on a fresh worker. */
+static void batched_runs_on_fresh_worker(long bad_pid)
+{
+    modal_value *out = NULL;
+    modal_error err;
+    assert_ok(modal_fn_remote(&gpu_batched, modal_args(modal_string("saxpy")), &out, &err), err);
+    int64_t pid = 0;
+    assert_ok(modal_get_int(out, &pid, &err), err);
+    modal_value_free(out);
+    assert_true(pid > 0 && pid != bad_pid);
+    assert_false(harness_pid_alive((pid_t)bad_pid));
+}
+
 static void test_remote_calls_sent_ahead_go_to_a_fresh_worker(void **state)
 {
     harness h;
@@ -387,12 +401,7 @@ static void test_remote_batched_launch_failure_restarts_worker(void **state)
     assert_int_equal(st, MODAL_EFUNC);
     assert_message_contains(err, "crash: cuLaunchKernel");
     long bad_pid = atol(strstr(err.message, "pid ") + 4);
-    assert_ok(modal_fn_remote(&gpu_batched, modal_args(modal_string("saxpy")), &out, &err), err);
-    int64_t pid = 0;
-    assert_ok(modal_get_int(out, &pid, &err), err);
-    modal_value_free(out);
-    assert_true(pid > 0 && pid != bad_pid);
-    assert_false(harness_pid_alive((pid_t)bad_pid));
+    batched_runs_on_fresh_worker(bad_pid);
     harness_stop(&h);
     fake_env_clear();
 }
@@ -446,13 +455,7 @@ static void test_remote_batch_with_sticky_error_settles_each_call_once(void **st
         modal_call_free(calls[i]);
     }
     free(log);
-    modal_value *out = NULL;
-    assert_ok(modal_fn_remote(&gpu_batched, modal_args(modal_string("saxpy")), &out, &err), err);
-    int64_t pid = 0;
-    assert_ok(modal_get_int(out, &pid, &err), err);
-    modal_value_free(out);
-    assert_true(pid > 0 && pid != bad_pid);
-    assert_false(harness_pid_alive((pid_t)bad_pid));
+    batched_runs_on_fresh_worker(bad_pid);
     harness_stop(&h);
     fake_env_clear();
 }
